@@ -1,0 +1,329 @@
+"""The terminal face: serve the MCP server, and see and steer runs from a shell.
+
+Every command parses its arguments, calls the engine and renders: a table for people, JSON with
+``--json`` for scripts. Errors print ``code: message`` on stderr and exit 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from .config import ENV_DB, ENV_MAX_PAYLOAD, ENV_SYNCHRONOUS, Settings, default_db_path
+from .engine import Engine
+from .errors import ConfigError, OrchestratorError, invalid_input_from
+from .models import CancelRunInput, ListRunsInput, Run, StatusInput, StatusResult
+from .runtime import open_engine
+
+DESCRIPTION = f"""\
+Durable orchestration for coding agents, served over MCP.
+
+Runs, their checkpointed steps and their journal live in one store (a SQLite file) that every
+mcp-orchestrator process on this machine shares: MCP servers started by Claude Code or OpenCode,
+the HTTP server, and these commands.
+
+environment:
+  {ENV_DB}   store location (default: {default_db_path()})
+  {ENV_MAX_PAYLOAD}   largest JSON input/output/error, bytes (default 1048576)
+  {ENV_SYNCHRONOUS}   full (default: survives power loss) or normal
+  CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.load(db=args.db)
+        return args.handler(args, settings)
+    except OrchestratorError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-orchestrator", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-orchestrator {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", help=f"store location (overrides {ENV_DB})")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the MCP server (stdio, or streamable HTTP with --http)",
+        description="Run the MCP server. Without --http it speaks MCP over stdin/stdout, as Claude Code "
+        "and OpenCode start it. With --http it serves streamable HTTP at http://HOST:PORT/mcp and a "
+        "health check at /healthz; port 0 picks a free port, and the address is printed on stderr.",
+    )
+    serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve over HTTP on this address (default host 127.0.0.1; e.g. --http 8765 or --http 127.0.0.1:8765)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    runs = commands.add_parser(
+        "runs",
+        parents=[common, output],
+        help="list runs, newest first",
+        description="List runs, newest first, with filters.",
+    )
+    runs.add_argument("--status", action="append", help="only this status (repeatable)")
+    runs.add_argument("--name", help="only runs with exactly this name")
+    runs.add_argument("--parent", dest="parent_run_id", help="only children of this run")
+    runs.add_argument("--label", action="append", help="'key=value' or 'key' (repeatable: all must match)")
+    runs.add_argument("--workspace", help="only runs of this project directory ('.' for the current one)")
+    runs.add_argument("--since", help="only runs created at or after this ISO 8601 time")
+    runs.add_argument("--limit", type=int, default=20, help="page size (default 20, at most 200)")
+    runs.add_argument("--cursor", help="the next_cursor printed by the previous page")
+    runs.set_defaults(handler=_runs)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common, output],
+        help="show one run: steps, children, journal",
+        description="Show one run with its steps, children and latest journal entries.",
+    )
+    status.add_argument("run_id", metavar="RUN")
+    status.add_argument("--journal", type=int, default=20, help="how many journal entries (default 20)")
+    status.set_defaults(handler=_status)
+
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common, output],
+        help="cancel a run and its live descendants",
+        description="Cancel a run and every live run under it. Runs that already ended stay as they are.",
+    )
+    cancel.add_argument("run_id", metavar="RUN")
+    cancel.add_argument("--reason", help="why, recorded in the journal")
+    cancel.set_defaults(handler=_cancel)
+    return parser
+
+
+# Commands.
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.http is None:
+        from .server import build_server
+
+        asyncio.run(build_server(settings).run_stdio_async())
+        return 0
+    host, port = _parse_address(args.http)
+    asyncio.run(_serve_http(settings, host, port))
+    return 0
+
+
+async def _serve_http(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from .web import build_app
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise _usage_error(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    if not _is_loopback(host):
+        print(
+            f"warning: serving on {host}, reachable from other machines; requests are not authenticated",
+            file=sys.stderr,
+        )
+    config = uvicorn.Config(build_app(settings, host=host), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    print(
+        f"mcp-orchestrator {__version__}: MCP at http://{shown_host}:{bound_port}/mcp, store {settings.db}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await server.serve(sockets=[sock])
+
+
+def _runs(args: argparse.Namespace, settings: Settings) -> int:
+    fields = {
+        "status": args.status,
+        "name": args.name,
+        "parent_run_id": args.parent_run_id,
+        "label": args.label,
+        "workspace": settings.workspace if args.workspace == "." else args.workspace,
+        "since": args.since,
+        "limit": args.limit,
+        "cursor": args.cursor,
+    }
+    query = _validated(ListRunsInput, {k: v for k, v in fields.items() if v is not None})
+    result = _with_engine(settings, lambda engine: engine.list_runs(query))
+    if args.json:
+        return _print_json(result)
+    _print_table(
+        ["RUN", "NAME", "STATUS", "CREATED", "UPDATED", "WORKSPACE"],
+        [
+            [r.run_id, r.name, r.status, _when(r.created_at), _when(r.updated_at), r.workspace or ""]
+            for r in result.runs
+        ],
+    )
+    if result.next_cursor:
+        print(f"\nmore: --cursor {result.next_cursor}")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    query = _validated(StatusInput, {"run_id": args.run_id, "journal_limit": args.journal})
+    result: StatusResult = _with_engine(settings, lambda engine: engine.status(query))
+    if args.json:
+        return _print_json(result)
+    _print_run(result.run)
+    print()
+    _print_table(
+        ["STEP", "STATUS", "ATTEMPT", "ENDED", "OUTPUT / ERROR"],
+        [
+            [
+                s.step,
+                s.status,
+                s.attempt,
+                _when(s.ended_at),
+                _brief(s.error if s.error is not None else s.output),
+            ]
+            for s in result.steps
+        ],
+        empty="no steps yet",
+    )
+    if result.children:
+        print()
+        _print_table(["CHILD", "NAME", "STATUS"], [[c.run_id, c.name, c.status] for c in result.children])
+    if result.journal:
+        print()
+        _print_table(
+            ["SEQ", "AT", "EVENT", "STEP", "DETAIL"],
+            [[j.seq, _when(j.at), j.kind, j.step or "", _brief(j.detail or "")] for j in result.journal],
+        )
+    return 0
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    query = _validated(CancelRunInput, {"run_id": args.run_id, "reason": args.reason})
+    result = _with_engine(settings, lambda engine: engine.cancel_run(query))
+    if args.json:
+        return _print_json(result)
+    if result.cancelled_run_ids:
+        print(f"cancelled {len(result.cancelled_run_ids)} run(s): {', '.join(result.cancelled_run_ids)}")
+    else:
+        print(f"nothing to cancel: run {result.run.run_id} is {result.run.status} and has no live descendants")
+    return 0
+
+
+# Helpers.
+
+
+def _with_engine(settings: Settings, call: Callable[[Engine], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        async with open_engine(settings) as engine:
+            return await call(engine)
+
+    return asyncio.run(run())
+
+
+def _validated(model: type[BaseModel], values: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise invalid_input_from(exc, "options") from exc
+
+
+def _usage_error(message: str) -> OrchestratorError:
+    return ConfigError(message)
+
+
+def _parse_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise _usage_error(f"--http {value!r}: expected HOST:PORT or PORT, e.g. 127.0.0.1:8765") from None
+    if not 0 <= number <= 65535:
+        raise _usage_error(f"--http {value!r}: the port must be 0 to 65535")
+    return host, number
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _print_json(result: BaseModel) -> int:
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def _print_run(run: Run) -> None:
+    rows = [
+        ("run", run.run_id),
+        ("name", run.name),
+        ("status", run.status),
+        ("key", run.key or ""),
+        ("parent", run.parent_run_id or ""),
+        ("workspace", run.workspace or ""),
+        ("labels", ", ".join(f"{k}={v}" for k, v in run.labels.items())),
+        ("created", _when(run.created_at)),
+        ("updated", _when(run.updated_at)),
+        ("ended", _when(run.ended_at)),
+        ("deadline", _when(run.deadline_at)),
+        ("output", _brief(run.output) if run.output is not None else ""),
+        ("error", _brief(run.error) if run.error is not None else ""),
+    ]
+    for label, value in rows:
+        if value:
+            print(f"{label + ':':<11}{value}")
+
+
+def _print_table(headers: list[str], rows: list[list[Any]], empty: str = "no runs") -> None:
+    if not rows:
+        print(empty)
+        return
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(headers[i]), *(len(row[i]) for row in cells)) for i in range(len(headers))]
+    for row in [headers, *cells]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Settings, read once from flags and the environment.
+
+Precedence: command-line flag, then environment variable, then the default. The environment is
+passed in as a mapping so tests never patch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import ConfigError
+
+APP_NAME = "mcp-orchestrator"
+ENV_DB = "MCP_ORCHESTRATOR_DB"
+ENV_MAX_PAYLOAD = "MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES"
+ENV_SYNCHRONOUS = "MCP_ORCHESTRATOR_SQLITE_SYNCHRONOUS"
+
+
+def default_db_path() -> Path:
+    """The store in the user's state directory (XDG_STATE_HOME on Linux)."""
+    return Path(platformdirs.user_state_dir(APP_NAME)) / "orchestrator.db"
+
+
+class Settings(BaseModel):
+    db: str = Field(description=f"SQLite file path (or a URL); env {ENV_DB}; default in the state directory.")
+    max_payload_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=f"Largest JSON input, output or error stored, in bytes; env {ENV_MAX_PAYLOAD}.",
+    )
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description=f"SQLite durability: 'full' survives power loss, 'normal' only process crashes; "
+        f"env {ENV_SYNCHRONOUS}.",
+    )
+    workspace: str = Field(description="Project directory recorded on new runs: CLAUDE_PROJECT_DIR, else the cwd.")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, *, db: str | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {
+            "db": db or env.get(ENV_DB) or str(default_db_path()),
+            "workspace": env.get("CLAUDE_PROJECT_DIR") or os.getcwd(),
+        }
+        if env.get(ENV_MAX_PAYLOAD):
+            values["max_payload_bytes"] = env[ENV_MAX_PAYLOAD]
+        if env.get(ENV_SYNCHRONOUS):
+            values["sqlite_synchronous"] = env[ENV_SYNCHRONOUS].lower()
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"bad setting: {problems}") from exc

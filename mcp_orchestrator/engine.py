@@ -1,0 +1,395 @@
+"""The primitives' semantics: runs, steps and the journal.
+
+Knows nothing of MCP, HTTP or SQL. Every primitive validates its input, then runs one function
+in one store transaction that reads the rows it needs, decides, writes and journals. Where a
+primitive must both record something and refuse the call (a run found past its deadline), the
+transaction returns the error and the engine raises it after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal, StepFailed
+from .ids import new_id
+from .models import (
+    LABEL_KEY_PATTERN,
+    CancelRunInput,
+    CancelRunResult,
+    CheckpointInput,
+    CheckpointResult,
+    FinishRunInput,
+    FinishRunResult,
+    ListRunsInput,
+    ListRunsResult,
+    RetryPolicy,
+    Run,
+    RunFilter,
+    RunStatus,
+    StartRunInput,
+    StartRunResult,
+    StatusInput,
+    StatusResult,
+    Step,
+    StepStatus,
+    utcnow,
+)
+from .store.base import Store, Transaction
+
+T = TypeVar("T")
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class Engine:
+    """Durable runs and checkpoints over a ``Store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        workspace: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.workspace = workspace
+        self.max_payload_bytes = max_payload_bytes
+        self._clock = clock
+
+    # Runs.
+
+    async def start_run(self, args: StartRunInput) -> StartRunResult:
+        """Create a run, or return the one that already has ``args.key``."""
+        self._check_payload("input", args.input)
+        run_id = new_id()
+        return await self.store.write(lambda tx: self._start_run(tx, args, run_id))
+
+    def _start_run(self, tx: Transaction, args: StartRunInput, run_id: str) -> StartRunResult:
+        if args.key is not None and (existing := tx.get_run_by_key(args.key)) is not None:
+            if existing.name != args.name:
+                raise KeyConflict(
+                    f"key {args.key!r} already belongs to run {existing.run_id} named {existing.name!r}, "
+                    f"not {args.name!r}; use another key, or the same name to get that run back",
+                    key=args.key,
+                    run_id=existing.run_id,
+                )
+            return StartRunResult(run=existing, created=False, steps=tx.list_steps(existing.run_id))
+        if args.parent_run_id is not None and tx.get_run(args.parent_run_id) is None:
+            raise InvalidInput(
+                f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id or leave it out",
+                parent_run_id=args.parent_run_id,
+            )
+        now = self._clock()
+        run = Run(
+            run_id=run_id,
+            name=args.name,
+            key=args.key,
+            status=RunStatus.RUNNING,
+            input=args.input,
+            parent_run_id=args.parent_run_id,
+            labels=args.labels,
+            workspace=args.workspace or self.workspace,
+            retry=args.retry or RetryPolicy(),
+            deadline_at=now + timedelta(seconds=args.timeout_s) if args.timeout_s else None,
+            created_at=now,
+            updated_at=now,
+        )
+        tx.insert_run(run)
+        detail = {"name": run.name, "key": run.key, "parent_run_id": run.parent_run_id}
+        tx.append_journal(run_id, "run_created", now, detail={k: v for k, v in detail.items() if v})
+        return StartRunResult(run=run, created=True, steps=[])
+
+    async def finish_run(self, args: FinishRunInput) -> FinishRunResult:
+        """Complete the run with ``output``, or fail it with ``error``; asked again, the first answer wins."""
+        self._check_payload("output", args.output)
+        self._check_payload("error", args.error)
+        return _raise_or_return(await self.store.write(lambda tx: self._finish_run(tx, args)))
+
+    def _finish_run(self, tx: Transaction, args: FinishRunInput) -> FinishRunResult | OrchestratorError:
+        run = _get_run(tx, args.run_id)
+        target = RunStatus.FAILED if args.error is not None else RunStatus.COMPLETED
+        if run.status.terminal:
+            if run.status == target:
+                return FinishRunResult(run=run, replayed=True)
+            raise RunTerminal(run.run_id, run.status, f"finish_run as {target}")
+        now = self._clock()
+        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
+            return expired
+        run = run.model_copy(
+            update={
+                "status": target,
+                "output": args.output,
+                "error": args.error,
+                "updated_at": now,
+                "ended_at": now,
+            }
+        )
+        tx.update_run(run)
+        tx.append_journal(run.run_id, f"run_{target}", now, detail=_error_detail(args.error))
+        return FinishRunResult(run=run, replayed=False)
+
+    async def cancel_run(self, args: CancelRunInput) -> CancelRunResult:
+        """Cancel the run and every live descendant; already-ended runs stay as they are."""
+        return await self.store.write(lambda tx: self._cancel_run(tx, args))
+
+    def _cancel_run(self, tx: Transaction, args: CancelRunInput) -> CancelRunResult:
+        run = _get_run(tx, args.run_id)
+        now = self._clock()
+        reason = args.reason or "cancelled"
+        own = [] if run.status.terminal else [run.run_id]
+        descendants = tx.live_descendant_ids(run.run_id)
+        if own:
+            tx.set_runs_status(own, RunStatus.CANCELLED, {"reason": reason}, now)
+            tx.append_journal(run.run_id, "run_cancelled", now, detail={"reason": reason})
+        if descendants:
+            inherited = {"reason": reason, "cancelled_with": run.run_id}
+            tx.set_runs_status(descendants, RunStatus.CANCELLED, inherited, now)
+            for run_id in descendants:
+                tx.append_journal(run_id, "run_cancelled", now, detail=inherited)
+        return CancelRunResult(run=_get_run(tx, run.run_id), cancelled_run_ids=own + descendants)
+
+    # Steps.
+
+    async def checkpoint(self, args: CheckpointInput) -> CheckpointResult:
+        """Record a step's result, a failed attempt, or the start of an attempt (see CheckpointInput)."""
+        self._check_payload("output", args.output)
+        self._check_payload("error", args.error)
+        return _raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args)))
+
+    def _checkpoint(self, tx: Transaction, args: CheckpointInput) -> CheckpointResult | OrchestratorError:
+        run = _get_run(tx, args.run_id, payloads=False)
+        step = tx.get_step(run.run_id, args.step)
+        if step is not None and step.status == StepStatus.COMPLETED:
+            return CheckpointResult(step=step, replayed=True)
+        if step is not None and step.status == StepStatus.FAILED:
+            if args.error is not None:  # the same failure reported again
+                return CheckpointResult(step=step, replayed=True, retry=False)
+            raise StepFailed(
+                f"step {args.step!r} of run {run.run_id} failed for good after {step.attempt} attempt(s) "
+                f"(last error: {_short(step.error)}); it takes no more attempts. Handle the failure, "
+                "use a new step name for a different approach, or finish_run with an error",
+                run_id=run.run_id,
+                step=args.step,
+            )
+        if run.status.terminal:
+            raise RunTerminal(run.run_id, run.status, "checkpoints")
+        now = self._clock()
+        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
+            return expired
+        if run.status == RunStatus.QUEUED:
+            tx.set_runs_status([run.run_id], RunStatus.RUNNING, None, now)
+            tx.append_journal(run.run_id, "run_started", now)
+        if args.begin:
+            return self._begin_attempt(tx, run, args.step, step, now)
+        if args.error is not None:
+            return self._fail_attempt(tx, run, args, step, now)
+        return self._complete_step(tx, run, args, step, now)
+
+    def _begin_attempt(
+        self, tx: Transaction, run: Run, name: str, step: Step | None, now: datetime
+    ) -> CheckpointResult:
+        previous: Any = None
+        if step is not None and step.status == StepStatus.STARTED:
+            previous = "unknown"
+            tx.append_journal(run.run_id, "attempt_unknown", now, name, step.attempt)
+        elif step is not None:
+            previous = "failed"
+        attempt = 1 if step is None else step.attempt + 1
+        new = Step(step=name, status=StepStatus.STARTED, attempt=attempt, started_at=now)
+        tx.save_step(run.run_id, new)
+        tx.append_journal(run.run_id, "step_started", now, name, attempt)
+        return CheckpointResult(step=new, replayed=False, previous_outcome=previous)
+
+    def _fail_attempt(
+        self, tx: Transaction, run: Run, args: CheckpointInput, step: Step | None, now: datetime
+    ) -> CheckpointResult:
+        attempt, started_at = _this_attempt(step, now)
+        exhausted = attempt >= run.retry.max_attempts
+        if exhausted or not args.retryable:
+            new = Step(
+                step=args.step,
+                status=StepStatus.FAILED,
+                attempt=attempt,
+                error=args.error,
+                started_at=started_at,
+                ended_at=now,
+            )
+            why = "not retryable" if not args.retryable else f"{attempt} of {run.retry.max_attempts} attempts used"
+            tx.save_step(run.run_id, new)
+            tx.append_journal(run.run_id, "step_failed", now, args.step, attempt, {"error": args.error, "why": why})
+            return CheckpointResult(step=new, replayed=False, retry=False)
+        retry_at = now + timedelta(seconds=run.retry.backoff_s(attempt))
+        new = Step(
+            step=args.step,
+            status=StepStatus.RETRYING,
+            attempt=attempt,
+            error=args.error,
+            started_at=started_at,
+            ended_at=now,
+            retry_at=retry_at,
+        )
+        tx.save_step(run.run_id, new)
+        tx.append_journal(
+            run.run_id,
+            "attempt_failed",
+            now,
+            args.step,
+            attempt,
+            {"error": args.error, "retry_at": retry_at.isoformat()},
+        )
+        return CheckpointResult(step=new, replayed=False, retry=True, retry_at=retry_at)
+
+    def _complete_step(
+        self, tx: Transaction, run: Run, args: CheckpointInput, step: Step | None, now: datetime
+    ) -> CheckpointResult:
+        attempt, started_at = _this_attempt(step, now)
+        new = Step(
+            step=args.step,
+            status=StepStatus.COMPLETED,
+            attempt=attempt,
+            output=args.output,
+            started_at=started_at,
+            ended_at=now,
+        )
+        tx.save_step(run.run_id, new)
+        tx.append_journal(run.run_id, "step_completed", now, args.step, attempt)
+        return CheckpointResult(step=new, replayed=False)
+
+    # Reading.
+
+    async def status(self, args: StatusInput) -> StatusResult:
+        """The run with its steps, children and latest journal entries."""
+
+        def read(tx: Transaction) -> StatusResult:
+            run = _get_run(tx, args.run_id)
+            return StatusResult(
+                run=run,
+                steps=tx.list_steps(run.run_id),
+                children=tx.list_children(run.run_id),
+                journal=tx.read_journal(run.run_id, args.journal_limit) if args.journal_limit else [],
+            )
+
+        result = await self.store.read(read)
+        if self._overdue(result.run, self._clock()):
+            await self.store.write(lambda tx: self._expire_if_overdue(tx, _get_run(tx, args.run_id), self._clock()))
+            result = await self.store.read(read)
+        return result
+
+    async def list_runs(self, args: ListRunsInput) -> ListRunsResult:
+        """Runs newest first, filtered, one page at a time."""
+        query = RunFilter(
+            statuses=[] if args.status is None else args.status if isinstance(args.status, list) else [args.status],
+            name=args.name,
+            parent_run_id=args.parent_run_id,
+            labels=[_parse_label(label) for label in _as_list(args.label)],
+            workspace=args.workspace,
+            since=args.since,
+            before_run_id=args.cursor,
+            limit=args.limit + 1,
+        )
+        await self.expire_overdue_runs()
+        runs = await self.store.read(lambda tx: tx.list_runs(query))
+        if len(runs) > args.limit:
+            runs = runs[: args.limit]
+            return ListRunsResult(runs=runs, next_cursor=runs[-1].run_id)
+        return ListRunsResult(runs=runs, next_cursor=None)
+
+    # Deadlines: enforced whenever a run is written or read, so no background process is needed
+    # for a timed-out run to show as failed.
+
+    async def expire_overdue_runs(self) -> list[str]:
+        """Fail every live run whose deadline has passed; returns their ids."""
+        now = self._clock()
+        if not await self.store.read(lambda tx: tx.overdue_run_ids(now)):
+            return []
+
+        def expire(tx: Transaction) -> list[str]:
+            now = self._clock()
+            expired = []
+            for run_id in tx.overdue_run_ids(now):
+                if self._expire_if_overdue(tx, _get_run(tx, run_id), now) is not None:
+                    expired.append(run_id)
+            return expired
+
+        return await self.store.write(expire)
+
+    @staticmethod
+    def _overdue(run: Run, now: datetime) -> bool:
+        return not run.status.terminal and run.deadline_at is not None and now >= run.deadline_at
+
+    def _expire_if_overdue(self, tx: Transaction, run: Run, now: datetime) -> OrchestratorError | None:
+        if not self._overdue(run, now):
+            return None
+        error = {"type": "timeout", "message": f"the run did not finish by its deadline {run.deadline_at}"}
+        tx.update_run(
+            run.model_copy(update={"status": RunStatus.FAILED, "error": error, "updated_at": now, "ended_at": now})
+        )
+        tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": str(run.deadline_at)})
+        return RunTerminal(run.run_id, RunStatus.FAILED, "more writes (it timed out)")
+
+    # Limits.
+
+    def _check_payload(self, field: str, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"{field} is not plain JSON ({exc}); NaN and Infinity are not allowed") from exc
+        size = len(encoded.encode())
+        if size > self.max_payload_bytes:
+            raise InvalidInput(
+                f"{field} is {size} bytes, over the limit of {self.max_payload_bytes} bytes; store large data "
+                "in a file and record its path instead",
+                field=field,
+                size=size,
+            )
+
+
+def _get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:
+    run = tx.get_run(run_id, payloads=payloads)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def _this_attempt(step: Step | None, now: datetime) -> tuple[int, datetime]:
+    """The attempt an outcome belongs to: the started one, else a new one that began just now."""
+    if step is None:
+        return 1, now
+    if step.status == StepStatus.STARTED:
+        return step.attempt, step.started_at
+    return step.attempt + 1, now
+
+
+def _raise_or_return(outcome: T | OrchestratorError) -> T:
+    if isinstance(outcome, OrchestratorError):
+        raise outcome
+    return outcome
+
+
+def _error_detail(error: Any) -> dict[str, Any] | None:
+    return None if error is None else {"error": error}
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else value
+
+
+def _parse_label(label: str) -> tuple[str, str | None]:
+    key, sep, value = label.partition("=")
+    if not re.fullmatch(LABEL_KEY_PATTERN, key):
+        raise InvalidInput(f"label filter {label!r} must be 'key=value' or 'key', with a key like 'repo' or 'team.x'")
+    return key, value if sep else None

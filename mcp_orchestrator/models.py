@@ -1,0 +1,288 @@
+"""The vocabulary shared by the engine, the store and every face.
+
+Inputs are validated here once (pydantic) for MCP, HTTP and CLI alike; their field descriptions
+are what a model reads in the tool schemas, so they are written for it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+NAME_MAX = 200
+STEP_MAX = 200
+KEY_MAX = 200
+LABELS_MAX = 32
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
+LABEL_VALUE_MAX = 200
+LIST_LIMIT_MAX = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_RUN_STATUSES
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+LIVE_RUN_STATUSES = frozenset(RunStatus) - TERMINAL_RUN_STATUSES
+
+
+class StepStatus(StrEnum):
+    STARTED = "started"  # an attempt began and has reported nothing yet
+    RETRYING = "retrying"  # the last attempt failed; the retry policy allows another
+    COMPLETED = "completed"
+    FAILED = "failed"  # for good: attempts exhausted or not retryable
+
+
+class RetryPolicy(BaseModel):
+    """How failed step attempts are retried: exponential backoff, capped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts per step, the first included.")
+    initial_backoff_s: float = Field(1.0, ge=0, le=86_400, description="Wait before the first retry.")
+    max_backoff_s: float = Field(300.0, ge=0, le=604_800, description="Longest wait between attempts.")
+    backoff_coefficient: float = Field(2.0, ge=1, le=10, description="Each wait is this times the last.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetryPolicy:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError(
+                f"max_backoff_s ({self.max_backoff_s}) cannot be less than initial_backoff_s ({self.initial_backoff_s})"
+            )
+        return self
+
+    def backoff_s(self, failed_attempt: int) -> float:
+        """The wait after attempt number ``failed_attempt`` (1-based) failed."""
+        return min(self.initial_backoff_s * self.backoff_coefficient ** (failed_attempt - 1), self.max_backoff_s)
+
+
+class Run(BaseModel):
+    """One durable unit of work and where it stands."""
+
+    run_id: str
+    name: str
+    key: str | None = None
+    status: RunStatus
+    input: JsonValue = None
+    output: JsonValue = None
+    error: JsonValue = None
+    parent_run_id: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    workspace: str | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    deadline_at: datetime | None = Field(None, description="When the run fails with a timeout if unfinished.")
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+
+
+class Step(BaseModel):
+    """A named entry of a run's journal: its latest attempt and outcome."""
+
+    step: str
+    status: StepStatus
+    attempt: int = Field(description="Number of the latest attempt, from 1.")
+    output: JsonValue = None
+    error: JsonValue = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    retry_at: datetime | None = Field(None, description="When the retry policy allows the next attempt.")
+
+
+class JournalEntry(BaseModel):
+    """One thing that happened to a run; ``seq`` orders entries across all runs."""
+
+    seq: int
+    run_id: str
+    at: datetime
+    kind: str
+    step: str | None = None
+    attempt: int | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# Inputs: one model per primitive. Field descriptions become the tool argument descriptions.
+
+RunId = Annotated[str, Field(min_length=1, max_length=64, description="The run's id, as start_run returned it.")]
+StepName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=STEP_MAX,
+        description="The step's name, unique within the run, stable across sessions (e.g. 'fetch-issues').",
+    ),
+]
+Labels = Annotated[
+    dict[Annotated[str, Field(pattern=LABEL_KEY_PATTERN)], Annotated[str, Field(max_length=LABEL_VALUE_MAX)]],
+    Field(max_length=LABELS_MAX),
+]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRunInput(_Input):
+    name: str = Field(
+        min_length=1, max_length=NAME_MAX, description="What the run does, e.g. 'fix-issue-42'. Not unique."
+    )
+    input: JsonValue = Field(None, description="Any JSON the run starts from (kept as the run's input).")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=KEY_MAX,
+        description="Idempotency key. If a run with this key exists, it comes back (created=false) "
+        "with its steps, instead of a new run. Use a stable key derived from the task to resume after a crash.",
+    )
+    parent_run_id: str | None = Field(None, max_length=64, description="The run this one is part of.")
+    labels: Labels = Field(default_factory=dict, description="String labels to filter by, e.g. {'repo': 'api'}.")
+    retry: RetryPolicy | None = Field(None, description="Retry policy for failed steps (default: 3 attempts).")
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=31_536_000,
+        description="Fail the run if it is not finished this many seconds after start.",
+    )
+    workspace: str | None = Field(
+        None,
+        max_length=4096,
+        description="Project directory the run belongs to (default: the client's project directory).",
+    )
+
+
+class CheckpointInput(_Input):
+    run_id: RunId
+    step: StepName
+    output: JsonValue = Field(
+        None,
+        description="The step's result (any JSON) to store. Completes the step unless error or begin is given.",
+    )
+    error: JsonValue = Field(
+        None, description="Report a failed attempt (a message or JSON object) instead of completing the step."
+    )
+    retryable: bool = Field(True, description="With error: false fails the step at once, with no retry.")
+    begin: bool = Field(
+        False,
+        description="Ask 'have I done this already?' before a side effect: a completed step comes back "
+        "replayed; otherwise a new attempt is recorded as started.",
+    )
+
+    @model_validator(mode="after")
+    def _one_intent(self) -> CheckpointInput:
+        if self.begin and (self.output is not None or self.error is not None):
+            raise ValueError("begin=true takes neither output nor error: begin first, checkpoint the result after")
+        if self.output is not None and self.error is not None:
+            raise ValueError("give output (the step succeeded) or error (the attempt failed), not both")
+        return self
+
+
+class FinishRunInput(_Input):
+    run_id: RunId
+    output: JsonValue = Field(None, description="The run's final result; the run becomes completed.")
+    error: JsonValue = Field(None, description="Why the run failed; the run becomes failed.")
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> FinishRunInput:
+        if self.output is not None and self.error is not None:
+            raise ValueError("give output (the run completed) or error (the run failed), not both")
+        return self
+
+
+class CancelRunInput(_Input):
+    run_id: RunId
+    reason: str | None = Field(None, max_length=2000, description="Why, recorded in the journal.")
+
+
+class StatusInput(_Input):
+    run_id: RunId
+    journal_limit: int = Field(50, ge=0, le=1000, description="How many of the latest journal entries to include.")
+
+
+class ListRunsInput(_Input):
+    status: RunStatus | list[RunStatus] | None = Field(None, description="Only runs in this status (or any of these).")
+    name: str | None = Field(None, max_length=NAME_MAX, description="Only runs with exactly this name.")
+    parent_run_id: str | None = Field(None, max_length=64, description="Only children of this run.")
+    label: str | list[str] | None = Field(
+        None, description="'key=value' or 'key' (has the label); a list means all of them."
+    )
+    workspace: str | None = Field(None, max_length=4096, description="Only runs of this project directory.")
+    since: datetime | None = Field(None, description="Only runs created at or after this time (ISO 8601).")
+    limit: int = Field(20, ge=1, le=LIST_LIMIT_MAX, description="Page size.")
+    cursor: str | None = Field(None, max_length=64, description="next_cursor of the previous page.")
+
+
+class RunFilter(BaseModel):
+    """A list_runs query as the store sees it: plain values, no choices left."""
+
+    statuses: list[RunStatus] = Field(default_factory=list)
+    name: str | None = None
+    parent_run_id: str | None = None
+    labels: list[tuple[str, str | None]] = Field(default_factory=list)
+    workspace: str | None = None
+    since: datetime | None = None
+    before_run_id: str | None = None
+    limit: int = 20
+
+
+# Results.
+
+
+class StartRunResult(BaseModel):
+    run: Run
+    created: bool = Field(description="False when the key already existed and this is the same run again.")
+    steps: list[Step] = Field(description="The run's steps so far: completed ones need not be redone.")
+
+
+class CheckpointResult(BaseModel):
+    step: Step = Field(description="The step as stored.")
+    replayed: bool = Field(
+        description="True when the step was already completed (or already failed for good): the stored "
+        "outcome wins and the side effect must not be repeated."
+    )
+    previous_outcome: Literal["unknown", "failed"] | None = Field(
+        None,
+        description="With begin: 'unknown' when an earlier attempt started and never reported (a crash "
+        "mid-step: check whether its side effect happened before repeating it); 'failed' when it failed.",
+    )
+    retry: bool | None = Field(None, description="With error: whether the policy allows another attempt.")
+    retry_at: datetime | None = Field(None, description="With error and retry=true: when to attempt again.")
+
+
+class FinishRunResult(BaseModel):
+    run: Run
+    replayed: bool = Field(description="True when the run had already finished this way: the stored result wins.")
+
+
+class CancelRunResult(BaseModel):
+    run: Run
+    cancelled_run_ids: list[str] = Field(description="The runs this call cancelled: the run and live descendants.")
+
+
+class StatusResult(BaseModel):
+    run: Run
+    steps: list[Step]
+    waits: list[dict[str, Any]] = Field(default_factory=list, description="Pending waits (none yet).")
+    children: list[Run] = Field(default_factory=list)
+    process: dict[str, Any] | None = Field(None, description="The run's agent process, if it has one.")
+    journal: list[JournalEntry] = Field(description="The latest journal entries, oldest first.")
+
+
+class ListRunsResult(BaseModel):
+    runs: list[Run]
+    next_cursor: str | None = Field(None, description="Pass as cursor for the next page; null on the last page.")

@@ -1,0 +1,72 @@
+"""Assembles the MCP server: tools, resources and instructions over one engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+
+from . import __version__
+from .config import Settings
+from .engine import Engine
+from .errors import OrchestratorError, RunNotFound
+from .models import StatusInput
+from .runtime import open_engine
+from .tools import AppContext, add_tools
+
+INSTRUCTIONS = """\
+Durable runs and checkpoints: work recorded here survives the end or crash of this session.
+For any task with several steps or side effects:
+1. start_run(name, key=<stable id of the task>): the same key later returns the same run with its
+   completed steps (created=false), so a new session resumes instead of starting over.
+2. Before a step with side effects: checkpoint(run_id, step, begin=true). replayed=true means it is
+   done: use its output and move on. previous_outcome="unknown" means a crash interrupted it: check
+   its effect before repeating it.
+3. After the step: checkpoint(run_id, step, output=<result>); on failure checkpoint(..., error=...)
+   and follow retry / retry_at.
+4. finish_run(run_id, output=...) at the end.
+To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
+"""
+
+EngineScope = Callable[[], AbstractAsyncContextManager[Engine]]
+
+
+def build_server(settings: Settings, engine_scope: EngineScope | None = None) -> MCPServer:
+    """The MCP server. ``engine_scope`` lends an engine someone else opened (the HTTP app does)."""
+    scope = engine_scope or (lambda: open_engine(settings))
+
+    @asynccontextmanager
+    async def lifespan(server: MCPServer) -> AsyncIterator[AppContext]:
+        async with scope() as engine:
+            yield AppContext(engine=engine)
+
+    mcp = MCPServer(
+        "mcp-orchestrator",
+        title="mcp-orchestrator: durable runs for agents",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+    )
+    add_tools(mcp)
+
+    @mcp.resource(
+        "run://{run_id}",
+        name="run",
+        title="A run's state",
+        description="One run as the status tool shows it: the run, its steps, children and recent journal.",
+        mime_type="application/json",
+    )
+    async def run_resource(run_id: str, ctx: Context) -> str:
+        engine = ctx.request_context.lifespan_context.engine
+        try:
+            result = await engine.status(StatusInput(run_id=run_id))
+        except RunNotFound as exc:
+            raise ResourceNotFoundError(exc.message) from exc
+        except OrchestratorError as exc:
+            raise ResourceError(f"{exc.code}: {exc.message}") from exc
+        return result.model_dump_json()
+
+    return mcp

@@ -1,0 +1,95 @@
+"""The seam between the engine and a database.
+
+A ``Store`` runs a function inside one transaction and hands it a ``Transaction``: plain,
+synchronous row reads and writes that decide nothing. The engine writes its decisions as such
+functions (read the run and the step, decide, write), so one primitive is one atomic transaction
+on any database.
+
+Why synchronous: on SQLite the whole function runs on the connection's own thread in one hop, and
+concurrent writers are committed together (group commit), which is what makes thousands of durable
+checkpoints a second possible. A driver that is asynchronous by nature (asyncpg) runs the function
+in a worker thread and bridges each call to its event loop.
+
+Transaction functions must not touch the event loop and may run more than once (a batch that
+could not commit is retried), so they only read and write through the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from ..models import JournalEntry, Run, RunFilter, RunStatus, Step
+
+T = TypeVar("T")
+
+
+class Transaction(Protocol):
+    def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
+        """``payloads=False`` leaves input, output and error out (None): cheaper on hot paths."""
+
+    def get_run_by_key(self, key: str) -> Run | None: ...
+
+    def insert_run(self, run: Run) -> None: ...
+
+    def update_run(self, run: Run) -> None:
+        """Write the run's mutable fields: status, output, error, ended_at.
+
+        ``updated_at`` is never written: it is the time of the run's latest journal entry.
+        """
+
+    def list_runs(self, query: RunFilter) -> list[Run]:
+        """Newest first (by run_id), at most ``query.limit`` rows."""
+
+    def list_children(self, run_id: str) -> list[Run]: ...
+
+    def live_descendant_ids(self, run_id: str) -> list[str]:
+        """Ids of every descendant (children, their children ...) whose status is not terminal."""
+
+    def overdue_run_ids(self, now: datetime) -> list[str]:
+        """Live runs whose deadline_at is at or before ``now``."""
+
+    def set_runs_status(self, run_ids: Sequence[str], status: RunStatus, error: Any, at: datetime) -> None: ...
+
+    def get_step(self, run_id: str, step: str) -> Step | None: ...
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        """In the order they were first recorded."""
+
+    def save_step(self, run_id: str, step: Step) -> None:
+        """Insert or replace the step's row."""
+
+    def append_journal(
+        self,
+        run_id: str,
+        kind: str,
+        at: datetime,
+        step: str | None = None,
+        attempt: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def read_journal(self, run_id: str, limit: int) -> list[JournalEntry]:
+        """The latest ``limit`` entries of the run, oldest first."""
+
+
+class Store(Protocol):
+    """A database holding runs, steps and the journal, shared by every process that opens it."""
+
+    location: str
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None: ...
+
+    async def write(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` in a write transaction and return its result once committed.
+
+        If ``fn`` raises, its writes are undone and the exception propagates; other writers
+        batched into the same commit are unaffected.
+        """
+
+    async def read(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` on a consistent snapshot; it must not write."""

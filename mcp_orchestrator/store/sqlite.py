@@ -1,0 +1,451 @@
+"""The embedded store: one SQLite file in WAL mode, shared by every process that opens it.
+
+Durability: ``synchronous=FULL`` by default, so an acknowledged write survives power loss.
+
+Concurrency: each process has one writer connection and one reader connection (aiosqlite, one
+thread each). Writes from many coroutines are queued and committed together: the writer takes
+every queued function, runs each inside a SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits
+once (one fsync for the batch) and only then answers each caller. Other processes serialise on
+the file's write lock; ``busy_timeout`` and a retry with jitter make a lock held elsewhere a
+wait, never a "database is locked" error for the caller (up to ``lock_wait_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from ..errors import StoreBusy, StoreError
+from ..models import (
+    LIVE_RUN_STATUSES,
+    JournalEntry,
+    Run,
+    RunFilter,
+    RunStatus,
+    Step,
+)
+from .sqlite_schema import migrate
+
+T = TypeVar("T")
+
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_MAX_BATCH = 128
+_STOP: Any = object()  # queued by close(): the writer finishes what came before it
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_RUN_COLUMNS = (
+    "run_id, name, key, status, input, output, error, parent_run_id, labels, workspace, retry, "
+    "deadline_at, created_at, ended_at"
+)
+
+
+def _run_document(payloads: str) -> str:
+    # SQLite builds each row's JSON document and pydantic parses it in one call: several times
+    # cheaper than converting columns in Python. updated_at is derived: every change to a run or
+    # its steps appends to the journal, so a checkpoint writes no run row at all.
+    return (
+        "SELECT json_object('run_id', run_id, 'name', name, 'key', key, 'status', status, "
+        f"{payloads}, 'parent_run_id', parent_run_id, 'labels', json(labels), "
+        "'workspace', workspace, 'retry', json(retry), 'deadline_at', deadline_at, "
+        "'created_at', created_at, 'ended_at', ended_at, 'updated_at', coalesce("
+        "(SELECT at FROM journal WHERE journal.run_id = runs.run_id ORDER BY seq DESC LIMIT 1), created_at)"
+        ") FROM runs"
+    )
+
+
+_SELECT_RUN = _run_document("'input', json(input), 'output', json(output), 'error', json(error)")
+_SELECT_RUN_LEAN = _run_document("'input', NULL, 'output', NULL, 'error', NULL")
+_STEP_COLUMNS = "step, status, attempt, output, error, started_at, ended_at, retry_at"
+_SELECT_STEP = (
+    "SELECT json_object('step', step, 'status', status, 'attempt', attempt, 'output', json(output), "
+    "'error', json(error), 'started_at', started_at, 'ended_at', ended_at, 'retry_at', retry_at) FROM steps"
+)
+_SELECT_JOURNAL = (
+    "SELECT json_object('seq', seq, 'run_id', run_id, 'at', at, 'kind', kind, 'step', step, "
+    "'attempt', attempt, 'detail', json(coalesce(detail, '{}'))) FROM journal"
+)
+
+
+class SQLiteTransaction:
+    """Row reads and writes on a connection that is inside a transaction (see ``store.base``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
+        select = _SELECT_RUN if payloads else _SELECT_RUN_LEAN
+        row = self._conn.execute(f"{select} WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else Run.model_validate_json(row[0])
+
+    def get_run_by_key(self, key: str) -> Run | None:
+        row = self._conn.execute(f"{_SELECT_RUN} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Run.model_validate_json(row[0])
+
+    def insert_run(self, run: Run) -> None:
+        self._conn.execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.run_id,
+                run.name,
+                run.key,
+                run.status.value,
+                _dump(run.input),
+                _dump(run.output),
+                _dump(run.error),
+                run.parent_run_id,
+                _dump(run.labels),
+                run.workspace,
+                _dump(run.retry.model_dump()),
+                _ts(run.deadline_at),
+                _ts(run.created_at),
+                _ts(run.ended_at),
+            ),
+        )
+        self._conn.executemany(
+            "INSERT INTO run_labels (key, value, run_id) VALUES (?, ?, ?)",
+            [(key, value, run.run_id) for key, value in run.labels.items()],
+        )
+
+    def update_run(self, run: Run) -> None:
+        self._conn.execute(
+            "UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ? WHERE run_id = ?",
+            (run.status.value, _dump(run.output), _dump(run.error), _ts(run.ended_at), run.run_id),
+        )
+
+    def list_runs(self, query: RunFilter) -> list[Run]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.statuses:
+            clauses.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+            params.extend(status.value for status in query.statuses)
+        for column, value in (
+            ("name", query.name),
+            ("parent_run_id", query.parent_run_id),
+            ("workspace", query.workspace),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.since is not None:
+            clauses.append("created_at >= ?")
+            params.append(_ts(query.since))
+        if query.before_run_id is not None:
+            clauses.append("run_id < ?")
+            params.append(query.before_run_id)
+        for key, value in query.labels:
+            if value is None:
+                clauses.append("EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.run_id AND l.key = ?)")
+                params.append(key)
+            else:
+                clauses.append(
+                    "EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.run_id AND l.key = ? AND l.value = ?)"
+                )
+                params.extend((key, value))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn.execute(
+            f"{_SELECT_RUN} {where} ORDER BY run_id DESC LIMIT ?", (*params, query.limit)
+        ).fetchall()
+        return [Run.model_validate_json(row[0]) for row in rows]
+
+    def list_children(self, run_id: str) -> list[Run]:
+        rows = self._conn.execute(f"{_SELECT_RUN} WHERE parent_run_id = ? ORDER BY run_id", (run_id,)).fetchall()
+        return [Run.model_validate_json(row[0]) for row in rows]
+
+    def live_descendant_ids(self, run_id: str) -> list[str]:
+        live = sorted(status.value for status in LIVE_RUN_STATUSES)
+        rows = self._conn.execute(
+            f"""
+            WITH RECURSIVE tree (run_id) AS (
+                SELECT run_id FROM runs WHERE parent_run_id = ?
+                UNION
+                SELECT runs.run_id FROM runs JOIN tree ON runs.parent_run_id = tree.run_id
+            )
+            SELECT runs.run_id FROM runs JOIN tree USING (run_id)
+            WHERE runs.status IN ({", ".join("?" * len(live))}) ORDER BY runs.run_id
+            """,
+            (run_id, *live),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def overdue_run_ids(self, now: datetime) -> list[str]:
+        # Matches the partial index runs_by_deadline, so only live runs with a deadline are read.
+        rows = self._conn.execute(
+            "SELECT run_id FROM runs WHERE deadline_at IS NOT NULL "
+            "AND status IN ('queued', 'running', 'waiting') AND deadline_at <= ?",
+            (_ts(now),),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def set_runs_status(self, run_ids: Sequence[str], status: RunStatus, error: Any, at: datetime) -> None:
+        ended_at = _ts(at) if status.terminal else None
+        self._conn.executemany(
+            "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE run_id = ?",
+            [(status.value, _dump(error), ended_at, run_id) for run_id in run_ids],
+        )
+
+    def get_step(self, run_id: str, step: str) -> Step | None:
+        row = self._conn.execute(f"{_SELECT_STEP} WHERE run_id = ? AND step = ?", (run_id, step)).fetchone()
+        return None if row is None else Step.model_validate_json(row[0])
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        rows = self._conn.execute(f"{_SELECT_STEP} WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
+        return [Step.model_validate_json(row[0]) for row in rows]
+
+    def save_step(self, run_id: str, step: Step) -> None:
+        # An upsert, not INSERT OR REPLACE: the rowid (first-recorded order) must not change.
+        self._conn.execute(
+            f"""
+            INSERT INTO steps (run_id, {_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id, step) DO UPDATE SET
+                status = excluded.status, attempt = excluded.attempt, output = excluded.output,
+                error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at,
+                retry_at = excluded.retry_at
+            """,
+            (
+                run_id,
+                step.step,
+                step.status.value,
+                step.attempt,
+                _dump(step.output),
+                _dump(step.error),
+                _ts(step.started_at),
+                _ts(step.ended_at),
+                _ts(step.retry_at),
+            ),
+        )
+
+    def append_journal(
+        self,
+        run_id: str,
+        kind: str,
+        at: datetime,
+        step: str | None = None,
+        attempt: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO journal (run_id, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, _ts(at), kind, step, attempt, _dump(detail) if detail else None),
+        )
+
+    def read_journal(self, run_id: str, limit: int) -> list[JournalEntry]:
+        rows = self._conn.execute(
+            f"{_SELECT_JOURNAL} WHERE run_id = ? ORDER BY seq DESC LIMIT ?", (run_id, limit)
+        ).fetchall()
+        return [JournalEntry.model_validate_json(row[0]) for row in reversed(rows)]
+
+
+class SQLiteStore:
+    """See the module docstring. ``location`` is the database file's path."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "full",
+        lock_wait_s: float = 60.0,
+    ) -> None:
+        self.location = str(path)
+        self._synchronous = synchronous.upper()
+        self._lock_wait_s = lock_wait_s
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        if self.location != ":memory:":
+            Path(self.location).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await aiosqlite.connect(self.location, isolation_level=None)
+            self._reader = await aiosqlite.connect(self.location, isolation_level=None)
+            await _on_thread(self._writer, self._configure_writer)
+            await _on_thread(self._reader, self._configure_reader)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreError(f"cannot open the store {self.location}: {exc}") from exc
+        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name="sqlite-writer")
+
+    async def close(self) -> None:
+        """Finish the writes already queued, then close both connections."""
+        if self._writer_task is not None:
+            self._queue.put_nowait(_STOP)
+            await self._writer_task
+            self._writer_task = None
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                await conn.close()
+        self._writer = self._reader = None
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def write(self, fn: Callable[[SQLiteTransaction], T]) -> T:
+        if self._writer_task is None:
+            raise StoreError(f"the store {self.location} is not open")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((fn, future))
+        return await future
+
+    async def read(self, fn: Callable[[SQLiteTransaction], T]) -> T:
+        if self._reader is None:
+            raise StoreError(f"the store {self.location} is not open")
+        try:
+            return await _on_thread(self._reader, lambda conn: self._retry_busy(conn, "BEGIN", fn))
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.location) from exc
+
+    # Everything below runs on a connection's own thread, except the write loop.
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        # busy_timeout lets SQLite itself wait for another process's lock; _retry_busy adds jitter
+        # and a longer overall bound on top, for bursts where the built-in handler gives up.
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    def _configure_writer(self, conn: sqlite3.Connection) -> None:
+        self._configure(conn)
+        deadline = time.monotonic() + self._lock_wait_s
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
+        if mode.lower() != "wal" and self.location != ":memory:":
+            raise StoreError(f"the store {self.location} cannot use WAL mode (got {mode!r}); use a local disk")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        self._retry_busy(conn, "BEGIN IMMEDIATE", lambda tx: migrate(conn, self.location))
+
+    def _configure_reader(self, conn: sqlite3.Connection) -> None:
+        self._configure(conn)
+        conn.execute("PRAGMA query_only = ON")
+
+    def _retry_busy(self, conn: sqlite3.Connection, begin: str, fn: Callable[[SQLiteTransaction], T]) -> T:
+        deadline = time.monotonic() + self._lock_wait_s
+        while True:
+            try:
+                conn.execute(begin)
+                try:
+                    result = fn(SQLiteTransaction(conn))
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.001, 0.02))
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, fns: list[Callable[[SQLiteTransaction], Any]]
+    ) -> list[tuple[bool, Any]]:
+        def run_all(tx: SQLiteTransaction) -> list[tuple[bool, Any]]:
+            outcomes: list[tuple[bool, Any]] = []
+            for fn in fns:
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    outcomes.append((True, fn(tx)))
+                except sqlite3.OperationalError as exc:
+                    if _is_busy(exc):
+                        raise  # the whole batch is retried
+                    conn.execute("ROLLBACK TO one_write")
+                    outcomes.append((False, _translate(exc, self.location)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO one_write")
+                    outcomes.append((False, _translate(exc, self.location)))
+                conn.execute("RELEASE one_write")
+            return outcomes
+
+        return self._retry_busy(conn, "BEGIN IMMEDIATE", run_all)
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        writer = self._writer
+        stopping = False
+        while not stopping:
+            batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any]]] = []
+            item = await self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                if not item[1].done():  # a caller cancelled before its write began: skip it
+                    batch.append(item)
+                if len(batch) >= _MAX_BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._commit(writer, batch)
+
+    async def _commit(
+        self,
+        writer: aiosqlite.Connection,
+        batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any]]],
+    ) -> None:
+        fns = [fn for fn, _ in batch]
+        try:
+            outcomes = await _on_thread(writer, lambda conn: self._run_batch(conn, fns))
+        except Exception as exc:
+            outcomes = [(False, _translate(exc, self.location))] * len(batch)
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue  # the caller gave up while its write was being committed
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+async def _on_thread(db: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    # aiosqlite runs each call on the connection's own thread; handing it a whole transaction
+    # makes that one hop instead of one per statement, which is most of the cost of a durable
+    # checkpoint. _execute and _conn are aiosqlite internals, pinned by the dependency's range
+    # and covered by the store tests.
+    return await db._execute(fn, db._conn)
+
+
+def _translate(exc: BaseException, location: str) -> BaseException:
+    """sqlite3 errors become StoreError; everything else passes through unchanged."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+        error: StoreError = StoreBusy(
+            f"the store {location} stayed locked by another process for too long; the write was not made, try it again",
+        )
+    else:
+        error = StoreError(f"the store {location} failed: {exc}")
+    error.__cause__ = exc
+    return error

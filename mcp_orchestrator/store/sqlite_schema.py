@@ -1,0 +1,105 @@
+"""The SQLite schema and its forward migrations.
+
+Each migration is a list of statements applied in one IMMEDIATE transaction together with its
+row in ``schema_version``, so processes that start at once on a new file apply it exactly once.
+Append new migrations; never edit a released one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import SchemaTooNew
+
+MIGRATIONS: list[list[str]] = [
+    # 1: runs, their labels, steps and the journal.
+    [
+        """
+        CREATE TABLE runs (
+            run_id        TEXT PRIMARY KEY,
+            name          TEXT NOT NULL,
+            key           TEXT UNIQUE,
+            status        TEXT NOT NULL,
+            input         TEXT,
+            output        TEXT,
+            error         TEXT,
+            parent_run_id TEXT REFERENCES runs (run_id) ON DELETE SET NULL,
+            labels        TEXT NOT NULL DEFAULT '{}',
+            workspace     TEXT,
+            retry         TEXT NOT NULL,
+            deadline_at   TEXT,
+            created_at    TEXT NOT NULL,
+            ended_at      TEXT
+        )  -- updated_at is not stored: it is the time of the run's latest journal entry
+        """,
+        "CREATE INDEX runs_by_status ON runs (status, run_id)",
+        "CREATE INDEX runs_by_parent ON runs (parent_run_id, run_id)",
+        "CREATE INDEX runs_by_workspace ON runs (workspace, run_id)",
+        "CREATE INDEX runs_by_name ON runs (name, run_id)",
+        "CREATE INDEX runs_by_created ON runs (created_at)",
+        "CREATE INDEX runs_by_deadline ON runs (deadline_at) "
+        "WHERE deadline_at IS NOT NULL AND status IN ('queued', 'running', 'waiting')",
+        """
+        CREATE TABLE run_labels (
+            key    TEXT NOT NULL,
+            value  TEXT NOT NULL,
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            PRIMARY KEY (key, value, run_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX run_labels_by_run ON run_labels (run_id)",
+        """
+        CREATE TABLE steps (
+            run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            step       TEXT NOT NULL,
+            status     TEXT NOT NULL,
+            attempt    INTEGER NOT NULL,
+            output     TEXT,
+            error      TEXT,
+            started_at TEXT NOT NULL,
+            ended_at   TEXT,
+            retry_at   TEXT,
+            PRIMARY KEY (run_id, step)
+        )
+        """,
+        """
+        CREATE TABLE journal (
+            seq     INTEGER PRIMARY KEY,  -- no AUTOINCREMENT: it costs a page write per entry
+            run_id  TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            at      TEXT NOT NULL,
+            kind    TEXT NOT NULL,
+            step    TEXT,
+            attempt INTEGER,
+            detail  TEXT
+        )
+        """,
+        "CREATE INDEX journal_by_run ON journal (run_id, seq)",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(version)
+
+
+def migrate(conn: sqlite3.Connection, location: str) -> int:
+    """Apply the missing migrations; the caller holds an IMMEDIATE transaction."""
+    version = current_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the store {location} has schema version {version}, newer than this mcp-orchestrator "
+            f"knows ({SCHEMA_VERSION}); upgrade mcp-orchestrator, or point --db at another file",
+            version=version,
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[number - 1]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
+            (number,),
+        )
+    return SCHEMA_VERSION

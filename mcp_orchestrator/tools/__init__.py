@@ -1,0 +1,8 @@
+"""The MCP face: one module per primitive group, each tool a thin call into the engine."""
+
+from __future__ import annotations
+
+from . import runs, steps  # noqa: F401  (importing registers the tools)
+from ._base import TOOLS, AppContext, add_tools
+
+__all__ = ["TOOLS", "AppContext", "add_tools"]

@@ -1,0 +1,98 @@
+"""Turning engine primitives into MCP tools.
+
+A primitive is written once as ``async def name(engine, args: InputModel) -> ResultModel`` with a
+docstring for the model. ``engine_tool`` registers it; ``add_tools`` gives the MCP server a
+function whose flat keyword parameters are the input model's fields (descriptions and
+constraints included), so the tool schema, the validation and the engine share one definition.
+Engine errors become ``ToolError``s whose text the model can act on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from ..engine import Engine
+from ..errors import OrchestratorError, invalid_input_from
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """What the server's lifespan hands every tool call."""
+
+    engine: Engine
+
+
+Primitive = Callable[[Engine, Any], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True)
+class EngineTool:
+    fn: Primitive
+    input_model: type[BaseModel]
+    result_model: type[BaseModel]
+    title: str
+    annotations: ToolAnnotations
+
+
+TOOLS: list[EngineTool] = []
+
+
+def engine_tool(
+    input_model: type[BaseModel], result_model: type[BaseModel], *, title: str, annotations: ToolAnnotations
+) -> Callable[[Primitive], Primitive]:
+    def register(fn: Primitive) -> Primitive:
+        TOOLS.append(EngineTool(fn, input_model, result_model, title, annotations))
+        return fn
+
+    return register
+
+
+def error_text(exc: OrchestratorError) -> str:
+    return f"{exc.code}: {exc.message}"
+
+
+async def call_primitive(
+    fn: Primitive, engine: Engine, input_model: type[BaseModel], arguments: dict[str, Any]
+) -> BaseModel:
+    try:
+        args = input_model.model_validate(arguments)
+    except ValidationError as exc:
+        raise ToolError(error_text(invalid_input_from(exc))) from exc
+    try:
+        return await fn(engine, args)
+    except OrchestratorError as exc:
+        raise ToolError(error_text(exc)) from exc
+
+
+def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
+    async def handler(ctx: Context, **arguments: Any) -> BaseModel:
+        app: AppContext = ctx.request_context.lifespan_context
+        return await call_primitive(tool.fn, app.engine, tool.input_model, arguments)
+
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    annotations: dict[str, Any] = {"ctx": Context}
+    for name, field in tool.input_model.model_fields.items():
+        hint = Annotated[(field.annotation, *field.metadata, Field(description=field.description))]
+        default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default))
+        annotations[name] = hint
+    annotations["return"] = tool.result_model
+    handler.__signature__ = inspect.Signature(parameters, return_annotation=tool.result_model)  # type: ignore[attr-defined]
+    handler.__annotations__ = annotations
+    handler.__name__ = tool.fn.__name__
+    handler.__doc__ = inspect.cleandoc(tool.fn.__doc__ or "")
+    return handler
+
+
+def add_tools(mcp: MCPServer) -> None:
+    for tool in TOOLS:
+        mcp.add_tool(_as_mcp_function(tool), title=tool.title, annotations=tool.annotations)

@@ -1,0 +1,115 @@
+"""Run tools: start, finish, cancel, inspect and list durable runs."""
+
+from __future__ import annotations
+
+from mcp.types import ToolAnnotations
+
+from ..engine import Engine
+from ..models import (
+    CancelRunInput,
+    CancelRunResult,
+    FinishRunInput,
+    FinishRunResult,
+    ListRunsInput,
+    ListRunsResult,
+    StartRunInput,
+    StartRunResult,
+    StatusInput,
+    StatusResult,
+)
+from ._base import engine_tool
+
+
+@engine_tool(
+    StartRunInput,
+    StartRunResult,
+    title="Start (or resume) a durable run",
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+)
+async def start_run(engine: Engine, args: StartRunInput) -> StartRunResult:
+    """Start a durable run: a unit of multi-step work whose progress outlives this session.
+
+    Use it at the beginning of any task with several steps or side effects. Pass a stable `key`
+    derived from the task (e.g. "fix-issue-42"): if a run with that key exists (this or an earlier
+    session started it), the same run comes back with created=false and its `steps`; completed
+    steps are done and must not be redone.
+
+    Returns `run` (keep its run_id for checkpoint and finish_run), `created`, and `steps`.
+
+    Example: start_run(name="migrate-db", key="migrate-db-2026-11") -> {"run": {"run_id": "01J...",
+    "status": "running", ...}, "created": true, "steps": []}
+    """
+    return await engine.start_run(args)
+
+
+@engine_tool(
+    FinishRunInput,
+    FinishRunResult,
+    title="Finish a run",
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+)
+async def finish_run(engine: Engine, args: FinishRunInput) -> FinishRunResult:
+    """Finish a run: with `output` it becomes completed, with `error` it becomes failed.
+
+    Call it once the task is done (or has failed for good) so that later sessions see the outcome.
+    Calling it again the same way returns the stored result (replayed=true); a run that already
+    ended differently, or was cancelled, is an error that names its status.
+
+    Example: finish_run(run_id="01J...", output={"pr": 1234}) -> {"run": {"status": "completed", ...},
+    "replayed": false}
+    """
+    return await engine.finish_run(args)
+
+
+@engine_tool(
+    CancelRunInput,
+    CancelRunResult,
+    title="Cancel a run and its descendants",
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
+)
+async def cancel_run(engine: Engine, args: CancelRunInput) -> CancelRunResult:
+    """Cancel a run and every live run under it (children, their children ...).
+
+    Use it to stop work that is no longer wanted. Runs that already ended are left as they are.
+    Returns the `run` and `cancelled_run_ids` (empty when nothing was live).
+
+    Example: cancel_run(run_id="01J...", reason="superseded") -> {"run": {"status": "cancelled", ...},
+    "cancelled_run_ids": ["01J...", "01K..."]}
+    """
+    return await engine.cancel_run(args)
+
+
+@engine_tool(
+    StatusInput,
+    StatusResult,
+    title="Show a run's state",
+    annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+)
+async def status(engine: Engine, args: StatusInput) -> StatusResult:
+    """Show one run: its status, every step with its outcome, its children and recent journal.
+
+    Use it to resume work after a crash or in a new session (which steps are completed, which one
+    was started and never finished), or to check on a run someone else started.
+
+    Example: status(run_id="01J...") -> {"run": {...}, "steps": [{"step": "fetch", "status":
+    "completed", "output": ...}], "children": [], "journal": [...]}
+    """
+    return await engine.status(args)
+
+
+@engine_tool(
+    ListRunsInput,
+    ListRunsResult,
+    title="List runs",
+    annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+)
+async def list_runs(engine: Engine, args: ListRunsInput) -> ListRunsResult:
+    """List runs, newest first, filtered by status, name, parent, label, workspace or start time.
+
+    Use it to find unfinished work to resume (status=["running", "waiting"], workspace=<this
+    project's directory>) or to review what happened. Pages of `limit` runs; pass `next_cursor`
+    back as `cursor` for the next page.
+
+    Example: list_runs(status="running", limit=5) -> {"runs": [...], "next_cursor": "01J..."}
+    """
+    return await engine.list_runs(args)
