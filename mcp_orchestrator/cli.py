@@ -145,22 +145,22 @@ async def _serve_http(settings: Settings, host: str, port: int) -> None:
     try:
         sock.bind((host, port))
     except OSError as exc:
-        raise _usage_error(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    bound_port = sock.getsockname()[1]
-    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     if not _is_loopback(host):
         print(
             f"warning: serving on {host}, reachable from other machines; requests are not authenticated",
             file=sys.stderr,
         )
-    config = uvicorn.Config(build_app(settings, host=host), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    print(
-        f"mcp-orchestrator {__version__}: MCP at http://{shown_host}:{bound_port}/mcp, store {settings.db}",
-        file=sys.stderr,
-        flush=True,
-    )
-    await server.serve(sockets=[sock])
+    async with open_engine(settings) as engine:  # a bad store fails here, with its own message
+        server = uvicorn.Server(uvicorn.Config(build_app(settings, engine, host=host), log_level="warning"))
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            shown = f"[{host}]" if family == socket.AF_INET6 else host
+            url = f"http://{shown}:{sock.getsockname()[1]}/mcp"
+            print(f"mcp-orchestrator {__version__}: MCP at {url}, store {settings.db}", file=sys.stderr, flush=True)
+        await serving
 
 
 def _runs(args: argparse.Namespace, settings: Settings) -> int:
@@ -253,10 +253,6 @@ def _validated(model: type[BaseModel], values: dict[str, Any]) -> Any:
         raise invalid_input_from(exc, "options") from exc
 
 
-def _usage_error(message: str) -> OrchestratorError:
-    return ConfigError(message)
-
-
 def _parse_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
@@ -265,9 +261,9 @@ def _parse_address(value: str) -> tuple[str, int]:
     try:
         number = int(port)
     except ValueError:
-        raise _usage_error(f"--http {value!r}: expected HOST:PORT or PORT, e.g. 127.0.0.1:8765") from None
+        raise ConfigError(f"--http {value!r}: expected HOST:PORT or PORT, e.g. 127.0.0.1:8765") from None
     if not 0 <= number <= 65535:
-        raise _usage_error(f"--http {value!r}: the port must be 0 to 65535")
+        raise ConfigError(f"--http {value!r}: the port must be 0 to 65535")
     return host, number
 
 

@@ -49,6 +49,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
+        log_level="WARNING",
     )
     add_tools(mcp)
 

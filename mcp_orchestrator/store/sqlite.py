@@ -285,9 +285,11 @@ class SQLiteStore:
             self._reader = await aiosqlite.connect(self.location, isolation_level=None)
             await _on_thread(self._writer, self._configure_writer)
             await _on_thread(self._reader, self._configure_reader)
-        except sqlite3.Error as exc:
-            await self.close()
-            raise StoreError(f"cannot open the store {self.location}: {exc}") from exc
+        except BaseException as exc:
+            await self.close()  # a connection left open keeps its thread, and the process, alive
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the store {self.location}: {exc}") from exc
+            raise
         self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:

@@ -12,19 +12,19 @@ from starlette.routing import Mount, Route
 
 from .. import __version__
 from ..config import Settings
-from ..runtime import open_engine
+from ..engine import Engine
 from ..server import build_server
 
 
-def build_app(settings: Settings, host: str = "127.0.0.1") -> Starlette:
-    """The engine is opened once by the app's lifespan and shared by every route and MCP session."""
-    engine_holder: dict[str, object] = {}
+def build_app(settings: Settings, engine: Engine, host: str = "127.0.0.1") -> Starlette:
+    """Every route and MCP session shares ``engine``, which the caller has opened."""
 
     @asynccontextmanager
-    async def lend_engine() -> AsyncIterator[object]:
-        yield engine_holder["engine"]
+    async def lend_engine() -> AsyncIterator[Engine]:
+        yield engine
 
-    mcp = build_server(settings, engine_scope=lend_engine)  # type: ignore[arg-type]
+    mcp = build_server(settings, engine_scope=lend_engine)
+    # DNS-rebinding protection follows ``host``: on a loopback host only local Host headers pass.
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
 
     async def health(request: Request) -> JSONResponse:
@@ -32,16 +32,15 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_engine(settings) as engine:
-            engine_holder["engine"] = engine
-            app.state.engine = engine
-            async with mcp.session_manager.run():
-                yield
+        async with mcp.session_manager.run():
+            yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", health, methods=["GET"]),
             Mount("/", app=mcp_app),  # last: it matches every path
         ],
         lifespan=lifespan,
     )
+    app.state.engine = engine
+    return app

@@ -1,0 +1,78 @@
+"""The terminal face: the installed console script against a real store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mcp_orchestrator.engine import Engine
+from mcp_orchestrator.models import CheckpointInput, StartRunInput
+
+from .conftest import cli
+
+pytestmark = pytest.mark.anyio
+
+
+async def make_runs(engine: Engine) -> tuple[str, str]:
+    root = (await engine.start_run(StartRunInput(name="root", labels={"team": "core"}))).run.run_id
+    child = (await engine.start_run(StartRunInput(name="child", parent_run_id=root))).run.run_id
+    await engine.checkpoint(CheckpointInput(run_id=root, step="plan", output={"files": 3}))
+    await engine.checkpoint(CheckpointInput(run_id=root, step="edit", error="conflict"))
+    return root, child
+
+
+async def test_runs_status_and_cancel_match_the_store(engine: Engine, db_path: Path) -> None:
+    root, child = await make_runs(engine)
+
+    listed = json.loads(cli(db_path, "runs", "--json").stdout)
+    assert [r["run_id"] for r in listed["runs"]] == [child, root]
+    with sqlite3.connect(db_path) as conn:
+        stored = dict(conn.execute("SELECT run_id, status FROM runs").fetchall())
+    assert {r["run_id"]: r["status"] for r in listed["runs"]} == stored
+
+    filtered = json.loads(cli(db_path, "runs", "--json", "--label", "team=core").stdout)
+    assert [r["run_id"] for r in filtered["runs"]] == [root]
+    paged = json.loads(cli(db_path, "runs", "--json", "--limit", "1").stdout)
+    assert paged["next_cursor"] == child
+
+    table = cli(db_path, "runs").stdout
+    assert table.splitlines()[0].split() == ["RUN", "NAME", "STATUS", "CREATED", "UPDATED", "WORKSPACE"]
+    assert root in table and "running" in table
+
+    status = json.loads(cli(db_path, "status", root, "--json").stdout)
+    assert [(s["step"], s["status"]) for s in status["steps"]] == [("plan", "completed"), ("edit", "retrying")]
+    assert [c["run_id"] for c in status["children"]] == [child]
+    readable = cli(db_path, "status", root).stdout
+    assert "plan" in readable and "retrying" in readable and '"conflict"' in readable and child in readable
+
+    cancelled = json.loads(cli(db_path, "cancel", root, "--reason", "done by hand", "--json").stdout)
+    assert sorted(cancelled["cancelled_run_ids"]) == sorted([root, child])
+    again = cli(db_path, "cancel", root)
+    assert "nothing to cancel" in again.stdout
+    with sqlite3.connect(db_path) as conn:
+        assert {s for (s,) in conn.execute("SELECT status FROM runs")} == {"cancelled"}
+
+
+async def test_errors_say_what_to_fix(engine: Engine, db_path: Path) -> None:
+    missing = cli(db_path, "status", "ghost", check=False)
+    assert missing.returncode == 1 and "run_not_found: no run has id 'ghost'" in missing.stderr
+    bad_status = cli(db_path, "runs", "--status", "sleeping", check=False)
+    assert bad_status.returncode == 1 and "invalid options: status" in bad_status.stderr
+    bad_address = cli(db_path, "serve", "--http", "localhost:http", check=False)
+    assert bad_address.returncode == 1 and "expected HOST:PORT" in bad_address.stderr
+
+
+def test_help_explains_every_command(tmp_path: Path) -> None:
+    top = cli(tmp_path / "x.db", "--help").stdout
+    for command in ("serve", "runs", "status", "cancel", "MCP_ORCHESTRATOR_DB"):
+        assert command in top
+    for command, words in {
+        "serve": "--http",
+        "runs": "--workspace",
+        "status": "--journal",
+        "cancel": "--reason",
+    }.items():
+        assert words in cli(tmp_path / "x.db", command, "--help").stdout

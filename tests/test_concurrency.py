@@ -1,0 +1,49 @@
+"""Several server processes on one store, as several Claude Code sessions would run them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+
+from .conftest import cli, stdio_server
+
+pytestmark = pytest.mark.anyio
+
+STEPS = 60
+
+
+async def test_two_servers_write_one_store_at_once(db_path: Path) -> None:
+    errors: list[str] = []
+    async with Client(stdio_server(db_path)) as one, Client(stdio_server(db_path)) as two:
+        shared = (await one.call_tool("start_run", {"name": "shared"})).structured_content["run"]["run_id"]
+        own = {
+            "one": (await one.call_tool("start_run", {"name": "own"})).structured_content["run"]["run_id"],
+            "two": (await two.call_tool("start_run", {"name": "own"})).structured_content["run"]["run_id"],
+        }
+
+        async def checkpoints(client: Client, name: str, run_id: str, prefix: str) -> None:
+            for i in range(STEPS):
+                result = await client.call_tool("checkpoint", {"run_id": run_id, "step": f"{prefix}-{i}", "output": i})
+                if result.is_error:
+                    errors.append(result.content[0].text)
+
+        async with anyio.create_task_group() as group:
+            for name, client in (("one", one), ("two", two)):
+                for lane in range(2):
+                    group.start_soon(checkpoints, client, name, shared, f"{name}-{lane}")
+                    group.start_soon(checkpoints, client, name, own[name], f"own-{lane}")
+                # A person at the terminal reads while the agents write.
+                group.start_soon(anyio.to_thread.run_sync, lambda: cli(db_path, "runs", "--json"))
+
+        assert errors == []
+        total = await one.call_tool("status", {"run_id": shared})
+        assert len(total.structured_content["steps"]) == 4 * STEPS
+
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 8 * STEPS
+        assert conn.execute("SELECT count(*) FROM journal WHERE kind = 'step_completed'").fetchone()[0] == 8 * STEPS
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,79 @@
+"""Crash safety: SIGKILL a server mid-work; every acknowledged checkpoint is still there, once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from .conftest import server_pids, stdio_server
+
+pytestmark = pytest.mark.anyio
+
+WRITERS = 4
+
+
+@pytest.mark.parametrize("seed", [11, 22, 33])
+async def test_sigkill_loses_no_acknowledged_checkpoint(db_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    acknowledged: dict[str, Any] = {}
+
+    with anyio.fail_after(60):
+        async with Client(stdio_server(db_path)) as client:
+            started = await client.call_tool("start_run", {"name": "crash", "key": "crash"})
+            run_id = started.structured_content["run"]["run_id"]
+            (pid,) = server_pids(db_path)
+
+            async def checkpoint_forever(writer: int) -> None:
+                for i in range(1_000_000):
+                    step = f"w{writer}-{i}"
+                    output = {"writer": writer, "i": i, "pad": "x" * rng.randint(0, 3000)}
+                    try:
+                        result = await client.call_tool(
+                            "checkpoint", {"run_id": run_id, "step": step, "output": output}
+                        )
+                    except Exception:
+                        return  # the server died: this call was never acknowledged
+                    if result.is_error:
+                        return
+                    acknowledged[step] = output
+
+            async def kill_at_random() -> None:
+                await anyio.sleep(rng.uniform(0.3, 1.5))
+                os.kill(pid, signal.SIGKILL)
+
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(kill_at_random)
+                    for writer in range(WRITERS):
+                        group.start_soon(checkpoint_forever, writer)
+            except Exception:
+                pass  # the transport reports the dead server on its way out
+    assert len(acknowledged) > 10, "the server was killed before any work was acknowledged"
+
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    async with Client(stdio_server(db_path)) as client:
+        resumed = await client.call_tool("start_run", {"name": "crash", "key": "crash"})
+        assert resumed.structured_content["created"] is False
+        status = (await client.call_tool("status", {"run_id": run_id, "journal_limit": 1000})).structured_content
+    # status shows at most 1000 journal entries; read the whole journal from the file.
+    with sqlite3.connect(db_path) as conn:
+        completions = [row[0] for row in conn.execute("SELECT step FROM journal WHERE kind = 'step_completed'")]
+        stored = dict(conn.execute("SELECT step, output FROM steps WHERE run_id = ?", (run_id,)).fetchall())
+
+    steps = {step["step"]: step for step in status["steps"]}
+    assert set(steps) == set(stored)
+    for step, output in acknowledged.items():
+        assert steps[step]["status"] == "completed" and steps[step]["output"] == output, step
+    unacknowledged = set(steps) - set(acknowledged)
+    assert len(unacknowledged) <= WRITERS, "only calls in flight at the kill may have landed unanswered"
+    assert sorted(completions) == sorted(steps), "each stored step is journaled exactly once"

@@ -1,0 +1,52 @@
+"""Streamable HTTP: uvicorn on an ephemeral loopback port, driven by the SDK client in both protocol eras."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from .conftest import stdio_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_runs_over_http_are_shared_with_stdio(http_server: Callable[..., str], db_path: Path, mode: str) -> None:
+    base = http_server()
+    with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+        assert json.load(response)["status"] == "ok"
+
+    async with Client(f"{base}/mcp", mode=mode) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"start_run", "checkpoint", "status"} <= tools
+        started = (await client.call_tool("start_run", {"name": "over-http", "key": f"http-{mode}"})).structured_content
+        run_id = started["run"]["run_id"]
+        done = await client.call_tool("checkpoint", {"run_id": run_id, "step": "one", "output": {"via": "http"}})
+        assert done.structured_content["step"]["status"] == "completed"
+        bad = await client.call_tool("checkpoint", {"run_id": run_id, "step": ""})
+        assert bad.is_error and "at least 1 character" in bad.content[0].text
+
+    # Another process (a stdio session) sees the same run in the same store.
+    async with Client(stdio_server(db_path)) as other:
+        status = (await other.call_tool("status", {"run_id": run_id})).structured_content
+        assert [(s["step"], s["output"]) for s in status["steps"]] == [("one", {"via": "http"})]
+
+
+async def test_non_local_host_header_is_refused(http_server: Callable[..., str]) -> None:
+    base = http_server()
+    request = urllib.request.Request(
+        f"{base}/mcp",
+        data=b"{}",
+        headers={"Host": "evil.example", "Content-Type": "application/json", "Accept": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert 400 <= refused.value.code < 500
