@@ -250,7 +250,7 @@ async def test_overdue_runs_are_failed_before_listing(engine: Engine) -> None:
 async def test_payload_over_the_limit_is_rejected_and_nothing_changes(engine: Engine) -> None:
     engine.max_payload_bytes = 1024
     run_id = await start(engine)
-    with pytest.raises(InvalidInput, match="output is 2\\d\\d\\d bytes, over the limit of 1024"):
+    with pytest.raises(InvalidInput, match=r"output is 2\d\d\d bytes, over the limit of 1024"):
         await cp(engine, run_id, "big", output="x" * 2000)
     with pytest.raises(InvalidInput, match="input is"):
         await start(engine, input=["y" * 2000])

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.anyio
 def insert_journal(run_id: str, kind: str):
     def fn(tx: SQLiteTransaction) -> None:
         tx._conn.execute(
-            "INSERT OR IGNORE INTO runs (run_id, name, status, retry, created_at) VALUES (?, 'n', 'running', '{}', 'x')",
+            "INSERT OR IGNORE INTO runs (run_id, name, status, retry, created_at) "
+            "VALUES (?, 'n', 'running', '{}', 'x')",
             (run_id,),
         )
         tx._conn.execute("INSERT INTO journal (run_id, at, kind) VALUES (?, 'x', ?)", (run_id, kind))

@@ -1,0 +1,187 @@
+"""Checkpoint throughput and latency, each against a baseline measured in the same run.
+
+    python benchmarks/checkpoint.py [--n 3000] [--db PATH]
+
+1. raw sqlite3: one ~500-byte row per commit, WAL, synchronous=FULL (the durability floor), and,
+   for reference, the rows a checkpoint really writes (its step and its journal entry, on the
+   store's own schema) per commit: the I/O part of a checkpoint without any of our code;
+2. engine, sequential: one run, N checkpoints one after another;
+3. engine, 16 concurrent runs (group commit);
+4. the checkpoint tool over stdio from the MCP SDK client, sequential;
+5. a no-op tool with the same arguments on the same SDK over stdio (the protocol's own cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from mcp import Client, StdioServerParameters
+
+from mcp_orchestrator.engine import Engine
+from mcp_orchestrator.models import CheckpointInput, StartRunInput
+from mcp_orchestrator.store.sqlite import SQLiteStore
+from mcp_orchestrator.store.sqlite_schema import MIGRATIONS
+
+PAYLOAD = "x" * 500
+CONCURRENCY = 16
+HERE = Path(__file__).parent
+
+
+class Figures:
+    def __init__(self, label: str, latencies: list[float], elapsed: float, calls: int) -> None:
+        self.label = label
+        self.rate = calls / elapsed
+        ordered = sorted(latencies)
+        self.p50 = statistics.median(ordered) * 1000
+        self.p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+    def row(self) -> str:
+        return f"{self.label:<44}{self.rate:>10,.0f}/s  p50 {self.p50:>6.2f} ms  p99 {self.p99:>6.2f} ms"
+
+
+async def timed(label: str, calls: list[Callable[[], Awaitable[object]]], lanes: int = 1) -> Figures:
+    latencies: list[float] = []
+
+    async def lane(work: list[Callable[[], Awaitable[object]]]) -> None:
+        for call in work:
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(calls[i::lanes]) for i in range(lanes)))
+    return Figures(label, latencies, time.perf_counter() - started, len(calls))
+
+
+def raw_sqlite(path: Path, n: int) -> Figures:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY, run TEXT, step TEXT, output TEXT)")
+    return commit_loop(
+        "raw sqlite3 (1 row per commit)",
+        conn,
+        n,
+        lambda i: conn.execute("INSERT INTO steps (run, step, output) VALUES (?, ?, ?)", ("run", f"s{i}", PAYLOAD)),
+    )
+
+
+def raw_checkpoint_rows(path: Path, n: int) -> Figures:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO runs (run_id, name, status, retry, created_at) VALUES ('r', 'n', 'running', '{}', 'x')")
+    now = "2026-01-01T00:00:00.000000+00:00"
+
+    def write(i: int) -> None:
+        conn.execute(
+            "INSERT INTO steps (run_id, step, status, attempt, output, started_at, ended_at) "
+            "VALUES ('r', ?, 'completed', 1, ?, ?, ?)",
+            (f"s{i}", f'"{PAYLOAD}"', now, now),
+        )
+        conn.execute(
+            "INSERT INTO journal (run_id, at, kind, step, attempt) VALUES ('r', ?, 'step_completed', ?, 1)",
+            (now, f"s{i}"),
+        )
+
+    return commit_loop("  (same rows as a checkpoint, raw sqlite3)", conn, n, write)
+
+
+def commit_loop(label: str, conn: sqlite3.Connection, n: int, write: Callable[[int], object]) -> Figures:
+    latencies = []
+    started = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        write(i)
+        conn.execute("COMMIT")
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return Figures(label, latencies, elapsed, n)
+
+
+async def engine_figures(path: Path, n: int) -> tuple[Figures, Figures]:
+    async with SQLiteStore(path) as store:
+        engine = Engine(store)
+        run_id = (await engine.start_run(StartRunInput(name="bench"))).run.run_id
+
+        def call(run: str, step: str) -> Callable[[], Awaitable[object]]:
+            return lambda: engine.checkpoint(CheckpointInput(run_id=run, step=step, output=PAYLOAD))
+
+        sequential = await timed("engine, sequential", [call(run_id, f"s{i}") for i in range(n)])
+        runs = [(await engine.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(CONCURRENCY)]
+        per_run = max(1, 4 * n // CONCURRENCY)
+        calls = [call(run, f"s{i}") for i in range(per_run) for run in runs]
+        concurrent = await timed(f"engine, {CONCURRENCY} concurrent runs", calls, lanes=CONCURRENCY)
+    return sequential, concurrent
+
+
+async def stdio_figures(path: Path, n: int) -> tuple[Figures, Figures]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "")}
+    orchestrator = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_orchestrator", "serve", "--db", str(path)], env=env
+    )
+    noop = StdioServerParameters(command=sys.executable, args=[str(HERE / "noop_server.py")], env=env)
+    async with Client(noop) as client:
+        await client.call_tool("noop", {"run_id": "r", "step": "warm-up"})
+        baseline = await timed(
+            "no-op tool over stdio (SDK baseline)",
+            [
+                lambda i=i: client.call_tool("noop", {"run_id": "r", "step": f"s{i}", "output": PAYLOAD})
+                for i in range(n)
+            ],
+        )
+    async with Client(orchestrator) as client:
+        started = await client.call_tool("start_run", {"name": "bench"})
+        run_id = started.structured_content["run"]["run_id"]
+        tool = await timed(
+            "checkpoint tool over stdio",
+            [
+                lambda i=i: client.call_tool("checkpoint", {"run_id": run_id, "step": f"s{i}", "output": PAYLOAD})
+                for i in range(n)
+            ],
+        )
+    return baseline, tool
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=3000, help="checkpoints per measurement (default 3000)")
+    parser.add_argument("--dir", help="directory for the database files (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        root = Path(directory)
+        raw = raw_sqlite(root / "raw.db", args.n)
+        rows = raw_checkpoint_rows(root / "rows.db", args.n)
+        sequential, concurrent = await engine_figures(root / "engine.db", args.n)
+        baseline, tool = await stdio_figures(root / "stdio.db", max(500, args.n // 3))
+
+    print(f"mcp-orchestrator checkpoint benchmark: {args.n} checkpoints of {len(PAYLOAD)} bytes, on {sys.platform}")
+    for figures in (raw, rows, sequential, concurrent, baseline, tool):
+        print("  " + figures.row())
+    print()
+    checks = [
+        ("engine sequential / raw sqlite3", sequential.rate / raw.rate, 0.7),
+        (f"engine {CONCURRENCY} concurrent / raw sqlite3", concurrent.rate / raw.rate, 3.0),
+        ("checkpoint tool / no-op tool (stdio)", tool.rate / baseline.rate, 0.75),
+    ]
+    for label, ratio, target in checks:
+        verdict = "meets" if ratio >= target else "BELOW"
+        print(f"  {label:<44}{ratio:>6.2f}x   target {target}x: {verdict}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
