@@ -31,7 +31,7 @@ async def main(crash_at: int | None) -> None:
         if run["run"]["status"] != "running":
             return
         for number, step in enumerate(STEPS, start=1):
-            begun = (await client.call_tool("checkpoint", {"run_id": run_id, "step": step, "begin": True}))
+            begun = await client.call_tool("checkpoint", {"run_id": run_id, "step": step, "begin": True})
             result = begun.structured_content
             if result["replayed"]:
                 print(f"  {step}: done before, output {result['step']['output']!r}")
