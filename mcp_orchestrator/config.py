@@ -45,16 +45,22 @@ class Settings(BaseModel):
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, *, db: str | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values = {
+        values: dict[str, str] = {
             "db": db or env.get(ENV_DB) or str(default_db_path()),
             "workspace": env.get("CLAUDE_PROJECT_DIR") or os.getcwd(),
         }
-        if env.get(ENV_MAX_PAYLOAD):
-            values["max_payload_bytes"] = env[ENV_MAX_PAYLOAD]
-        if env.get(ENV_SYNCHRONOUS):
-            values["sqlite_synchronous"] = env[ENV_SYNCHRONOUS].lower()
+        for field, variable in _FROM_ENV.items():
+            if env.get(variable):
+                values[field] = env[variable].lower()
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"bad setting: {problems}") from exc
+            problems = []
+            for error in exc.errors(include_url=False):
+                field = str(error["loc"][0])
+                source = _FROM_ENV.get(field, field)
+                problems.append(f"{source}={values.get(field)!r}: {error['msg']}")
+            raise ConfigError(f"bad setting: {'; '.join(problems)}") from exc
+
+
+_FROM_ENV = {"max_payload_bytes": ENV_MAX_PAYLOAD, "sqlite_synchronous": ENV_SYNCHRONOUS}
