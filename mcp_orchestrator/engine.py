@@ -116,7 +116,7 @@ class Engine:
         if run.status.terminal:
             if run.status == target:
                 return FinishRunResult(run=run, replayed=True)
-            raise RunTerminal(run.run_id, run.status, f"finish_run as {target}")
+            raise RunTerminal(run.run_id, run.status, f"it has ended and cannot be finished again as {target}")
         now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
@@ -177,7 +177,7 @@ class Engine:
                 step=args.step,
             )
         if run.status.terminal:
-            raise RunTerminal(run.run_id, run.status, "checkpoints")
+            raise RunTerminal(run.run_id, run.status, f"a {run.status} run takes no new checkpoints")
         now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
@@ -209,24 +209,12 @@ class Engine:
         self, tx: Transaction, run: Run, args: CheckpointInput, step: Step | None, now: datetime
     ) -> CheckpointResult:
         attempt, started_at = _this_attempt(step, now)
-        exhausted = attempt >= run.retry.max_attempts
-        if exhausted or not args.retryable:
-            new = Step(
-                step=args.step,
-                status=StepStatus.FAILED,
-                attempt=attempt,
-                error=args.error,
-                started_at=started_at,
-                ended_at=now,
-            )
-            why = "not retryable" if not args.retryable else f"{attempt} of {run.retry.max_attempts} attempts used"
-            tx.save_step(run.run_id, new)
-            tx.append_journal(run.run_id, "step_failed", now, args.step, attempt, {"error": args.error, "why": why})
-            return CheckpointResult(step=new, replayed=False, retry=False)
-        retry_at = now + timedelta(seconds=run.retry.backoff_s(attempt))
+        policy = run.retry
+        give_up = not args.retryable or attempt >= policy.max_attempts
+        retry_at = None if give_up else now + timedelta(seconds=policy.backoff_s(attempt))
         new = Step(
             step=args.step,
-            status=StepStatus.RETRYING,
+            status=StepStatus.FAILED if give_up else StepStatus.RETRYING,
             attempt=attempt,
             error=args.error,
             started_at=started_at,
@@ -234,15 +222,13 @@ class Engine:
             retry_at=retry_at,
         )
         tx.save_step(run.run_id, new)
-        tx.append_journal(
-            run.run_id,
-            "attempt_failed",
-            now,
-            args.step,
-            attempt,
-            {"error": args.error, "retry_at": retry_at.isoformat()},
-        )
-        return CheckpointResult(step=new, replayed=False, retry=True, retry_at=retry_at)
+        if give_up:
+            why = "not retryable" if not args.retryable else f"{attempt} of {policy.max_attempts} attempts used"
+            tx.append_journal(run.run_id, "step_failed", now, args.step, attempt, {"error": args.error, "why": why})
+        else:
+            detail = {"error": args.error, "retry_at": new.model_dump(mode="json")["retry_at"]}
+            tx.append_journal(run.run_id, "attempt_failed", now, args.step, attempt, detail)
+        return CheckpointResult(step=new, replayed=False, retry=not give_up, retry_at=retry_at)
 
     def _complete_step(
         self, tx: Transaction, run: Run, args: CheckpointInput, step: Step | None, now: datetime
@@ -325,12 +311,13 @@ class Engine:
     def _expire_if_overdue(self, tx: Transaction, run: Run, now: datetime) -> OrchestratorError | None:
         if not self._overdue(run, now):
             return None
-        error = {"type": "timeout", "message": f"the run did not finish by its deadline {run.deadline_at}"}
+        deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
+        error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
         tx.update_run(
             run.model_copy(update={"status": RunStatus.FAILED, "error": error, "updated_at": now, "ended_at": now})
         )
-        tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": str(run.deadline_at)})
-        return RunTerminal(run.run_id, RunStatus.FAILED, "more writes (it timed out)")
+        tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": deadline})
+        return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
 
     # Limits.
 

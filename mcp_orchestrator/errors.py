@@ -52,10 +52,9 @@ class RunNotFound(OrchestratorError):
 class RunTerminal(OrchestratorError):
     code = "run_terminal"
 
-    def __init__(self, run_id: str, status: str, action: str) -> None:
+    def __init__(self, run_id: str, status: str, refused: str) -> None:
         super().__init__(
-            f"run {run_id!r} is {status}; a {status} run takes no {action}. "
-            "Read it with status, or start a new run for new work",
+            f"run {run_id!r} is {status}: {refused}. Read it with status, or start a new run for new work",
             run_id=run_id,
             status=status,
         )

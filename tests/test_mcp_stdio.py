@@ -150,6 +150,7 @@ async def test_bad_input_is_explained_and_nothing_stored_is_lost(db_path: Path) 
             ("list_runs", {"label": "has space"}, "must be 'key=value' or 'key'"),
             ("list_runs", {"since": "yesterday"}, "since"),
             ("cancel_run", {}, "run_id"),
+            ("checkpoint", {"run_id": run_id, "step": "s", "outptu": 1}, "unknown argument(s) 'outptu'"),
         ]
         for tool, arguments, expected in bad_calls:
             message = await call_error(client, tool, **arguments)

@@ -3,9 +3,10 @@
 Durability: ``synchronous=FULL`` by default, so an acknowledged write survives power loss.
 
 Concurrency: each process has one writer connection and one reader connection (aiosqlite, one
-thread each). Writes from many coroutines are queued and committed together: the writer takes
-every queued function, runs each inside a SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits
-once (one fsync for the batch) and only then answers each caller. Other processes serialise on
+thread each). Writes from many coroutines are queued and committed together (group commit): the
+writer takes every queued function, runs them all in one ``BEGIN IMMEDIATE`` transaction, commits
+once (one fsync for the batch) and only then answers each caller; a function that raises has its
+own writes undone and leaves the others' standing. Other processes serialise on
 the file's write lock; ``busy_timeout`` and a retry with jitter make a lock held elsewhere a
 wait, never a "database is locked" error for the caller (up to ``lock_wait_s``).
 """
@@ -392,12 +393,9 @@ class SQLiteStore:
                 conn.execute("SAVEPOINT one_write")
                 try:
                     outcomes.append((True, fn(tx)))
-                except sqlite3.OperationalError as exc:
-                    if _is_busy(exc):
-                        raise  # the whole batch is retried
-                    conn.execute("ROLLBACK TO one_write")
-                    outcomes.append((False, _translate(exc, self.location)))
                 except Exception as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                        raise  # _retry_busy runs the whole batch again
                     conn.execute("ROLLBACK TO one_write")
                     outcomes.append((False, _translate(exc, self.location)))
                 conn.execute("RELEASE one_write")

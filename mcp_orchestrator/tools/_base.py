@@ -75,6 +75,15 @@ async def call_primitive(
 
 def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
     async def handler(ctx: Context, **arguments: Any) -> BaseModel:
+        # The SDK drops arguments the schema does not name; a misspelt one ("outptu") would
+        # silently become a default, so name it instead.
+        sent = (ctx.request_context.params or {}).get("arguments") or {}
+        unknown = sorted(set(sent) - set(arguments))
+        if unknown:
+            raise ToolError(
+                f"invalid_input: unknown argument(s) {', '.join(map(repr, unknown))}; "
+                f"{tool.fn.__name__} takes {', '.join(arguments)}"
+            )
         app: AppContext = ctx.request_context.lifespan_context
         return await call_primitive(tool.fn, app.engine, tool.input_model, arguments)
 
