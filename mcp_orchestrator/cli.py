@@ -125,13 +125,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.http is None:
-        from .server import build_server
-
-        asyncio.run(build_server(settings).run_stdio_async())
+        asyncio.run(_serve_stdio(settings))
         return 0
     host, port = _parse_address(args.http)
     asyncio.run(_serve_http(settings, host, port))
     return 0
+
+
+async def _serve_stdio(settings: Settings) -> None:
+    from .server import build_server, lend
+
+    async with open_engine(settings) as engine:  # a bad store fails here, before MCP starts
+        await build_server(settings, engine_scope=lend(engine)).run_stdio_async()
 
 
 async def _serve_http(settings: Settings, host: str, port: int) -> None:

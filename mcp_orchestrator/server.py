@@ -34,8 +34,18 @@ To find unfinished work: list_runs(status=["running", "waiting"]); to inspect on
 EngineScope = Callable[[], AbstractAsyncContextManager[Engine]]
 
 
+def lend(engine: Engine) -> EngineScope:
+    """A scope that hands out an engine opened (and later closed) by someone else."""
+
+    @asynccontextmanager
+    async def scope() -> AsyncIterator[Engine]:
+        yield engine
+
+    return scope
+
+
 def build_server(settings: Settings, engine_scope: EngineScope | None = None) -> MCPServer:
-    """The MCP server. ``engine_scope`` lends an engine someone else opened (the HTTP app does)."""
+    """The MCP server; its lifespan opens an engine, unless ``engine_scope`` lends one (see ``lend``)."""
     scope = engine_scope or (lambda: open_engine(settings))
 
     @asynccontextmanager

@@ -57,6 +57,7 @@ def cli(db_path: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
         [str(script), *args, "--db", str(db_path)],
         capture_output=True,
         text=True,
+        stdin=subprocess.DEVNULL,
         timeout=60,
         env=server_env(),
     )

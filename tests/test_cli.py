@@ -65,6 +65,22 @@ async def test_errors_say_what_to_fix(engine: Engine, db_path: Path) -> None:
     assert bad_address.returncode == 1 and "expected HOST:PORT" in bad_address.stderr
 
 
+@pytest.mark.parametrize("command", [["runs"], ["serve"], ["serve", "--http", "127.0.0.1:0"]])
+def test_a_store_that_cannot_be_used_is_named(tmp_path: Path, command: list[str]) -> None:
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("these are my notes, not a database\n" * 100)
+    result = cli(not_a_store, *command, check=False)
+    assert result.returncode == 1
+    assert f"store_error: cannot open the store {not_a_store}: file is not a database" in result.stderr
+    assert not_a_store.read_text().startswith("these are my notes")  # left as it was
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    result = cli(blocked / "store.db", *command, check=False)
+    assert result.returncode == 1 and "cannot create the directory of the store" in result.stderr
+    memory = cli(Path(":memory:"), *command, check=False)
+    assert memory.returncode == 1 and "in-memory SQLite database cannot be the store" in memory.stderr
+
+
 def test_help_explains_every_command(tmp_path: Path) -> None:
     top = cli(tmp_path / "x.db", "--help").stdout
     for command in ("serve", "runs", "status", "cancel", "MCP_ORCHESTRATOR_DB"):

@@ -45,6 +45,13 @@ async def test_durability_pragmas(db_path: Path) -> None:
     assert pragmas == ["wal", 2, 1, 5000]  # synchronous 2 = FULL
 
 
+async def test_a_new_store_is_readable_by_its_owner_only(db_path: Path) -> None:
+    async with SQLiteStore(db_path) as store:
+        await store.write(insert_journal("a", "x"))
+        modes = {path.name: path.stat().st_mode & 0o777 for path in db_path.parent.iterdir()}
+    assert modes == {"store.db": 0o600, "store.db-wal": 0o600, "store.db-shm": 0o600}
+
+
 async def test_synchronous_normal_is_a_setting(db_path: Path) -> None:
     async with SQLiteStore(db_path, synchronous="normal") as store:
         assert await store.write(lambda tx: tx._conn.execute("PRAGMA synchronous").fetchone()[0]) == 1

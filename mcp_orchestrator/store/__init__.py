@@ -20,4 +20,9 @@ def store_for(settings: Settings) -> Store:
         )
     if location.startswith("sqlite:///"):
         location = location.removeprefix("sqlite:///")
+    if location == ":memory:" or location.startswith("file::memory:"):
+        raise ConfigError(
+            "an in-memory SQLite database cannot be the store: every process and connection must share "
+            "it; give a file path"
+        )
     return SQLiteStore(location, synchronous=settings.sqlite_synchronous)

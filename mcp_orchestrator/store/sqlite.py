@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sqlite3
 import time
@@ -279,10 +280,15 @@ class SQLiteStore:
         self._writer_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        if self.location != ":memory:":
+        try:
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of the store {self.location}: {exc.strerror}") from exc
+        created = not Path(self.location).exists()
         try:
             self._writer = await aiosqlite.connect(self.location, isolation_level=None)
+            if created:  # runs hold agents' inputs and outputs: the owner's alone (SQLite gives -wal the same)
+                os.chmod(self.location, 0o600)
             self._reader = await aiosqlite.connect(self.location, isolation_level=None)
             await _on_thread(self._writer, self._configure_writer)
             await _on_thread(self._reader, self._configure_reader)
@@ -345,7 +351,7 @@ class SQLiteStore:
                 if not _is_busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(random.uniform(0.005, 0.05))
-        if mode.lower() != "wal" and self.location != ":memory:":
+        if mode.lower() != "wal":
             raise StoreError(f"the store {self.location} cannot use WAL mode (got {mode!r}); use a local disk")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         self._retry_busy(conn, "BEGIN IMMEDIATE", lambda tx: migrate(conn, self.location))

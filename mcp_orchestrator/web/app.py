@@ -13,17 +13,13 @@ from starlette.routing import Mount, Route
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
-from ..server import build_server
+from ..server import build_server, lend
 
 
 def build_app(settings: Settings, engine: Engine, host: str = "127.0.0.1") -> Starlette:
     """Every route and MCP session shares ``engine``, which the caller has opened."""
 
-    @asynccontextmanager
-    async def lend_engine() -> AsyncIterator[Engine]:
-        yield engine
-
-    mcp = build_server(settings, engine_scope=lend_engine)
+    mcp = build_server(settings, engine_scope=lend(engine))
     # DNS-rebinding protection follows ``host``: on a loopback host only local Host headers pass.
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
 
