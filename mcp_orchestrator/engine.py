@@ -120,17 +120,9 @@ class Engine:
         now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
-        run = run.model_copy(
-            update={
-                "status": target,
-                "output": args.output,
-                "error": args.error,
-                "updated_at": now,
-                "ended_at": now,
-            }
-        )
-        tx.update_run(run)
+        tx.set_runs_status([run.run_id], target, now, output=args.output, error=args.error)
         tx.append_journal(run.run_id, f"run_{target}", now, detail=_error_detail(args.error))
+        run = _get_run(tx, run.run_id)
         return FinishRunResult(run=run, replayed=False)
 
     async def cancel_run(self, args: CancelRunInput) -> CancelRunResult:
@@ -144,11 +136,11 @@ class Engine:
         own = [] if run.status.terminal else [run.run_id]
         descendants = tx.live_descendant_ids(run.run_id)
         if own:
-            tx.set_runs_status(own, RunStatus.CANCELLED, {"reason": reason}, now)
+            tx.set_runs_status(own, RunStatus.CANCELLED, now, error={"reason": reason})
             tx.append_journal(run.run_id, "run_cancelled", now, detail={"reason": reason})
         if descendants:
             inherited = {"reason": reason, "cancelled_with": run.run_id}
-            tx.set_runs_status(descendants, RunStatus.CANCELLED, inherited, now)
+            tx.set_runs_status(descendants, RunStatus.CANCELLED, now, error=inherited)
             for run_id in descendants:
                 tx.append_journal(run_id, "run_cancelled", now, detail=inherited)
         return CancelRunResult(run=_get_run(tx, run.run_id), cancelled_run_ids=own + descendants)
@@ -182,7 +174,7 @@ class Engine:
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
         if run.status == RunStatus.QUEUED:
-            tx.set_runs_status([run.run_id], RunStatus.RUNNING, None, now)
+            tx.set_runs_status([run.run_id], RunStatus.RUNNING, now)
             tx.append_journal(run.run_id, "run_started", now)
         if args.begin:
             return self._begin_attempt(tx, run, args.step, step, now)
@@ -313,9 +305,7 @@ class Engine:
             return None
         deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
         error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
-        tx.update_run(
-            run.model_copy(update={"status": RunStatus.FAILED, "error": error, "updated_at": now, "ended_at": now})
-        )
+        tx.set_runs_status([run.run_id], RunStatus.FAILED, now, error=error)
         tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": deadline})
         return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
 

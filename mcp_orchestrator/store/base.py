@@ -33,12 +33,6 @@ class Transaction(Protocol):
 
     def insert_run(self, run: Run) -> None: ...
 
-    def update_run(self, run: Run) -> None:
-        """Write the run's mutable fields: status, output, error, ended_at.
-
-        ``updated_at`` is never written: it is the time of the run's latest journal entry.
-        """
-
     def list_runs(self, query: RunFilter) -> list[Run]:
         """Newest first (by run_id), at most ``query.limit`` rows."""
 
@@ -50,7 +44,13 @@ class Transaction(Protocol):
     def overdue_run_ids(self, now: datetime) -> list[str]:
         """Live runs whose deadline_at is at or before ``now``."""
 
-    def set_runs_status(self, run_ids: Sequence[str], status: RunStatus, error: Any, at: datetime) -> None: ...
+    def set_runs_status(
+        self, run_ids: Sequence[str], status: RunStatus, at: datetime, *, output: Any = None, error: Any = None
+    ) -> None:
+        """Write status, output and error; ended_at is ``at`` for a terminal status, else cleared.
+
+        ``updated_at`` is never written: it is the time of the run's latest journal entry.
+        """
 
     def get_step(self, run_id: str, step: str) -> Step | None: ...
 

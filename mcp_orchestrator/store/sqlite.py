@@ -132,12 +132,6 @@ class SQLiteTransaction:
             [(key, value, run.run_id) for key, value in run.labels.items()],
         )
 
-    def update_run(self, run: Run) -> None:
-        self._conn.execute(
-            "UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ? WHERE run_id = ?",
-            (run.status.value, _dump(run.output), _dump(run.error), _ts(run.ended_at), run.run_id),
-        )
-
     def list_runs(self, query: RunFilter) -> list[Run]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -202,11 +196,14 @@ class SQLiteTransaction:
         ).fetchall()
         return [row[0] for row in rows]
 
-    def set_runs_status(self, run_ids: Sequence[str], status: RunStatus, error: Any, at: datetime) -> None:
+    def set_runs_status(
+        self, run_ids: Sequence[str], status: RunStatus, at: datetime, *, output: Any = None, error: Any = None
+    ) -> None:
         ended_at = _ts(at) if status.terminal else None
+        values = (status.value, _dump(output), _dump(error), ended_at)
         self._conn.executemany(
-            "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE run_id = ?",
-            [(status.value, _dump(error), ended_at, run_id) for run_id in run_ids],
+            "UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ? WHERE run_id = ?",
+            [(*values, run_id) for run_id in run_ids],
         )
 
     def get_step(self, run_id: str, step: str) -> Step | None:
