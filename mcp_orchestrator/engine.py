@@ -78,6 +78,8 @@ class Engine:
                     key=args.key,
                     run_id=existing.run_id,
                 )
+            if self._expire_if_overdue(tx, existing, self._clock()) is not None:
+                existing = _get_run(tx, existing.run_id)
             return StartRunResult(run=existing, created=False, steps=tx.list_steps(existing.run_id))
         if args.parent_run_id is not None and tx.get_run(args.parent_run_id) is None:
             raise InvalidInput(

@@ -232,6 +232,15 @@ async def test_overdue_run_fails_with_timeout_when_next_touched(engine: Engine) 
     assert [s.step for s in status.steps] == ["a"]
 
 
+async def test_resuming_an_overdue_run_by_key_shows_it_timed_out(engine: Engine) -> None:
+    clock = [datetime(2026, 1, 1, tzinfo=UTC)]
+    engine._clock = lambda: clock[0]
+    await start(engine, key="k", timeout_s=5)
+    clock[0] += timedelta(seconds=6)
+    again = await engine.start_run(StartRunInput(name="task", key="k"))
+    assert not again.created and again.run.status == RunStatus.FAILED and again.run.error["type"] == "timeout"
+
+
 async def test_overdue_runs_are_failed_before_listing(engine: Engine) -> None:
     clock = [datetime(2026, 1, 1, tzinfo=UTC)]
     engine._clock = lambda: clock[0]

@@ -45,6 +45,8 @@ async def test_tools_are_described_for_a_model(db_path: Path, mode: str) -> None
         assert tools["checkpoint"].annotations.idempotent_hint is True
         assert tools["start_run"].input_schema["required"] == ["name"]
         assert tools["checkpoint"].input_schema["required"] == ["run_id", "step"]
+        instructions = client.instructions or ""
+        assert all(name in instructions for name in ("start_run", "checkpoint", "begin=true", "finish_run"))
         templates = (await client.list_resource_templates()).resource_templates
         assert [t.uri_template for t in templates] == ["run://{run_id}"]
 
