@@ -47,3 +47,25 @@ async def test_two_servers_write_one_store_at_once(db_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 8 * STEPS
         assert conn.execute("SELECT count(*) FROM journal WHERE kind = 'step_completed'").fetchone()[0] == 8 * STEPS
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_two_servers_racing_on_the_same_steps_agree_on_one_outcome(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as one, Client(stdio_server(db_path)) as two:
+        run_id = (await one.call_tool("start_run", {"name": "race"})).structured_content["run"]["run_id"]
+        outcomes: dict[str, list[dict]] = {}
+
+        async def complete_all(client: Client, who: str) -> None:
+            for i in range(STEPS // 2):
+                result = await client.call_tool("checkpoint", {"run_id": run_id, "step": f"s{i}", "output": who})
+                outcomes.setdefault(f"s{i}", []).append(result.structured_content)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(complete_all, one, "one")
+            group.start_soon(complete_all, two, "two")
+
+    for step, answers in outcomes.items():
+        assert sorted(answer["replayed"] for answer in answers) == [False, True], step
+        assert answers[0]["step"]["output"] == answers[1]["step"]["output"], step
+    with sqlite3.connect(db_path) as conn:
+        completions = conn.execute("SELECT count(*) FROM journal WHERE kind = 'step_completed'").fetchone()[0]
+    assert completions == STEPS // 2

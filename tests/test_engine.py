@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,6 +158,15 @@ async def test_completed_step_is_memoized(engine: Engine) -> None:
     assert (begun.replayed, begun.step.output) == (True, {"n": 1})
     failed = await cp(engine, run_id, "fetch", error="late failure")
     assert (failed.replayed, failed.step.status) == (True, StepStatus.COMPLETED)
+    assert (await journal_kinds(engine, run_id)).count("step_completed") == 1
+
+
+async def test_racing_completions_of_one_step_store_exactly_one(engine: Engine) -> None:
+    run_id = await start(engine)
+    results = await asyncio.gather(*(cp(engine, run_id, "deploy", output={"by": i}) for i in range(20)))
+    winners = [r for r in results if not r.replayed]
+    assert len(winners) == 1
+    assert {json.dumps(r.step.output) for r in results} == {json.dumps(winners[0].step.output)}
     assert (await journal_kinds(engine, run_id)).count("step_completed") == 1
 
 
