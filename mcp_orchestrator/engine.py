@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from datetime import datetime, timedelta
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal, StepFailed
@@ -22,6 +23,7 @@ from .models import (
     CancelRunResult,
     CheckpointInput,
     CheckpointResult,
+    Event,
     FinishRunInput,
     FinishRunResult,
     ListRunsInput,
@@ -30,17 +32,26 @@ from .models import (
     Run,
     RunFilter,
     RunStatus,
+    SendEventInput,
+    SendEventResult,
+    SleepInput,
+    SleepResult,
     StartRunInput,
     StartRunResult,
     StatusInput,
     StatusResult,
     Step,
     StepStatus,
+    Wait,
+    WaitForEventInput,
+    WaitResult,
     utcnow,
 )
 from .store.base import Store, Transaction
 
 T = TypeVar("T")
+Progress = Callable[[float, float, str], Awaitable[None]]
+PROGRESS_EVERY_S = 5.0  # a blocked wait reports progress this often
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -122,6 +133,7 @@ class Engine:
         now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
+        _drop_waits(tx, run.run_id)
         tx.set_runs_status([run.run_id], target, now, output=args.output, error=args.error)
         tx.append_journal(run.run_id, f"run_{target}", now, detail=_error_detail(args.error))
         run = _get_run(tx, run.run_id)
@@ -137,6 +149,8 @@ class Engine:
         reason = args.reason or "cancelled"
         own = [] if run.status.terminal else [run.run_id]
         descendants = tx.live_descendant_ids(run.run_id)
+        for run_id in own + descendants:
+            _drop_waits(tx, run_id)
         if own:
             tx.set_runs_status(own, RunStatus.CANCELLED, now, error={"reason": reason})
             tx.append_journal(run.run_id, "run_cancelled", now, detail={"reason": reason})
@@ -167,6 +181,13 @@ class Engine:
                 f"step {args.step!r} of run {run.run_id} failed for good after {step.attempt} attempt(s) "
                 f"(last error: {_short(step.error)}); it takes no more attempts. Handle the failure, "
                 "use a new step name for a different approach, or finish_run with an error",
+                run_id=run.run_id,
+                step=args.step,
+            )
+        if step is not None and step.status == StepStatus.WAITING:
+            raise InvalidInput(
+                f"step {args.step!r} of run {run.run_id} is a pending {step.kind} wait, not a checkpoint; "
+                f"call {'wait_for_event' if step.kind == 'event' else 'sleep'} with it to keep waiting",
                 run_id=run.run_id,
                 step=args.step,
             )
@@ -240,6 +261,187 @@ class Engine:
         tx.append_journal(run.run_id, "step_completed", now, args.step, attempt)
         return CheckpointResult(step=new, replayed=False)
 
+    # Events, waits and sleeps. A wait is a step: registered once, ended by the first matching
+    # event (or its timeout, or its wake time), and from then on memoized like any completed step.
+
+    async def send_event(self, args: SendEventInput, source: str = "tool") -> SendEventResult:
+        """Store an event once (by id) and end every pending wait it satisfies."""
+        self._check_payload("data", args.data)
+        event_id = args.id or new_id()
+        return await self.store.write(lambda tx: self._send_event(tx, args, event_id, source))
+
+    def _send_event(self, tx: Transaction, args: SendEventInput, event_id: str, source: str) -> SendEventResult:
+        if tx.get_event(event_id) is not None:
+            return SendEventResult(event_id=event_id, deduplicated=True, woken_run_ids=[])
+        now = self._clock()
+        event = Event(event_id=event_id, name=args.name, data=args.data, source=source, received_at=now)
+        seq = tx.insert_event(event)
+        woken: list[str] = []
+        for run_id, wait in tx.waits_for(event.name):
+            # Within a run an event is consumed once, by the earliest wait it matches.
+            if run_id not in woken and _matches(event, wait.match):
+                self._receive(tx, run_id, wait.step, seq, event, now)
+                woken.append(run_id)
+        return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken)
+
+    async def wait_for_event(self, args: WaitForEventInput, progress: Progress | None = None) -> WaitResult:
+        """Wait (as step ``args.step``) for an event; blocks at most ``args.block_s``."""
+        names = [args.event] if isinstance(args.event, str) else list(dict.fromkeys(args.event))
+        _raise_or_return(await self.store.write(lambda tx: self._register_wait(tx, args, names)))
+        step, wait = await self._block(args.run_id, args.step, args.block_s, progress)
+        if step.status == StepStatus.WAITING:
+            return WaitResult(status="waiting", timeout_at=wait.until if wait else None, step=step)
+        output = step.output if isinstance(step.output, dict) else {}
+        if output.get("status") == "received":
+            return WaitResult(status="received", event=Event.model_validate(output["event"]), step=step)
+        return WaitResult(status="timed_out", step=step)
+
+    def _register_wait(self, tx: Transaction, args: WaitForEventInput, names: list[str]) -> OrchestratorError | None:
+        run, now, pending = self._existing_wait(tx, args.run_id, args.step, "event")
+        if pending or run is None:
+            return None
+        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
+            return expired
+        match = args.match or {}
+        for seq, event in tx.unconsumed_events(run.run_id, names, tx.events_after(run.run_id)):
+            if _matches(event, match):  # it arrived before the wait: not missed
+                tx.save_step(
+                    run.run_id, Step(step=args.step, kind="event", status=StepStatus.WAITING, attempt=1, started_at=now)
+                )
+                self._receive(tx, run.run_id, args.step, seq, event, now)
+                return None
+        until = now + timedelta(seconds=args.timeout_s) if args.timeout_s else None
+        self._start_wait(
+            tx, run, Wait(step=args.step, kind="event", events=names, match=match, until=until, created_at=now)
+        )
+        return None
+
+    async def sleep(self, args: SleepInput, progress: Progress | None = None) -> SleepResult:
+        """A durable timer step: done once its wake time has passed; blocks at most ``args.block_s``."""
+        _raise_or_return(await self.store.write(lambda tx: self._register_sleep(tx, args)))
+        step, wait = await self._block(args.run_id, args.step, args.block_s, progress)
+        if step.status == StepStatus.WAITING and wait is not None and wait.until is not None:
+            return SleepResult(status="sleeping", wake_at=wait.until, step=step)
+        wake_at = step.output.get("wake_at") if isinstance(step.output, dict) else None
+        return SleepResult(status="done", wake_at=wake_at or step.ended_at or step.started_at, step=step)
+
+    def _register_sleep(self, tx: Transaction, args: SleepInput) -> OrchestratorError | None:
+        run, now, pending = self._existing_wait(tx, args.run_id, args.step, "sleep")
+        if pending or run is None:
+            return None
+        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
+            return expired
+        wake_at = args.until if args.until is not None else now + timedelta(seconds=args.seconds or 0)
+        self._start_wait(tx, run, Wait(step=args.step, kind="sleep", until=wake_at, created_at=now))
+        if wake_at <= now:
+            self._end_wait(tx, run.run_id, args.step, {"status": "done", "wake_at": _iso(wake_at)}, now, "woke", {})
+        return None
+
+    def _existing_wait(self, tx: Transaction, run_id: str, name: str, kind: str) -> tuple[Run | None, datetime, bool]:
+        """(the run if a new wait may start, now, whether the step is already a pending wait)."""
+        run = _get_run(tx, run_id, payloads=False)
+        step = tx.get_step(run.run_id, name)
+        now = self._clock()
+        if step is not None:
+            if step.kind != kind:
+                raise InvalidInput(
+                    f"step {name!r} of run {run.run_id} is a {step.kind} step, not a {kind} wait; "
+                    "give this wait a step name of its own",
+                    run_id=run.run_id,
+                    step=name,
+                )
+            return None, now, True  # pending: pick it up; ended: its result is memoized
+        if run.status.terminal:
+            raise RunTerminal(run.run_id, run.status, f"a {run.status} run takes no new waits")
+        return run, now, False
+
+    def _start_wait(self, tx: Transaction, run: Run, wait: Wait) -> None:
+        tx.save_step(
+            run.run_id,
+            Step(step=wait.step, kind=wait.kind, status=StepStatus.WAITING, attempt=1, started_at=wait.created_at),
+        )
+        tx.insert_wait(run.run_id, wait)
+        detail = wait.model_dump(mode="json", include={"kind", "events", "match", "until"}, exclude_defaults=True)
+        tx.append_journal(run.run_id, "waiting", wait.created_at, wait.step, detail=detail)
+        if run.status != RunStatus.WAITING:
+            tx.set_runs_status([run.run_id], RunStatus.WAITING, wait.created_at)
+
+    def _receive(self, tx: Transaction, run_id: str, step: str, seq: int, event: Event, now: datetime) -> None:
+        tx.consume_event(run_id, seq, step)
+        output = {"status": "received", "event": event.model_dump(mode="json")}
+        detail = {"event_id": event.event_id, "name": event.name, "source": event.source}
+        self._end_wait(tx, run_id, step, output, now, "event_received", detail)
+
+    def _end_wait(
+        self,
+        tx: Transaction,
+        run_id: str,
+        name: str,
+        output: dict[str, Any],
+        now: datetime,
+        kind: str,
+        detail: dict[str, Any],
+    ) -> None:
+        tx.delete_wait(run_id, name)
+        step = tx.get_step(run_id, name)
+        assert step is not None, "a wait always has its step"
+        done = step.model_copy(update={"status": StepStatus.COMPLETED, "output": output, "ended_at": now})
+        tx.save_step(run_id, done)
+        tx.append_journal(run_id, kind, now, name, detail=detail)
+        run = _get_run(tx, run_id, payloads=False)
+        if run.status == RunStatus.WAITING and not tx.list_waits(run_id):
+            tx.set_runs_status([run_id], RunStatus.RUNNING, now)
+
+    async def fire_due_waits(self) -> int:
+        """End every wait whose timeout or wake time has passed; safe to call from any process."""
+        if not await self.store.read(lambda tx: tx.due_waits(self._clock())):
+            return 0
+
+        def fire(tx: Transaction) -> int:
+            now = self._clock()
+            due = tx.due_waits(now)
+            for run_id, wait in due:
+                when = _iso(wait.until)
+                if wait.kind == "sleep":
+                    self._end_wait(tx, run_id, wait.step, {"status": "done", "wake_at": when}, now, "woke", {})
+                else:
+                    self._end_wait(
+                        tx, run_id, wait.step, {"status": "timed_out"}, now, "wait_timed_out", {"until": when}
+                    )
+            return len(due)
+
+        return await self.store.write(fire)
+
+    async def next_wake(self) -> datetime | None:
+        """The earliest time a pending wait times out or a sleep ends."""
+        return await self.store.read(lambda tx: tx.next_wake())
+
+    async def _block(
+        self, run_id: str, name: str, block_s: float, progress: Progress | None
+    ) -> tuple[Step, Wait | None]:
+        """Re-read the wait after every commit anywhere until it ends or ``block_s`` passes."""
+        started = time.monotonic()
+        reported = started
+        while True:
+            step, wait = await self.store.read(lambda tx: (tx.get_step(run_id, name), tx.get_wait(run_id, name)))
+            assert step is not None, "the wait was registered before blocking"
+            if step.status != StepStatus.WAITING or wait is None:
+                return step, wait
+            now = self._clock()
+            if wait.until is not None and now >= wait.until:
+                await self.fire_due_waits()
+                continue
+            elapsed = time.monotonic() - started
+            if elapsed >= block_s:
+                return step, wait
+            if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY_S:
+                reported = time.monotonic()
+                await progress(elapsed, block_s, f"waiting for {', '.join(wait.events) or 'the wake time'}")
+            timeout = min(block_s - elapsed, PROGRESS_EVERY_S)
+            if wait.until is not None:
+                timeout = min(timeout, (wait.until - now).total_seconds())
+            await self.store.wait_for_change(max(timeout, 0.0))
+
     # Reading.
 
     async def status(self, args: StatusInput) -> StatusResult:
@@ -250,6 +452,7 @@ class Engine:
             return StatusResult(
                 run=run,
                 steps=tx.list_steps(run.run_id),
+                waits=tx.list_waits(run.run_id),
                 children=tx.list_children(run.run_id),
                 journal=tx.read_journal(run.run_id, args.journal_limit) if args.journal_limit else [],
             )
@@ -307,6 +510,7 @@ class Engine:
             return None
         deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
         error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
+        _drop_waits(tx, run.run_id)
         tx.set_runs_status([run.run_id], RunStatus.FAILED, now, error=error)
         tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": deadline})
         return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
@@ -328,6 +532,33 @@ class Engine:
                 field=field,
                 size=size,
             )
+
+
+def _drop_waits(tx: Transaction, run_id: str) -> None:
+    """A run that ends waits for nothing more; its wait steps stay as they were."""
+    for wait in tx.list_waits(run_id):
+        tx.delete_wait(run_id, wait.step)
+
+
+def _matches(event: Event, match: dict[str, Any]) -> bool:
+    """Every dotted path of ``match`` (e.g. 'data.pr') leads to an equal value in the event."""
+    document = event.model_dump(mode="json")
+    for path, expected in match.items():
+        value: Any = document
+        for part in path.split("."):
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return False
+        if value != expected:
+            return False
+    return True
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:

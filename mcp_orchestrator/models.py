@@ -45,6 +45,7 @@ LIVE_RUN_STATUSES = frozenset(RunStatus) - TERMINAL_RUN_STATUSES
 class StepStatus(StrEnum):
     STARTED = "started"  # an attempt began and has reported nothing yet
     RETRYING = "retrying"  # the last attempt failed; the retry policy allows another
+    WAITING = "waiting"  # an event wait or a sleep that has not ended
     COMPLETED = "completed"
     FAILED = "failed"  # for good: attempts exhausted or not retryable
 
@@ -96,6 +97,9 @@ class Step(BaseModel):
     """A named entry of a run's journal: its latest attempt and outcome."""
 
     step: str
+    kind: Literal["checkpoint", "event", "sleep"] = Field(
+        "checkpoint", description="checkpoint: work the agent records; event: a wait for an event; sleep: a timer."
+    )
     status: StepStatus
     attempt: int = Field(description="Number of the latest attempt, from 1.")
     output: JsonValue = None
@@ -115,6 +119,27 @@ class JournalEntry(BaseModel):
     step: str | None = None
     attempt: int | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    """Something that happened outside a run: a reply, a CI result, an approval."""
+
+    event_id: str
+    name: str
+    data: JsonValue = None
+    source: str = Field(description="Where it came from: tool, cli, webhook, schedule or system.")
+    received_at: datetime
+
+
+class Wait(BaseModel):
+    """A step of a run that waits for an event (``kind='event'``) or for a time (``kind='sleep'``)."""
+
+    step: str
+    kind: Literal["event", "sleep"]
+    events: list[str] = Field(default_factory=list, description="Event names waited for: any of them.")
+    match: dict[str, JsonValue] = Field(default_factory=dict, description="Dotted path -> value, all equal.")
+    until: datetime | None = Field(None, description="The wait's timeout, or the sleep's wake time.")
+    created_at: datetime
 
 
 # Inputs: one model per primitive. Field descriptions become the tool argument descriptions.
@@ -227,6 +252,74 @@ class ListRunsInput(_Input):
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the previous page.")
 
 
+EventName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=r"^\S+$",
+        description="An event name without spaces, e.g. 'approval', 'ci.finished', 'github.pull_request'.",
+    ),
+]
+BLOCK_S_MAX = 60.0
+BLOCK_S_DEFAULT = 25.0
+WAIT_MAX_S = 31_536_000
+
+
+class SendEventInput(_Input):
+    name: EventName
+    data: JsonValue = Field(None, description="Any JSON the event carries, e.g. {'pr': 42, 'approved': true}.")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=KEY_MAX,
+        description="Deduplication id: an event with an id already seen is stored once (deduplicated=true).",
+    )
+
+
+class WaitForEventInput(_Input):
+    run_id: RunId
+    step: StepName
+    event: EventName | Annotated[list[EventName], Field(min_length=1, max_length=20)] = Field(
+        description="The event name to wait for, or a list of names (any of them)."
+    )
+    match: dict[str, JsonValue] | None = Field(
+        None,
+        max_length=20,
+        description="Only events whose dotted paths equal these values, e.g. {'data.pr': 42}.",
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=WAIT_MAX_S, description="Give up waiting this many seconds after the wait began."
+    )
+    block_s: float = Field(
+        BLOCK_S_DEFAULT,
+        ge=0,
+        le=BLOCK_S_MAX,
+        description="How long this call may block before it returns status='waiting' (call again to keep waiting).",
+    )
+
+
+class SleepInput(_Input):
+    run_id: RunId
+    step: StepName
+    seconds: float | None = Field(None, ge=0, le=WAIT_MAX_S, description="Sleep this long from the first call.")
+    until: datetime | None = Field(None, description="Or sleep until this time (ISO 8601 with offset).")
+    block_s: float = Field(
+        BLOCK_S_DEFAULT,
+        ge=0,
+        le=BLOCK_S_MAX,
+        description="How long this call may block before it returns status='sleeping' (call again to keep waiting).",
+    )
+
+    @model_validator(mode="after")
+    def _one_time(self) -> SleepInput:
+        if (self.seconds is None) == (self.until is None):
+            raise ValueError("give seconds or until, exactly one of them")
+        if self.until is not None and self.until.tzinfo is None:
+            raise ValueError("until needs a time zone offset, e.g. 2026-01-01T09:00:00Z")
+        return self
+
+
 class RunFilter(BaseModel):
     """A list_runs query as the store sees it: plain values, no choices left."""
 
@@ -277,10 +370,34 @@ class CancelRunResult(BaseModel):
 class StatusResult(BaseModel):
     run: Run
     steps: list[Step]
-    waits: list[dict[str, Any]] = Field(default_factory=list, description="Pending waits (none yet).")
+    waits: list[Wait] = Field(default_factory=list, description="Pending waits: for events, or sleeps.")
     children: list[Run] = Field(default_factory=list)
     process: dict[str, Any] | None = Field(None, description="The run's agent process, if it has one.")
     journal: list[JournalEntry] = Field(description="The latest journal entries, oldest first.")
+
+
+class SendEventResult(BaseModel):
+    event_id: str
+    deduplicated: bool = Field(description="True when an event with this id was already stored: nothing new.")
+    woken_run_ids: list[str] = Field(description="Runs whose waits this event satisfied.")
+
+
+class WaitResult(BaseModel):
+    status: Literal["received", "waiting", "timed_out"] = Field(
+        description="received: the event is in `event`; waiting: not yet, call again with the same run and "
+        "step; timed_out: timeout_s passed first."
+    )
+    event: Event | None = None
+    timeout_at: datetime | None = Field(None, description="When the wait times out, if it has a timeout.")
+    step: Step
+
+
+class SleepResult(BaseModel):
+    status: Literal["done", "sleeping"] = Field(
+        description="done: the time has come; sleeping: not yet, call again with the same run and step."
+    )
+    wake_at: datetime
+    step: Step
 
 
 class ListRunsResult(BaseModel):

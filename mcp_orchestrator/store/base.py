@@ -16,11 +16,11 @@ could not commit is retried), so they only read and write through the transactio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ..models import JournalEntry, Run, RunFilter, RunStatus, Step
+from ..models import Event, JournalEntry, Run, RunFilter, RunStatus, Step, Wait
 
 T = TypeVar("T")
 
@@ -73,6 +73,41 @@ class Transaction(Protocol):
     def read_journal(self, run_id: str, limit: int) -> list[JournalEntry]:
         """The latest ``limit`` entries of the run, oldest first."""
 
+    # Events and waits. Events are numbered (seq) in the order they were stored.
+
+    def events_after(self, run_id: str) -> int:
+        """The highest event seq when the run was created: later events arrived after it started."""
+
+    def insert_event(self, event: Event) -> int:
+        """Store the event; returns its seq."""
+
+    def get_event(self, event_id: str) -> tuple[int, Event] | None: ...
+
+    def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
+        """Events of these names after ``after_seq`` that no step of the run consumed, oldest first."""
+
+    def consume_event(self, run_id: str, seq: int, step: str) -> None: ...
+
+    def list_events(self, name: str | None, limit: int, before_seq: int | None = None) -> list[tuple[int, Event]]:
+        """Newest first."""
+
+    def insert_wait(self, run_id: str, wait: Wait) -> None: ...
+
+    def delete_wait(self, run_id: str, step: str) -> None: ...
+
+    def get_wait(self, run_id: str, step: str) -> Wait | None: ...
+
+    def list_waits(self, run_id: str) -> list[Wait]: ...
+
+    def waits_for(self, name: str) -> list[tuple[str, Wait]]:
+        """(run_id, wait) of every pending wait for this event name, oldest wait first."""
+
+    def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
+        """(run_id, wait) of every pending wait whose ``until`` is at or before ``now``."""
+
+    def next_wake(self) -> datetime | None:
+        """The earliest ``until`` of any pending wait."""
+
 
 class Store(Protocol):
     """A database holding runs, steps and the journal, shared by every process that opens it."""
@@ -93,3 +128,6 @@ class Store(Protocol):
 
     async def read(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` on a consistent snapshot; it must not write."""
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return after the next commit by any process sharing the store, or after ``timeout`` seconds."""

@@ -14,12 +14,13 @@ wait, never a "database is locked" error for the caller (up to ``lock_wait_s``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,11 +30,13 @@ import aiosqlite
 from ..errors import StoreBusy, StoreError
 from ..models import (
     LIVE_RUN_STATUSES,
+    Event,
     JournalEntry,
     Run,
     RunFilter,
     RunStatus,
     Step,
+    Wait,
 )
 from .sqlite_schema import migrate
 
@@ -41,6 +44,7 @@ T = TypeVar("T")
 
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _MAX_BATCH = 128
+_POLL_S = 0.005  # how often a waiting process looks for other processes' commits
 _STOP: Any = object()  # queued by close(): the writer finishes what came before it
 
 
@@ -81,10 +85,18 @@ def _run_document(payloads: str) -> str:
 
 _SELECT_RUN = _run_document("'input', json(input), 'output', json(output), 'error', json(error)")
 _SELECT_RUN_LEAN = _run_document("'input', NULL, 'output', NULL, 'error', NULL")
-_STEP_COLUMNS = "step, status, attempt, output, error, started_at, ended_at, retry_at"
+_STEP_COLUMNS = "step, kind, status, attempt, output, error, started_at, ended_at, retry_at"
 _SELECT_STEP = (
-    "SELECT json_object('step', step, 'status', status, 'attempt', attempt, 'output', json(output), "
+    "SELECT json_object('step', step, 'kind', kind, 'status', status, 'attempt', attempt, 'output', json(output), "
     "'error', json(error), 'started_at', started_at, 'ended_at', ended_at, 'retry_at', retry_at) FROM steps"
+)
+_SELECT_EVENT = (
+    "SELECT seq, json_object('event_id', event_id, 'name', name, 'data', json(data), 'source', source, "
+    "'received_at', received_at) FROM events"
+)
+_SELECT_WAIT = (
+    "SELECT run_id, json_object('step', step, 'kind', kind, 'events', json(names), 'match', json(match), "
+    "'until', until, 'created_at', created_at) FROM waits"
 )
 _SELECT_JOURNAL = (
     "SELECT json_object('seq', seq, 'run_id', run_id, 'at', at, 'kind', kind, 'step', step, "
@@ -109,7 +121,8 @@ class SQLiteTransaction:
 
     def insert_run(self, run: Run) -> None:
         self._conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO runs ({_RUN_COLUMNS}, events_after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(seq), 0) FROM events))",
             (
                 run.run_id,
                 run.name,
@@ -218,15 +231,16 @@ class SQLiteTransaction:
         # An upsert, not INSERT OR REPLACE: the rowid (first-recorded order) must not change.
         self._conn.execute(
             f"""
-            INSERT INTO steps (run_id, {_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO steps (run_id, {_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (run_id, step) DO UPDATE SET
-                status = excluded.status, attempt = excluded.attempt, output = excluded.output,
-                error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at,
-                retry_at = excluded.retry_at
+                kind = excluded.kind, status = excluded.status, attempt = excluded.attempt,
+                output = excluded.output, error = excluded.error, started_at = excluded.started_at,
+                ended_at = excluded.ended_at, retry_at = excluded.retry_at
             """,
             (
                 run_id,
                 step.step,
+                step.kind,
                 step.status.value,
                 step.attempt,
                 _dump(step.output),
@@ -257,6 +271,96 @@ class SQLiteTransaction:
         ).fetchall()
         return [JournalEntry.model_validate_json(row[0]) for row in reversed(rows)]
 
+    # Events and waits.
+
+    def events_after(self, run_id: str) -> int:
+        row = self._conn.execute("SELECT events_after FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return 0 if row is None else row[0]
+
+    def insert_event(self, event: Event) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO events (event_id, name, data, source, received_at) VALUES (?, ?, ?, ?, ?)",
+            (event.event_id, event.name, _dump(event.data), event.source, _ts(event.received_at)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def get_event(self, event_id: str) -> tuple[int, Event] | None:
+        row = self._conn.execute(f"{_SELECT_EVENT} WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else (row[0], Event.model_validate_json(row[1]))
+
+    def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
+        cursor = self._conn.execute(
+            f"{_SELECT_EVENT} WHERE name IN ({', '.join('?' * len(names))}) AND seq > ? AND NOT EXISTS "
+            "(SELECT 1 FROM consumed_events c WHERE c.run_id = ? AND c.event_seq = events.seq) ORDER BY seq",
+            (*names, after_seq, run_id),
+        )
+        for row in cursor:
+            yield row[0], Event.model_validate_json(row[1])
+
+    def consume_event(self, run_id: str, seq: int, step: str) -> None:
+        self._conn.execute(
+            "INSERT INTO consumed_events (run_id, event_seq, step) VALUES (?, ?, ?)", (run_id, seq, step)
+        )
+
+    def list_events(self, name: str | None, limit: int, before_seq: int | None = None) -> list[tuple[int, Event]]:
+        clauses, params = [], []
+        if name is not None:
+            clauses.append("name = ?")
+            params.append(name)
+        if before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(before_seq)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn.execute(f"{_SELECT_EVENT} {where} ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
+        return [(row[0], Event.model_validate_json(row[1])) for row in rows]
+
+    def insert_wait(self, run_id: str, wait: Wait) -> None:
+        self._conn.execute(
+            "INSERT INTO waits (run_id, step, kind, names, match, until, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                wait.step,
+                wait.kind,
+                _dump(wait.events),
+                _dump(wait.match),
+                _ts(wait.until),
+                _ts(wait.created_at),
+            ),
+        )
+        self._conn.executemany(
+            "INSERT INTO wait_names (name, run_id, step) VALUES (?, ?, ?)",
+            [(name, run_id, wait.step) for name in dict.fromkeys(wait.events)],
+        )
+
+    def delete_wait(self, run_id: str, step: str) -> None:
+        self._conn.execute("DELETE FROM waits WHERE run_id = ? AND step = ?", (run_id, step))
+
+    def get_wait(self, run_id: str, step: str) -> Wait | None:
+        row = self._conn.execute(f"{_SELECT_WAIT} WHERE run_id = ? AND step = ?", (run_id, step)).fetchone()
+        return None if row is None else Wait.model_validate_json(row[1])
+
+    def list_waits(self, run_id: str) -> list[Wait]:
+        rows = self._conn.execute(f"{_SELECT_WAIT} WHERE run_id = ? ORDER BY created_at, step", (run_id,)).fetchall()
+        return [Wait.model_validate_json(row[1]) for row in rows]
+
+    def waits_for(self, name: str) -> list[tuple[str, Wait]]:
+        rows = self._conn.execute(
+            f"{_SELECT_WAIT} WHERE (run_id, step) IN (SELECT run_id, step FROM wait_names WHERE name = ?) "
+            "ORDER BY created_at, run_id, step",
+            (name,),
+        ).fetchall()
+        return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
+
+    def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
+        rows = self._conn.execute(
+            f"{_SELECT_WAIT} WHERE until IS NOT NULL AND until <= ? ORDER BY until", (_ts(now),)
+        ).fetchall()
+        return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
+
+    def next_wake(self) -> datetime | None:
+        row = self._conn.execute("SELECT min(until) FROM waits WHERE until IS NOT NULL").fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0])
+
 
 class SQLiteStore:
     """See the module docstring. ``location`` is the database file's path."""
@@ -275,6 +379,9 @@ class SQLiteStore:
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._watchers = 0
+        self._poller: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         try:
@@ -298,6 +405,11 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Finish the writes already queued, then close both connections."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
         if self._writer_task is not None:
             self._queue.put_nowait(_STOP)
             await self._writer_task
@@ -328,6 +440,40 @@ class SQLiteStore:
             return await _on_thread(self._reader, lambda conn: self._retry_busy(conn, "BEGIN", fn))
         except sqlite3.Error as exc:
             raise _translate(exc, self.location) from exc
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return after a commit to the store by anyone (this process or another), or after ``timeout``.
+
+        Commits in this process wake waiters at once; another process's commits are seen by polling
+        ``PRAGMA data_version`` (a counter SQLite bumps when another connection commits) every
+        few milliseconds, and only while somebody waits.
+        """
+        changed = self._changed
+        self._watchers += 1
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_foreign_commits(), name="sqlite-poller")
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._watchers -= 1
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _poll_foreign_commits(self) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        version = await _on_thread(reader, _data_version)
+        while self._watchers > 0 and self._reader is not None:
+            await asyncio.sleep(_POLL_S)
+            current = await _on_thread(reader, _data_version)
+            if current != version:
+                version = current
+                self._notify()
 
     # Everything below runs on a connection's own thread, except the write loop.
 
@@ -442,6 +588,11 @@ class SQLiteStore:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        self._notify()
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 async def _on_thread(db: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

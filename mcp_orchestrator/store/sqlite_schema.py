@@ -75,6 +75,53 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX journal_by_run ON journal (run_id, seq)",
     ],
+    # 2: events, the waits of runs for them (and sleeps), and which run consumed which event.
+    [
+        # Events whose seq is above a run's events_after arrived after the run started.
+        "ALTER TABLE runs ADD COLUMN events_after INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE steps ADD COLUMN kind TEXT NOT NULL DEFAULT 'checkpoint'",
+        """
+        CREATE TABLE events (
+            seq         INTEGER PRIMARY KEY,
+            event_id    TEXT NOT NULL UNIQUE,
+            name        TEXT NOT NULL,
+            data        TEXT,
+            source      TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX events_by_name ON events (name, seq)",
+        """
+        CREATE TABLE waits (
+            run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            step       TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            names      TEXT NOT NULL DEFAULT '[]',
+            match      TEXT NOT NULL DEFAULT '{}',
+            until      TEXT,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, step)
+        )
+        """,
+        "CREATE INDEX waits_by_until ON waits (until) WHERE until IS NOT NULL",
+        """
+        CREATE TABLE wait_names (
+            name   TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            step   TEXT NOT NULL,
+            PRIMARY KEY (name, run_id, step),
+            FOREIGN KEY (run_id, step) REFERENCES waits (run_id, step) ON DELETE CASCADE
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE consumed_events (
+            run_id    TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            event_seq INTEGER NOT NULL,
+            step      TEXT NOT NULL,
+            PRIMARY KEY (run_id, event_seq)
+        ) WITHOUT ROWID
+        """,
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
