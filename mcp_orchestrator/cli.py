@@ -21,8 +21,16 @@ from pydantic import BaseModel, ValidationError
 from . import __version__
 from .config import ENV_DB, ENV_MAX_PAYLOAD, ENV_SYNCHRONOUS, Settings, default_db_path
 from .engine import Engine
-from .errors import ConfigError, OrchestratorError, invalid_input_from
-from .models import CancelRunInput, ListRunsInput, Run, StatusInput, StatusResult
+from .errors import ConfigError, InvalidInput, OrchestratorError, invalid_input_from
+from .models import (
+    CancelRunInput,
+    ListEventsInput,
+    ListRunsInput,
+    Run,
+    SendEventInput,
+    StatusInput,
+    StatusResult,
+)
 from .runtime import open_engine
 
 DESCRIPTION = f"""\
@@ -107,6 +115,29 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_id", metavar="RUN")
     status.add_argument("--journal", type=int, default=20, help="how many journal entries (default 20)")
     status.set_defaults(handler=_status)
+
+    send = commands.add_parser(
+        "send-event",
+        parents=[common, output],
+        help="send an event (wakes runs waiting for it)",
+        description="Send an event. Runs waiting for its name (and whose match it meets) wake up; runs that "
+        "wait for it later still get it. With --id, sending the same event twice stores it once.",
+    )
+    send.add_argument("name", metavar="NAME")
+    send.add_argument("--data", default="null", help="the event's data as JSON, e.g. '{\"pr\": 42}'")
+    send.add_argument("--id", help="deduplication id")
+    send.set_defaults(handler=_send_event)
+
+    events = commands.add_parser(
+        "events",
+        parents=[common, output],
+        help="list recent events, newest first",
+        description="List recent events, newest first.",
+    )
+    events.add_argument("--name", help="only events with this name")
+    events.add_argument("--limit", type=int, default=20, help="page size (default 20, at most 200)")
+    events.add_argument("--cursor", help="the next_cursor printed by the previous page")
+    events.set_defaults(handler=_events)
 
     cancel = commands.add_parser(
         "cancel",
@@ -216,6 +247,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         ],
         empty="no steps yet",
     )
+    if result.waits:
+        print()
+        _print_table(
+            ["WAIT", "KIND", "FOR", "MATCH", "UNTIL"],
+            [
+                [w.step, w.kind, " | ".join(w.events), _brief(w.match) if w.match else "", _when(w.until)]
+                for w in result.waits
+            ],
+        )
     if result.children:
         print()
         _print_table(["CHILD", "NAME", "STATUS"], [[c.run_id, c.name, c.status] for c in result.children])
@@ -225,6 +265,39 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             ["SEQ", "AT", "EVENT", "STEP", "DETAIL"],
             [[j.seq, _when(j.at), j.kind, j.step or "", _brief(j.detail or "")] for j in result.journal],
         )
+    return 0
+
+
+def _send_event(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--data is not JSON ({exc.msg} at position {exc.pos}): {args.data!r}") from None
+    query = _validated(SendEventInput, {"name": args.name, "data": data, "id": args.id})
+    result = _with_engine(settings, lambda engine: engine.send_event(query, source="cli"))
+    if args.json:
+        return _print_json(result)
+    if result.deduplicated:
+        print(f"event {result.event_id} was already stored; nothing new")
+    else:
+        woken = ", ".join(result.woken_run_ids) or "no waiting run"
+        print(f"event {result.event_id} stored; woke {woken}")
+    return 0
+
+
+def _events(args: argparse.Namespace, settings: Settings) -> int:
+    fields = {"name": args.name, "limit": args.limit, "cursor": args.cursor}
+    query = _validated(ListEventsInput, {k: v for k, v in fields.items() if v is not None})
+    result = _with_engine(settings, lambda engine: engine.list_events(query))
+    if args.json:
+        return _print_json(result)
+    _print_table(
+        ["EVENT", "NAME", "SOURCE", "RECEIVED", "DATA"],
+        [[e.event_id, e.name, e.source, _when(e.received_at), _brief(e.data)] for e in result.events],
+        empty="no events",
+    )
+    if result.next_cursor:
+        print(f"\nmore: --cursor {result.next_cursor}")
     return 0
 
 

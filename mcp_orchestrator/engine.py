@@ -26,6 +26,8 @@ from .models import (
     Event,
     FinishRunInput,
     FinishRunResult,
+    ListEventsInput,
+    ListEventsResult,
     ListRunsInput,
     ListRunsResult,
     RetryPolicy,
@@ -51,7 +53,7 @@ from .store.base import Store, Transaction
 
 T = TypeVar("T")
 Progress = Callable[[float, float, str], Awaitable[None]]
-PROGRESS_EVERY_S = 5.0  # a blocked wait reports progress this often
+PROGRESS_EVERY_S = 3.0  # a blocked wait reports progress this often
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -412,6 +414,16 @@ class Engine:
 
         return await self.store.write(fire)
 
+    async def list_events(self, args: ListEventsInput) -> ListEventsResult:
+        """Events newest first, one page at a time."""
+        try:
+            before = int(args.cursor) if args.cursor is not None else None
+        except ValueError:
+            raise InvalidInput(f"cursor {args.cursor!r} is not one this command printed; leave it out") from None
+        rows = await self.store.read(lambda tx: tx.list_events(args.name, args.limit + 1, before))
+        cursor = str(rows[args.limit - 1][0]) if len(rows) > args.limit else None
+        return ListEventsResult(events=[event for _, event in rows[: args.limit]], next_cursor=cursor)
+
     async def next_wake(self) -> datetime | None:
         """The earliest time a pending wait times out or a sleep ends."""
         return await self.store.read(lambda tx: tx.next_wake())
@@ -458,6 +470,10 @@ class Engine:
             )
 
         result = await self.store.read(read)
+        now = self._clock()
+        if any(wait.until is not None and wait.until <= now for wait in result.waits):
+            await self.fire_due_waits()  # so that status is right even when no server runs timers
+            result = await self.store.read(read)
         if self._overdue(result.run, self._clock()):
             await self.store.write(lambda tx: self._expire_if_overdue(tx, _get_run(tx, args.run_id), self._clock()))
             result = await self.store.read(read)

@@ -320,6 +320,12 @@ class SleepInput(_Input):
         return self
 
 
+class ListEventsInput(_Input):
+    name: str | None = Field(None, max_length=NAME_MAX, description="Only events with this name.")
+    limit: int = Field(20, ge=1, le=LIST_LIMIT_MAX, description="Page size.")
+    cursor: str | None = Field(None, max_length=32, description="next_cursor of the previous page.")
+
+
 class RunFilter(BaseModel):
     """A list_runs query as the store sees it: plain values, no choices left."""
 
@@ -398,6 +404,11 @@ class SleepResult(BaseModel):
     )
     wake_at: datetime
     step: Step
+
+
+class ListEventsResult(BaseModel):
+    events: list[Event] = Field(description="Newest first.")
+    next_cursor: str | None = Field(None, description="Pass as cursor for the next page; null on the last page.")
 
 
 class ListRunsResult(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
@@ -15,6 +16,7 @@ from .engine import Engine
 from .errors import OrchestratorError, RunNotFound
 from .models import StatusInput
 from .runtime import open_engine
+from .supervisor import run_timers
 from .tools import AppContext, add_tools
 
 INSTRUCTIONS = """\
@@ -28,6 +30,10 @@ For any task with several steps or side effects:
 3. After the step: checkpoint(run_id, step, output=<result>); on failure checkpoint(..., error=...)
    and follow retry / retry_at.
 4. finish_run(run_id, output=...) at the end.
+To pause for a person, CI or another agent without holding anything open: wait_for_event(run_id,
+step, event=<name>) returns status="waiting" after block_s; call it again with the same run and
+step to keep waiting (the event is never missed, even if it arrives in between). sleep(run_id,
+step, seconds=...) is a durable timer. send_event(name, data) wakes waiting runs.
 To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
 """
 
@@ -50,8 +56,10 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
 
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> AsyncIterator[AppContext]:
-        async with scope() as engine:
+        async with scope() as engine, anyio.create_task_group() as duties:
+            duties.start_soon(run_timers, engine)
             yield AppContext(engine=engine)
+            duties.cancel_scope.cancel()
 
     mcp = MCPServer(
         "mcp-orchestrator",

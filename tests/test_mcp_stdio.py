@@ -13,7 +13,17 @@ from .conftest import stdio_server
 
 pytestmark = pytest.mark.anyio
 
-CONTRACT_TOOLS = {"start_run", "checkpoint", "finish_run", "cancel_run", "status", "list_runs"}
+CONTRACT_TOOLS = {
+    "start_run",
+    "checkpoint",
+    "finish_run",
+    "cancel_run",
+    "status",
+    "list_runs",
+    "send_event",
+    "wait_for_event",
+    "sleep",
+}
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:

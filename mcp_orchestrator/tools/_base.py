@@ -31,7 +31,7 @@ class AppContext:
     engine: Engine
 
 
-Primitive = Callable[[Engine, Any], Awaitable[BaseModel]]
+Primitive = Callable[..., Awaitable[BaseModel]]
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,22 @@ class EngineTool:
     result_model: type[BaseModel]
     title: str
     annotations: ToolAnnotations
+    blocking: bool = False  # takes a progress callback as a third argument
 
 
 TOOLS: list[EngineTool] = []
 
 
 def engine_tool(
-    input_model: type[BaseModel], result_model: type[BaseModel], *, title: str, annotations: ToolAnnotations
+    input_model: type[BaseModel],
+    result_model: type[BaseModel],
+    *,
+    title: str,
+    annotations: ToolAnnotations,
+    blocking: bool = False,
 ) -> Callable[[Primitive], Primitive]:
     def register(fn: Primitive) -> Primitive:
-        TOOLS.append(EngineTool(fn, input_model, result_model, title, annotations))
+        TOOLS.append(EngineTool(fn, input_model, result_model, title, annotations, blocking))
         return fn
 
     return register
@@ -61,14 +67,14 @@ def error_text(exc: OrchestratorError) -> str:
 
 
 async def call_primitive(
-    fn: Primitive, engine: Engine, input_model: type[BaseModel], arguments: dict[str, Any]
+    fn: Primitive, engine: Engine, input_model: type[BaseModel], arguments: dict[str, Any], *extra: Any
 ) -> BaseModel:
     try:
         args = input_model.model_validate(arguments)
     except ValidationError as exc:
         raise ToolError(error_text(invalid_input_from(exc))) from exc
     try:
-        return await fn(engine, args)
+        return await fn(engine, args, *extra)
     except OrchestratorError as exc:
         raise ToolError(error_text(exc)) from exc
 
@@ -85,7 +91,13 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
                 f"{tool.fn.__name__} takes {', '.join(arguments)}"
             )
         app: AppContext = ctx.request_context.lifespan_context
-        return await call_primitive(tool.fn, app.engine, tool.input_model, arguments)
+        if not tool.blocking:
+            return await call_primitive(tool.fn, app.engine, tool.input_model, arguments)
+
+        async def progress(done: float, total: float, message: str) -> None:
+            await ctx.report_progress(done, total, message)  # a no-op unless the client asked for progress
+
+        return await call_primitive(tool.fn, app.engine, tool.input_model, arguments, progress)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context}

@@ -1,0 +1,145 @@
+"""Events and waits the way clients use them: server processes over stdio, the CLI, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from .conftest import cli, eventually, server_pids, stdio_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+def run_status(db_path: Path, run_id: str) -> dict[str, Any]:
+    return json.loads(cli(db_path, "status", run_id, "--json").stdout)
+
+
+async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as waiter, Client(stdio_server(db_path)) as sender:
+        run_id = (await call(waiter, "start_run", name="review"))["run"]["run_id"]
+        results: dict[str, Any] = {}
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def wait_for(step: str, event: str, extra: dict[str, Any] | None = None) -> None:
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                progress.append((done, total, message))
+
+            started = time.monotonic()
+            result = await waiter.call_tool(
+                "wait_for_event",
+                {"run_id": run_id, "step": step, "event": event, "block_s": 20, **(extra or {})},
+                progress_callback=on_progress,
+            )
+            results[step] = (result.structured_content, time.monotonic() - started)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait_for, "approve", "approval", {"match": {"data.pr": 42}})
+            await anyio.sleep(3.5)  # long enough for one progress report
+            miss = await call(sender, "send_event", name="approval", data={"pr": 7})
+            assert miss["woken_run_ids"] == []
+            hit = await call(sender, "send_event", name="approval", data={"pr": 42}, id="gh-delivery-1")
+            assert hit["woken_run_ids"] == [run_id]
+        approved, took = results["approve"]
+        assert approved["status"] == "received" and approved["event"]["event_id"] == "gh-delivery-1"
+        assert took < 10
+        assert progress and "approval" in (progress[0][2] or "")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait_for, "deploy", "deployed")
+            await anyio.sleep(0.5)
+            sent = await anyio.to_thread.run_sync(
+                lambda: cli(db_path, "send-event", "deployed", "--data", '{"env": "prod"}', "--json")
+            )
+            assert json.loads(sent.stdout)["woken_run_ids"] == [run_id]
+        deployed, _ = results["deploy"]
+        assert deployed["event"]["data"] == {"env": "prod"} and deployed["event"]["source"] == "cli"
+
+        again = await call(waiter, "wait_for_event", run_id=run_id, step="approve", event="approval")
+        assert again == approved, "a received wait is memoized"
+        duplicate = await call(sender, "send_event", name="approval", data={"pr": 42}, id="gh-delivery-1")
+        assert duplicate["deduplicated"] is True
+
+
+async def test_a_wait_survives_a_sigkilled_server(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as client:
+        run_id = (await call(client, "start_run", name="patient"))["run"]["run_id"]
+        (pid,) = server_pids(db_path)
+
+        async def kill_soon() -> None:
+            await anyio.sleep(0.5)
+            os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(Exception):  # noqa: B017  (the transport reports the dead server)
+            async with anyio.create_task_group() as group:
+                group.start_soon(kill_soon)
+                await client.call_tool(
+                    "wait_for_event", {"run_id": run_id, "step": "approve", "event": "approval", "block_s": 30}
+                )
+
+    status = run_status(db_path, run_id)
+    assert status["run"]["status"] == "waiting"
+    assert [w["step"] for w in status["waits"]] == ["approve"]
+    cli(db_path, "send-event", "approval", "--data", '{"by": "bob"}')  # while no server runs
+    async with Client(stdio_server(db_path)) as client:
+        result = await call(client, "wait_for_event", run_id=run_id, step="approve", event="approval")
+    assert result["status"] == "received" and result["event"]["data"] == {"by": "bob"}
+
+
+async def test_a_client_that_gives_up_mid_wait_loses_nothing(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as client:
+        run_id = (await call(client, "start_run", name="impatient"))["run"]["run_id"]
+        with anyio.move_on_after(0.5):  # the client cancels its call (as on a timeout or Esc)
+            await client.call_tool("wait_for_event", {"run_id": run_id, "step": "s", "event": "done", "block_s": 30})
+        cli(db_path, "send-event", "done", "--data", "1")
+        result = await call(client, "wait_for_event", run_id=run_id, step="s", event="done")
+        assert result["status"] == "received" and result["event"]["data"] == 1
+        assert (await call(client, "status", run_id=run_id))["run"]["status"] == "running"
+
+
+async def test_timeouts_and_sleeps_fire_with_no_client_calling(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as client:
+        run_id = (await call(client, "start_run", name="timers"))["run"]["run_id"]
+        pending = await call(client, "wait_for_event", run_id=run_id, step="w", event="never", timeout_s=1, block_s=0)
+        assert pending["status"] == "waiting" and pending["timeout_at"]
+        asleep = await call(client, "sleep", run_id=run_id, step="nap", seconds=1, block_s=0)
+        assert asleep["status"] == "sleeping"
+
+        def fired() -> bool:  # read straight from the file: only the server's own timer can fire them
+            steps = {s["step"]: s for s in run_status_without_firing(db_path, run_id)}
+            return steps["w"]["status"] == "completed" and steps["nap"]["status"] == "completed"
+
+        await eventually(fired, timeout=10)
+        assert (await call(client, "wait_for_event", run_id=run_id, step="w", event="never"))["status"] == "timed_out"
+        assert (await call(client, "sleep", run_id=run_id, step="nap", seconds=1))["status"] == "done"
+
+
+def run_status_without_firing(db_path: Path, run_id: str) -> list[dict[str, Any]]:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT step, status FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+    return [{"step": step, "status": status} for step, status in rows]
+
+
+async def test_a_timeout_that_came_due_while_no_server_ran_is_honoured(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as client:
+        run_id = (await call(client, "start_run", name="offline"))["run"]["run_id"]
+        await call(client, "wait_for_event", run_id=run_id, step="w", event="never", timeout_s=0.5, block_s=0)
+    await anyio.sleep(1)
+    status = run_status(db_path, run_id)  # reading the run fires what is due
+    assert [s["output"] for s in status["steps"]] == [{"status": "timed_out"}]
+    assert status["run"]["status"] == "running" and status["waits"] == []
