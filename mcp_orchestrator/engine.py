@@ -115,6 +115,7 @@ class Engine:
             updated_at=now,
         )
         tx.insert_run(run)
+        tx.insert_cancel_triggers(run_id, [(trigger.event, trigger.match or {}) for trigger in args.cancel_on])
         detail = {"name": run.name, "key": run.key, "parent_run_id": run.parent_run_id}
         tx.append_journal(run_id, "run_created", now, detail={k: v for k, v in detail.items() if v})
         return StartRunResult(run=run, created=True, steps=[])
@@ -147,8 +148,11 @@ class Engine:
 
     def _cancel_run(self, tx: Transaction, args: CancelRunInput) -> CancelRunResult:
         run = _get_run(tx, args.run_id)
-        now = self._clock()
-        reason = args.reason or "cancelled"
+        cancelled = self._cancel(tx, run, args.reason or "cancelled", self._clock())
+        return CancelRunResult(run=_get_run(tx, run.run_id), cancelled_run_ids=cancelled)
+
+    def _cancel(self, tx: Transaction, run: Run, reason: str, now: datetime) -> list[str]:
+        """Cancel the run (if live) and its live descendants; returns their ids."""
         own = [] if run.status.terminal else [run.run_id]
         descendants = tx.live_descendant_ids(run.run_id)
         for run_id in own + descendants:
@@ -161,7 +165,7 @@ class Engine:
             tx.set_runs_status(descendants, RunStatus.CANCELLED, now, error=inherited)
             for run_id in descendants:
                 tx.append_journal(run_id, "run_cancelled", now, detail=inherited)
-        return CancelRunResult(run=_get_run(tx, run.run_id), cancelled_run_ids=own + descendants)
+        return own + descendants
 
     # Steps.
 
@@ -284,7 +288,12 @@ class Engine:
             if run_id not in woken and _matches(event, wait.match):
                 self._receive(tx, run_id, wait.step, seq, event, now)
                 woken.append(run_id)
-        return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken)
+        cancelled: list[str] = []
+        for run_id, match in tx.cancel_triggers_for(event.name):
+            if run_id not in cancelled and _matches(event, match):
+                reason = f"event {event.name!r} ({event.event_id}) arrived"
+                cancelled += self._cancel(tx, _get_run(tx, run_id, payloads=False), reason, now)
+        return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken, cancelled_run_ids=cancelled)
 
     async def wait_for_event(self, args: WaitForEventInput, progress: Progress | None = None) -> WaitResult:
         """Wait (as step ``args.step``) for an event; blocks at most ``args.block_s``."""

@@ -163,6 +163,13 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CancelOn(_Input):
+    event: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^\S+$", description="The event's name.")
+    match: dict[str, JsonValue] | None = Field(
+        None, max_length=20, description="Only events whose dotted paths equal these values, e.g. {'data.pr': 42}."
+    )
+
+
 class StartRunInput(_Input):
     name: str = Field(
         min_length=1, max_length=NAME_MAX, description="What the run does, e.g. 'fix-issue-42'. Not unique."
@@ -183,6 +190,12 @@ class StartRunInput(_Input):
         gt=0,
         le=31_536_000,
         description="Fail the run if it is not finished this many seconds after start.",
+    )
+    cancel_on: list[CancelOn] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Cancel the run (and its descendants) when such an event arrives, e.g. "
+        "[{'event': 'pr.closed', 'match': {'data.pr': 42}}].",
     )
     workspace: str | None = Field(
         None,
@@ -386,6 +399,9 @@ class SendEventResult(BaseModel):
     event_id: str
     deduplicated: bool = Field(description="True when an event with this id was already stored: nothing new.")
     woken_run_ids: list[str] = Field(description="Runs whose waits this event satisfied.")
+    cancelled_run_ids: list[str] = Field(
+        default_factory=list, description="Runs this event cancelled (their cancel_on), with their descendants."
+    )
 
 
 class WaitResult(BaseModel):

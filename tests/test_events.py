@@ -14,6 +14,7 @@ from mcp_orchestrator.errors import InvalidInput, RunTerminal
 from mcp_orchestrator.models import (
     CancelRunInput,
     CheckpointInput,
+    FinishRunInput,
     RunStatus,
     SendEventInput,
     SleepInput,
@@ -194,3 +195,25 @@ async def test_cancelling_a_waiting_run_ends_its_waits(engine: Engine) -> None:
     assert (await engine.status(StatusInput(run_id=run_id))).waits == []
     with pytest.raises(RunTerminal, match="takes no new waits"):
         await wait(engine, run_id, "another", "approval")
+
+
+async def test_cancel_on_cancels_the_run_and_its_descendants(engine: Engine) -> None:
+    from mcp_orchestrator.models import CancelOn
+
+    root = (
+        await engine.start_run(
+            StartRunInput(name="pr-bot", cancel_on=[CancelOn(event="pr.closed", match={"data.pr": 42})])
+        )
+    ).run.run_id
+    child = (await engine.start_run(StartRunInput(name="reviewer", parent_run_id=root))).run.run_id
+    other = (await engine.start_run(StartRunInput(name="other-pr", cancel_on=[CancelOn(event="pr.closed")]))).run.run_id
+    await engine.finish_run(FinishRunInput(run_id=other, output="merged"))
+    await wait(engine, child, "approve", "approval")
+
+    assert (await send(engine, "pr.closed", {"pr": 7})).cancelled_run_ids == []
+    closed = await send(engine, "pr.closed", {"pr": 42})
+    assert sorted(closed.cancelled_run_ids) == sorted([root, child])
+    status = await engine.status(StatusInput(run_id=child))
+    assert status.run.status == RunStatus.CANCELLED and status.waits == []
+    assert status.run.error["cancelled_with"] == root
+    assert (await engine.status(StatusInput(run_id=other))).run.status == RunStatus.COMPLETED

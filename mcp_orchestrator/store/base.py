@@ -105,6 +105,12 @@ class Transaction(Protocol):
     def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
         """(run_id, wait) of every pending wait whose ``until`` is at or before ``now``."""
 
+    def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """(event name, match) pairs that cancel the run."""
+
+    def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """(run_id, match) of the live runs that an event of this name may cancel."""
+
     def next_wake(self) -> datetime | None:
         """The earliest ``until`` of any pending wait."""
 

@@ -357,6 +357,20 @@ class SQLiteTransaction:
         ).fetchall()
         return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
 
+    def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO cancel_triggers (run_id, name, match) VALUES (?, ?, ?)",
+            [(run_id, name, _dump(match)) for name, match in triggers],
+        )
+
+    def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._conn.execute(
+            "SELECT t.run_id, t.match FROM cancel_triggers t JOIN runs USING (run_id) "
+            "WHERE t.name = ? AND runs.status IN ('queued', 'running', 'waiting') ORDER BY t.run_id",
+            (name,),
+        ).fetchall()
+        return [(row[0], json.loads(row[1])) for row in rows]
+
     def next_wake(self) -> datetime | None:
         row = self._conn.execute("SELECT min(until) FROM waits WHERE until IS NOT NULL").fetchone()
         return None if row[0] is None else datetime.fromisoformat(row[0])

@@ -75,7 +75,8 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX journal_by_run ON journal (run_id, seq)",
     ],
-    # 2: events, the waits of runs for them (and sleeps), and which run consumed which event.
+    # 2: events, the waits of runs for them (and sleeps), which run consumed which event, and the
+    # events that cancel a run.
     [
         # Events whose seq is above a run's events_after arrived after the run started.
         "ALTER TABLE runs ADD COLUMN events_after INTEGER NOT NULL DEFAULT 0",
@@ -113,6 +114,14 @@ MIGRATIONS: list[list[str]] = [
             FOREIGN KEY (run_id, step) REFERENCES waits (run_id, step) ON DELETE CASCADE
         ) WITHOUT ROWID
         """,
+        """
+        CREATE TABLE cancel_triggers (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            name   TEXT NOT NULL,
+            match  TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX cancel_triggers_by_name ON cancel_triggers (name)",
         """
         CREATE TABLE consumed_events (
             run_id    TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
