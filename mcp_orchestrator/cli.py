@@ -139,6 +139,15 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--cursor", help="the next_cursor printed by the previous page")
     events.set_defaults(handler=_events)
 
+    token = commands.add_parser(
+        "token",
+        parents=[common],
+        help="print the HTTP server's bearer token",
+        description="Print the bearer token that every HTTP request but /healthz needs (created on first use, "
+        'readable by you alone), e.g. for Claude Code: --header "Authorization: Bearer $(mcp-orchestrator token)".',
+    )
+    token.set_defaults(handler=_token)
+
     cancel = commands.add_parser(
         "cancel",
         parents=[common, output],
@@ -174,6 +183,7 @@ async def _serve_http(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from .web import build_app
+    from .web.auth import load_or_create_token
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -187,15 +197,22 @@ async def _serve_http(settings: Settings, host: str, port: int) -> None:
             f"warning: serving on {host}, reachable from other machines; requests are not authenticated",
             file=sys.stderr,
         )
+    token = load_or_create_token(settings.token_file)
     async with open_engine(settings) as engine:  # a bad store fails here, with its own message
-        server = uvicorn.Server(uvicorn.Config(build_app(settings, engine, host=host), log_level="warning"))
+        app = build_app(settings, engine, token, host=host)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             url = f"http://{shown}:{sock.getsockname()[1]}/mcp"
-            print(f"mcp-orchestrator {__version__}: MCP at {url}, store {settings.db}", file=sys.stderr, flush=True)
+            print(
+                f"mcp-orchestrator {__version__}: MCP at {url}, store {settings.db}; "
+                f"requests need the bearer token in {settings.token_file} ('mcp-orchestrator token')",
+                file=sys.stderr,
+                flush=True,
+            )
         await serving
 
 
@@ -298,6 +315,13 @@ def _events(args: argparse.Namespace, settings: Settings) -> int:
     )
     if result.next_cursor:
         print(f"\nmore: --cursor {result.next_cursor}")
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from .web.auth import load_or_create_token
+
+    print(load_or_create_token(settings.token_file))
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -20,11 +20,17 @@ APP_NAME = "mcp-orchestrator"
 ENV_DB = "MCP_ORCHESTRATOR_DB"
 ENV_MAX_PAYLOAD = "MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES"
 ENV_SYNCHRONOUS = "MCP_ORCHESTRATOR_SQLITE_SYNCHRONOUS"
+ENV_WEBHOOK_SECRET = "MCP_ORCHESTRATOR_WEBHOOK_SECRET"
+
+
+def state_dir() -> Path:
+    """The user's state directory for mcp-orchestrator (XDG_STATE_HOME on Linux)."""
+    return Path(platformdirs.user_state_dir(APP_NAME))
 
 
 def default_db_path() -> Path:
     """The store in the user's state directory (XDG_STATE_HOME on Linux)."""
-    return Path(platformdirs.user_state_dir(APP_NAME)) / "orchestrator.db"
+    return state_dir() / "orchestrator.db"
 
 
 class Settings(BaseModel):
@@ -41,6 +47,15 @@ class Settings(BaseModel):
         f"env {ENV_SYNCHRONOUS}.",
     )
     workspace: str = Field(description="Project directory recorded on new runs: CLAUDE_PROJECT_DIR, else the cwd.")
+    token_file: Path = Field(description="The HTTP server's bearer token, created on first use (owner-only).")
+    webhook_secret: str | None = Field(
+        None, min_length=16, description=f"Shared secret for HMAC-signed POST /events; env {ENV_WEBHOOK_SECRET}."
+    )
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, *, db: str | None = None) -> Settings:
@@ -48,10 +63,12 @@ class Settings(BaseModel):
         values: dict[str, str] = {
             "db": db or env.get(ENV_DB) or str(default_db_path()),
             "workspace": env.get("CLAUDE_PROJECT_DIR") or os.getcwd(),
+            "token_file": str(state_dir() / "token"),
         }
+
         for field, variable in _FROM_ENV.items():
             if env.get(variable):
-                values[field] = env[variable].lower()
+                values[field] = env[variable]
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -59,8 +76,13 @@ class Settings(BaseModel):
             for error in exc.errors(include_url=False):
                 field = str(error["loc"][0])
                 source = _FROM_ENV.get(field, field)
-                problems.append(f"{source}={values.get(field)!r}: {error['msg']}")
+                shown = "(hidden)" if field == "webhook_secret" else repr(values.get(field))
+                problems.append(f"{source}={shown}: {error['msg']}")
             raise ConfigError(f"bad setting: {'; '.join(problems)}") from exc
 
 
-_FROM_ENV = {"max_payload_bytes": ENV_MAX_PAYLOAD, "sqlite_synchronous": ENV_SYNCHRONOUS}
+_FROM_ENV = {
+    "max_payload_bytes": ENV_MAX_PAYLOAD,
+    "sqlite_synchronous": ENV_SYNCHRONOUS,
+    "webhook_secret": ENV_WEBHOOK_SECRET,
+}

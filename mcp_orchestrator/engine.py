@@ -78,7 +78,7 @@ class Engine:
 
     async def start_run(self, args: StartRunInput) -> StartRunResult:
         """Create a run, or return the one that already has ``args.key``."""
-        self._check_payload("input", args.input)
+        self.check_payload("input", args.input)
         run_id = new_id()
         return await self.store.write(lambda tx: self._start_run(tx, args, run_id))
 
@@ -122,8 +122,8 @@ class Engine:
 
     async def finish_run(self, args: FinishRunInput) -> FinishRunResult:
         """Complete the run with ``output``, or fail it with ``error``; asked again, the first answer wins."""
-        self._check_payload("output", args.output)
-        self._check_payload("error", args.error)
+        self.check_payload("output", args.output)
+        self.check_payload("error", args.error)
         return _raise_or_return(await self.store.write(lambda tx: self._finish_run(tx, args)))
 
     def _finish_run(self, tx: Transaction, args: FinishRunInput) -> FinishRunResult | OrchestratorError:
@@ -171,8 +171,8 @@ class Engine:
 
     async def checkpoint(self, args: CheckpointInput) -> CheckpointResult:
         """Record a step's result, a failed attempt, or the start of an attempt (see CheckpointInput)."""
-        self._check_payload("output", args.output)
-        self._check_payload("error", args.error)
+        self.check_payload("output", args.output)
+        self.check_payload("error", args.error)
         return _raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args)))
 
     def _checkpoint(self, tx: Transaction, args: CheckpointInput) -> CheckpointResult | OrchestratorError:
@@ -272,7 +272,7 @@ class Engine:
 
     async def send_event(self, args: SendEventInput, source: str = "tool") -> SendEventResult:
         """Store an event once (by id) and end every pending wait it satisfies."""
-        self._check_payload("data", args.data)
+        self.check_payload("data", args.data)
         event_id = args.id or new_id()
         return await self.store.write(lambda tx: self._send_event(tx, args, event_id, source))
 
@@ -542,7 +542,8 @@ class Engine:
 
     # Limits.
 
-    def _check_payload(self, field: str, value: Any) -> None:
+    def check_payload(self, field: str, value: Any) -> None:
+        """Refuse a value that is not plain JSON or is over the payload limit."""
         if value is None:
             return
         try:

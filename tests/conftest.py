@@ -23,6 +23,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Tests never touch the user's state directory (default store, token), nor share one."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state / "mcp-orchestrator"
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "store.db"
@@ -36,7 +44,7 @@ async def engine(db_path: Path) -> AsyncIterator[Engine]:
 
 def server_env(**extra: str) -> dict[str, str]:
     """The environment of a server subprocess: only what it needs, as an MCP client would give it."""
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR", "XDG_STATE_HOME") if key in os.environ}
     return {**env, **extra}
 
 
@@ -99,13 +107,13 @@ def http_server(db_path: Path) -> Iterator[Callable[..., str]]:
     """Start ``mcp-orchestrator serve --http 127.0.0.1:0``; returns its base URL."""
     processes: list[subprocess.Popen[str]] = []
 
-    def start(*extra: str) -> str:
+    def start(**env: str) -> str:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_orchestrator", "serve", "--http", "127.0.0.1:0", "--db", str(db_path), *extra],
+            [sys.executable, "-m", "mcp_orchestrator", "serve", "--http", "127.0.0.1:0", "--db", str(db_path)],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
-            env=server_env(),
+            env=server_env(**env),
         )
         processes.append(process)
         assert process.stderr is not None
@@ -127,3 +135,8 @@ def http_server(db_path: Path) -> Iterator[Callable[..., str]]:
             process.wait()
         if process.stderr:
             process.stderr.close()
+
+
+def http_token(state_dir: Path) -> str:
+    """The bearer token an HTTP server created in this test's state directory."""
+    return (state_dir / "token").read_text().strip()

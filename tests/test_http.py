@@ -8,21 +8,29 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
-from .conftest import stdio_server
+from .conftest import http_token, stdio_server
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_runs_over_http_are_shared_with_stdio(http_server: Callable[..., str], db_path: Path, mode: str) -> None:
+async def test_runs_over_http_are_shared_with_stdio(
+    http_server: Callable[..., str], db_path: Path, private_state_dir: Path, mode: str
+) -> None:
     base = http_server()
     with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
         assert json.load(response)["status"] == "ok"
+    headers = {"Authorization": f"Bearer {http_token(private_state_dir)}"}
 
-    async with Client(f"{base}/mcp", mode=mode) as client:
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
+    ):
         tools = {tool.name for tool in (await client.list_tools()).tools}
         assert {"start_run", "checkpoint", "status"} <= tools
         started = (await client.call_tool("start_run", {"name": "over-http", "key": f"http-{mode}"})).structured_content
@@ -38,12 +46,17 @@ async def test_runs_over_http_are_shared_with_stdio(http_server: Callable[..., s
         assert [(s["step"], s["output"]) for s in status["steps"]] == [("one", {"via": "http"})]
 
 
-async def test_non_local_host_header_is_refused(http_server: Callable[..., str]) -> None:
+async def test_non_local_host_header_is_refused(http_server: Callable[..., str], private_state_dir: Path) -> None:
     base = http_server()
     request = urllib.request.Request(
         f"{base}/mcp",
         data=b"{}",
-        headers={"Host": "evil.example", "Content-Type": "application/json", "Accept": "application/json"},
+        headers={
+            "Host": "evil.example",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {http_token(private_state_dir)}",
+        },
         method="POST",
     )
     with pytest.raises(urllib.error.HTTPError) as refused:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -14,11 +15,12 @@ from .. import __version__
 from ..config import Settings
 from ..engine import Engine
 from ..server import build_server, lend
+from .auth import BearerAuth
+from .events import events_endpoint
 
 
-def build_app(settings: Settings, engine: Engine, host: str = "127.0.0.1") -> Starlette:
+def build_app(settings: Settings, engine: Engine, token: str, host: str = "127.0.0.1") -> Starlette:
     """Every route and MCP session shares ``engine``, which the caller has opened."""
-
     mcp = build_server(settings, engine_scope=lend(engine))
     # DNS-rebinding protection follows ``host``: on a loopback host only local Host headers pass.
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
@@ -34,8 +36,10 @@ def build_app(settings: Settings, engine: Engine, host: str = "127.0.0.1") -> St
     app = Starlette(
         routes=[
             Route("/healthz", health, methods=["GET"]),
+            Route("/events", events_endpoint(engine, settings), methods=["POST"]),
             Mount("/", app=mcp_app),  # last: it matches every path
         ],
+        middleware=[Middleware(BearerAuth, token=token)],
         lifespan=lifespan,
     )
     app.state.engine = engine
