@@ -26,8 +26,9 @@ lint: setup  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup  ## the checkpoint benchmark
+bench: setup  ## the benchmarks (checkpoints, events)
 	$(BIN)/python benchmarks/checkpoint.py
+	$(BIN)/python benchmarks/events.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
