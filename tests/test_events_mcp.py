@@ -143,3 +143,26 @@ async def test_a_timeout_that_came_due_while_no_server_ran_is_honoured(db_path: 
     status = run_status(db_path, run_id)  # reading the run fires what is due
     assert [s["output"] for s in status["steps"]] == [{"status": "timed_out"}]
     assert status["run"]["status"] == "running" and status["waits"] == []
+
+
+async def test_cancel_on_and_any_of_across_servers(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as one, Client(stdio_server(db_path)) as two:
+        bot = await call(one, "start_run", name="pr-bot", cancel_on=[{"event": "pr.closed", "match": {"data.pr": 42}}])
+        bot_id = bot["run"]["run_id"]
+        child_id = (await call(one, "start_run", name="reviewer", parent_run_id=bot_id))["run"]["run_id"]
+        verdict_run = (await call(one, "start_run", name="verdict"))["run"]["run_id"]
+        pending = await call(
+            one, "wait_for_event", run_id=verdict_run, step="v", event=["approved", "rejected"], block_s=0
+        )
+        assert pending["status"] == "waiting"
+
+        rejected = await call(two, "send_event", name="rejected", data={"why": "flaky"})
+        assert rejected["woken_run_ids"] == [verdict_run]
+        other_pr = await call(two, "send_event", name="pr.closed", data={"pr": 41})
+        assert other_pr["cancelled_run_ids"] == []
+        closed = await call(two, "send_event", name="pr.closed", data={"pr": 42})
+        assert sorted(closed["cancelled_run_ids"]) == sorted([bot_id, child_id])
+
+        verdict = await call(one, "wait_for_event", run_id=verdict_run, step="v", event=["approved", "rejected"])
+        assert verdict["event"]["name"] == "rejected"
+        assert (await call(one, "status", run_id=child_id))["run"]["status"] == "cancelled"
