@@ -308,9 +308,10 @@ class Engine:
         return WaitResult(status="timed_out", step=step)
 
     def _register_wait(self, tx: Transaction, args: WaitForEventInput, names: list[str]) -> OrchestratorError | None:
-        run, now, pending = self._existing_wait(tx, args.run_id, args.step, "event")
-        if pending or run is None:
+        run = self._run_for_new_wait(tx, args.run_id, args.step, "event")
+        if run is None:
             return None
+        now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
         match = args.match or {}
@@ -337,9 +338,10 @@ class Engine:
         return SleepResult(status="done", wake_at=wake_at or step.ended_at or step.started_at, step=step)
 
     def _register_sleep(self, tx: Transaction, args: SleepInput) -> OrchestratorError | None:
-        run, now, pending = self._existing_wait(tx, args.run_id, args.step, "sleep")
-        if pending or run is None:
+        run = self._run_for_new_wait(tx, args.run_id, args.step, "sleep")
+        if run is None:
             return None
+        now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
         wake_at = args.until if args.until is not None else now + timedelta(seconds=args.seconds or 0)
@@ -348,23 +350,23 @@ class Engine:
             self._end_wait(tx, run.run_id, args.step, {"status": "done", "wake_at": _iso(wake_at)}, now, "woke", {})
         return None
 
-    def _existing_wait(self, tx: Transaction, run_id: str, name: str, kind: str) -> tuple[Run | None, datetime, bool]:
-        """(the run if a new wait may start, now, whether the step is already a pending wait)."""
+    def _run_for_new_wait(self, tx: Transaction, run_id: str, name: str, kind: str) -> Run | None:
+        """The run, when step ``name`` is to become a new wait; None when it already is that wait."""
         run = _get_run(tx, run_id, payloads=False)
         step = tx.get_step(run.run_id, name)
-        now = self._clock()
-        if step is not None:
-            if step.kind != kind:
-                raise InvalidInput(
-                    f"step {name!r} of run {run.run_id} is a {step.kind} step, not a {kind} wait; "
-                    "give this wait a step name of its own",
-                    run_id=run.run_id,
-                    step=name,
-                )
-            return None, now, True  # pending: pick it up; ended: its result is memoized
+        if step is not None and step.kind != kind:
+            raise InvalidInput(
+                f"step {name!r} of run {run.run_id} is a {step.kind} step, not a {kind} wait; "
+                "give this wait a step name of its own",
+                run_id=run.run_id,
+                step=name,
+            )
+        if step is not None and step.status == StepStatus.COMPLETED:
+            return None  # ended: its result is memoized
         if run.status.terminal:
-            raise RunTerminal(run.run_id, run.status, f"a {run.status} run takes no new waits")
-        return run, now, False
+            what = "its wait ended unanswered" if step is not None else "it takes no new waits"
+            raise RunTerminal(run.run_id, run.status, what)
+        return None if step is not None else run  # pending: pick it up
 
     def _start_wait(self, tx: Transaction, run: Run, wait: Wait) -> None:
         tx.save_step(

@@ -191,6 +191,8 @@ async def test_cancelling_a_waiting_run_ends_its_waits(engine: Engine) -> None:
     run_id = await start(engine)
     await wait(engine, run_id, "approve", "approval")
     await engine.cancel_run(CancelRunInput(run_id=run_id))
+    with pytest.raises(RunTerminal, match="is cancelled: its wait ended unanswered"):
+        await wait(engine, run_id, "approve", "approval")
     assert (await send(engine, "approval")).woken_run_ids == []
     assert (await engine.status(StatusInput(run_id=run_id))).waits == []
     with pytest.raises(RunTerminal, match="takes no new waits"):
