@@ -315,17 +315,14 @@ class Engine:
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
         match = args.match or {}
-        for seq, event in tx.unconsumed_events(run.run_id, names, tx.events_after(run.run_id)):
-            if _matches(event, match):  # it arrived before the wait: not missed
-                tx.save_step(
-                    run.run_id, Step(step=args.step, kind="event", status=StepStatus.WAITING, attempt=1, started_at=now)
-                )
-                self._receive(tx, run.run_id, args.step, seq, event, now)
-                return None
         until = now + timedelta(seconds=args.timeout_s) if args.timeout_s else None
         self._start_wait(
             tx, run, Wait(step=args.step, kind="event", events=names, match=match, until=until, created_at=now)
         )
+        for seq, event in tx.unconsumed_events(run.run_id, names, tx.events_after(run.run_id)):
+            if _matches(event, match):  # it arrived before the wait: not missed
+                self._receive(tx, run.run_id, args.step, seq, event, now)
+                break
         return None
 
     async def sleep(self, args: SleepInput, progress: Progress | None = None) -> SleepResult:

@@ -277,6 +277,15 @@ EventName = Annotated[
 BLOCK_S_MAX = 60.0
 BLOCK_S_DEFAULT = 25.0
 WAIT_MAX_S = 31_536_000
+BlockSeconds = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=BLOCK_S_MAX,
+        description="How long this call may block (seconds) before it returns status 'waiting' or 'sleeping'; "
+        "call again with the same run and step to keep waiting.",
+    ),
+]
 
 
 class SendEventInput(_Input):
@@ -304,12 +313,7 @@ class WaitForEventInput(_Input):
     timeout_s: float | None = Field(
         None, gt=0, le=WAIT_MAX_S, description="Give up waiting this many seconds after the wait began."
     )
-    block_s: float = Field(
-        BLOCK_S_DEFAULT,
-        ge=0,
-        le=BLOCK_S_MAX,
-        description="How long this call may block before it returns status='waiting' (call again to keep waiting).",
-    )
+    block_s: BlockSeconds = BLOCK_S_DEFAULT
 
 
 class SleepInput(_Input):
@@ -317,12 +321,7 @@ class SleepInput(_Input):
     step: StepName
     seconds: float | None = Field(None, ge=0, le=WAIT_MAX_S, description="Sleep this long from the first call.")
     until: datetime | None = Field(None, description="Or sleep until this time (ISO 8601 with offset).")
-    block_s: float = Field(
-        BLOCK_S_DEFAULT,
-        ge=0,
-        le=BLOCK_S_MAX,
-        description="How long this call may block before it returns status='sleeping' (call again to keep waiting).",
-    )
+    block_s: BlockSeconds = BLOCK_S_DEFAULT
 
     @model_validator(mode="after")
     def _one_time(self) -> SleepInput:
