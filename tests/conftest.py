@@ -7,12 +7,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
-from mcp import StdioServerParameters
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.store.sqlite import SQLiteStore
@@ -140,3 +143,14 @@ def http_server(db_path: Path) -> Iterator[Callable[..., str]]:
 def http_token(state_dir: Path) -> str:
     """The bearer token an HTTP server created in this test's state directory."""
     return (state_dir / "token").read_text().strip()
+
+
+@asynccontextmanager
+async def http_client(base: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
+    """An MCP client over streamable HTTP that sends the bearer token."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
+    ):
+        yield client

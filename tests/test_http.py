@@ -8,12 +8,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx2
+import anyio
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
-from .conftest import http_token, stdio_server
+from .conftest import http_client, http_token, stdio_server
 
 pytestmark = pytest.mark.anyio
 
@@ -25,12 +24,7 @@ async def test_runs_over_http_are_shared_with_stdio(
     base = http_server()
     with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
         assert json.load(response)["status"] == "ok"
-    headers = {"Authorization": f"Bearer {http_token(private_state_dir)}"}
-
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
-        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
-    ):
+    async with http_client(base, http_token(private_state_dir), mode) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
         assert {"start_run", "checkpoint", "status"} <= tools
         started = (await client.call_tool("start_run", {"name": "over-http", "key": f"http-{mode}"})).structured_content
@@ -63,3 +57,29 @@ async def test_non_local_host_header_is_refused(http_server: Callable[..., str],
         urllib.request.urlopen(request, timeout=10)
     refused.value.close()
     assert 400 <= refused.value.code < 500
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_client_that_drops_a_wait_over_http_loses_nothing(
+    http_server: Callable[..., str], private_state_dir: Path, mode: str
+) -> None:
+    base = http_server()
+    token = http_token(private_state_dir)
+    async with http_client(base, token, mode) as client:
+        started = await client.call_tool("start_run", {"name": "dropped"})
+        run_id = started.structured_content["run"]["run_id"]
+    async with http_client(base, token, mode) as client:
+        with anyio.move_on_after(0.5):  # gives up mid-wait, then the connection goes away
+            await client.call_tool("wait_for_event", {"run_id": run_id, "step": "s", "event": "go", "block_s": 30})
+    request = urllib.request.Request(
+        f"{base}/events",
+        data=json.dumps({"name": "go", "data": mode}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["woken_run_ids"] == [run_id]
+    async with http_client(base, token, mode) as client:
+        result = await client.call_tool("wait_for_event", {"run_id": run_id, "step": "s", "event": "go"})
+        assert result.structured_content["status"] == "received"
+        assert result.structured_content["event"]["data"] == mode
