@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import __version__
-from .config import ENV_DB, ENV_MAX_PAYLOAD, ENV_SYNCHRONOUS, Settings, default_db_path
+from .config import ENV_DB, ENV_MAX_PAYLOAD, ENV_SYNCHRONOUS, ENV_WEBHOOK_SECRET, Settings, default_db_path
 from .engine import Engine
 from .errors import ConfigError, InvalidInput, OrchestratorError, invalid_input_from
 from .models import (
@@ -44,6 +44,7 @@ environment:
   {ENV_DB}   store location (default: {default_db_path()})
   {ENV_MAX_PAYLOAD}   largest JSON input/output/error, bytes (default 1048576)
   {ENV_SYNCHRONOUS}   full (default: survives power loss) or normal
+  {ENV_WEBHOOK_SECRET}   secret for HMAC-signed POST /events (GitHub webhooks)
   CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
 """
 
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--db", metavar="PATH", help=f"store location (overrides {ENV_DB})")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    paging = argparse.ArgumentParser(add_help=False)
+    paging.add_argument("--limit", type=int, default=20, help="page size (default 20, at most 200)")
+    paging.add_argument("--cursor", help="the next_cursor printed by the previous page")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -92,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser(
         "runs",
-        parents=[common, output],
+        parents=[common, output, paging],
         help="list runs, newest first",
         description="List runs, newest first, with filters.",
     )
@@ -102,8 +106,6 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--label", action="append", help="'key=value' or 'key' (repeatable: all must match)")
     runs.add_argument("--workspace", help="only runs of this project directory ('.' for the current one)")
     runs.add_argument("--since", help="only runs created at or after this ISO 8601 time")
-    runs.add_argument("--limit", type=int, default=20, help="page size (default 20, at most 200)")
-    runs.add_argument("--cursor", help="the next_cursor printed by the previous page")
     runs.set_defaults(handler=_runs)
 
     status = commands.add_parser(
@@ -130,13 +132,11 @@ def _parser() -> argparse.ArgumentParser:
 
     events = commands.add_parser(
         "events",
-        parents=[common, output],
+        parents=[common, output, paging],
         help="list recent events, newest first",
         description="List recent events, newest first.",
     )
     events.add_argument("--name", help="only events with this name")
-    events.add_argument("--limit", type=int, default=20, help="page size (default 20, at most 200)")
-    events.add_argument("--cursor", help="the next_cursor printed by the previous page")
     events.set_defaults(handler=_events)
 
     token = commands.add_parser(

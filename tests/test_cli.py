@@ -83,12 +83,15 @@ def test_a_store_that_cannot_be_used_is_named(tmp_path: Path, command: list[str]
 
 def test_help_explains_every_command(tmp_path: Path) -> None:
     top = cli(tmp_path / "x.db", "--help").stdout
-    for command in ("serve", "runs", "status", "cancel", "MCP_ORCHESTRATOR_DB"):
+    for command in ("serve", "runs", "status", "cancel", "send-event", "events", "token", "MCP_ORCHESTRATOR_DB"):
         assert command in top
     for command, words in {
         "serve": "--http",
         "runs": "--workspace",
         "status": "--journal",
         "cancel": "--reason",
+        "send-event": "--data",
+        "events": "--name",
+        "token": "Authorization: Bearer",
     }.items():
         assert words in cli(tmp_path / "x.db", command, "--help").stdout
