@@ -46,6 +46,8 @@ from .models import (
     StepStatus,
     Wait,
     WaitForEventInput,
+    WaitForRunsInput,
+    WaitForRunsResult,
     WaitResult,
     utcnow,
 )
@@ -136,8 +138,7 @@ class Engine:
         now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
-        _drop_waits(tx, run.run_id)
-        tx.set_runs_status([run.run_id], target, now, output=args.output, error=args.error)
+        self._end_runs(tx, [run.run_id], target, now, output=args.output, error=args.error)
         tx.append_journal(run.run_id, f"run_{target}", now, detail=_error_detail(args.error))
         run = _get_run(tx, run.run_id)
         return FinishRunResult(run=run, replayed=False)
@@ -155,14 +156,12 @@ class Engine:
         """Cancel the run (if live) and its live descendants; returns their ids."""
         own = [] if run.status.terminal else [run.run_id]
         descendants = tx.live_descendant_ids(run.run_id)
-        for run_id in own + descendants:
-            _drop_waits(tx, run_id)
         if own:
-            tx.set_runs_status(own, RunStatus.CANCELLED, now, error={"reason": reason})
+            self._end_runs(tx, own, RunStatus.CANCELLED, now, error={"reason": reason})
             tx.append_journal(run.run_id, "run_cancelled", now, detail={"reason": reason})
         if descendants:
             inherited = {"reason": reason, "cancelled_with": run.run_id}
-            tx.set_runs_status(descendants, RunStatus.CANCELLED, now, error=inherited)
+            self._end_runs(tx, descendants, RunStatus.CANCELLED, now, error=inherited)
             for run_id in descendants:
                 tx.append_journal(run_id, "run_cancelled", now, detail=inherited)
         return own + descendants
@@ -285,7 +284,7 @@ class Engine:
         woken: list[str] = []
         for run_id, wait in tx.waits_for(event.name):
             # Within a run an event is consumed once, by the earliest wait it matches.
-            if run_id not in woken and _matches(event, wait.match):
+            if wait.kind == "event" and run_id not in woken and _matches(event, wait.match):
                 self._receive(tx, run_id, wait.step, seq, event, now)
                 woken.append(run_id)
         cancelled: list[str] = []
@@ -299,7 +298,9 @@ class Engine:
         """Wait (as step ``args.step``) for an event; blocks at most ``args.block_s``."""
         names = [args.event] if isinstance(args.event, str) else list(dict.fromkeys(args.event))
         _raise_or_return(await self.store.write(lambda tx: self._register_wait(tx, args, names)))
-        step, wait = await self._block(args.run_id, args.step, args.block_s, progress)
+        step, wait = await self._block(
+            args.run_id, args.step, args.block_s, progress, f"waiting for {' or '.join(names)}"
+        )
         if step.status == StepStatus.WAITING:
             return WaitResult(status="waiting", timeout_at=wait.until if wait else None, step=step)
         output = step.output if isinstance(step.output, dict) else {}
@@ -328,7 +329,7 @@ class Engine:
     async def sleep(self, args: SleepInput, progress: Progress | None = None) -> SleepResult:
         """A durable timer step: done once its wake time has passed; blocks at most ``args.block_s``."""
         _raise_or_return(await self.store.write(lambda tx: self._register_sleep(tx, args)))
-        step, wait = await self._block(args.run_id, args.step, args.block_s, progress)
+        step, wait = await self._block(args.run_id, args.step, args.block_s, progress, "sleeping")
         if step.status == StepStatus.WAITING and wait is not None and wait.until is not None:
             return SleepResult(status="sleeping", wake_at=wait.until, step=step)
         wake_at = step.output.get("wake_at") if isinstance(step.output, dict) else None
@@ -402,6 +403,87 @@ class Engine:
         if run.status == RunStatus.WAITING and not tx.list_waits(run_id):
             tx.set_runs_status([run_id], RunStatus.RUNNING, now)
 
+    def _end_runs(
+        self,
+        tx: Transaction,
+        run_ids: list[str],
+        status: RunStatus,
+        now: datetime,
+        *,
+        output: Any = None,
+        error: Any = None,
+    ) -> None:
+        """Every way a run ends comes here: its own waits end, and runs waiting for it are checked."""
+        for run_id in run_ids:
+            _drop_waits(tx, run_id)
+        tx.set_runs_status(run_ids, status, now, output=output, error=error)
+        for run_id in run_ids:
+            for waiter_id, wait in tx.waits_for(run_id):
+                if wait.kind == "runs" and tx.get_wait(waiter_id, wait.step) is not None:
+                    self._end_fan_in_if_done(tx, waiter_id, wait, now)
+
+    def _end_fan_in_if_done(self, tx: Transaction, waiter_id: str, wait: Wait, now: datetime) -> None:
+        runs = [_get_run(tx, run_id, payloads=False) for run_id in wait.events]
+        ended = [run.run_id for run in runs if run.status.terminal]
+        if len(ended) == len(runs) or (wait.mode == "any" and ended):
+            self._end_wait(
+                tx, waiter_id, wait.step, {"status": "done", "ended": ended}, now, "runs_ended", {"ended": ended}
+            )
+
+    async def wait_for_runs(self, args: WaitForRunsInput, progress: Progress | None = None) -> WaitForRunsResult:
+        """Fan-in: wait until all (or any) of ``args.run_ids`` have ended; blocks at most ``args.block_s``.
+
+        With ``run_id`` and ``step`` the wait is a durable step of that run (memoized, with a durable
+        timeout); without them it only watches, for at most ``block_s`` (and ``timeout_s``) seconds.
+        """
+        ids = list(dict.fromkeys(args.run_ids))
+        message = f"waiting for {args.mode} of {len(ids)} run(s)"
+
+        def read_runs(tx: Transaction) -> list[Run]:
+            return [_get_run(tx, run_id) for run_id in ids]
+
+        if args.run_id is None or args.step is None:
+            started = time.monotonic()
+            limit = min(args.block_s, args.timeout_s) if args.timeout_s is not None else args.block_s
+
+            async def check() -> tuple[bool, list[Run], float | None]:
+                runs = await self.store.read(read_runs)
+                ended = [run for run in runs if run.status.terminal]
+                return len(ended) == len(runs) or (args.mode == "any" and bool(ended)), runs, None
+
+            runs = await self._until(check, limit, progress, message)
+            ended = [run for run in runs if run.status.terminal]
+            if len(ended) == len(runs) or (args.mode == "any" and ended):
+                return WaitForRunsResult(status="done", runs=runs)
+            timed_out = args.timeout_s is not None and time.monotonic() - started >= args.timeout_s
+            return WaitForRunsResult(status="timed_out" if timed_out else "waiting", runs=runs)
+
+        run_id, name = args.run_id, args.step
+        _raise_or_return(await self.store.write(lambda tx: self._register_fan_in(tx, args, run_id, name, ids)))
+        step, wait = await self._block(run_id, name, args.block_s, progress, message)
+        runs = await self.store.read(read_runs)
+        if step.status == StepStatus.WAITING:
+            return WaitForRunsResult(status="waiting", runs=runs, timeout_at=wait.until if wait else None, step=step)
+        output = step.output if isinstance(step.output, dict) else {}
+        return WaitForRunsResult(status="done" if output.get("status") == "done" else "timed_out", runs=runs, step=step)
+
+    def _register_fan_in(
+        self, tx: Transaction, args: WaitForRunsInput, run_id: str, name: str, ids: list[str]
+    ) -> OrchestratorError | None:
+        run = self._run_for_new_wait(tx, run_id, name, "runs")
+        if run is None:
+            return None
+        for awaited in ids:
+            _get_run(tx, awaited, payloads=False)  # an unknown id is named in the error
+        now = self._clock()
+        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
+            return expired
+        until = now + timedelta(seconds=args.timeout_s) if args.timeout_s else None
+        wait = Wait(step=name, kind="runs", events=ids, mode=args.mode, until=until, created_at=now)
+        self._start_wait(tx, run, wait)
+        self._end_fan_in_if_done(tx, run.run_id, wait, now)
+        return None
+
     async def fire_due_waits(self) -> int:
         """End every wait whose timeout or wake time has passed; safe to call from any process."""
         if not await self.store.read(lambda tx: tx.due_waits(self._clock())):
@@ -412,7 +494,7 @@ class Engine:
             due = tx.due_waits(now)
             for run_id, wait in due:
                 when = _iso(wait.until)
-                if wait.kind == "sleep":
+                if wait.kind == "sleep":  # event and runs waits time out
                     self._end_wait(tx, run_id, wait.step, {"status": "done", "wake_at": when}, now, "woke", {})
                 else:
                     self._end_wait(
@@ -437,29 +519,44 @@ class Engine:
         return await self.store.read(lambda tx: tx.next_wake())
 
     async def _block(
-        self, run_id: str, name: str, block_s: float, progress: Progress | None
+        self, run_id: str, name: str, block_s: float, progress: Progress | None, message: str
     ) -> tuple[Step, Wait | None]:
-        """Re-read the wait after every commit anywhere until it ends or ``block_s`` passes."""
-        started = time.monotonic()
-        reported = started
-        while True:
+        """Re-read the wait step ``name`` until it ends or ``block_s`` passes."""
+
+        async def check() -> tuple[bool, tuple[Step, Wait | None], float | None]:
             step, wait = await self.store.read(lambda tx: (tx.get_step(run_id, name), tx.get_wait(run_id, name)))
             assert step is not None, "the wait was registered before blocking"
             if step.status != StepStatus.WAITING or wait is None:
-                return step, wait
-            now = self._clock()
-            if wait.until is not None and now >= wait.until:
+                return True, (step, wait), None
+            if wait.until is None:
+                return False, (step, wait), None
+            due_in = (wait.until - self._clock()).total_seconds()
+            if due_in <= 0:
                 await self.fire_due_waits()
-                continue
+                return await check()
+            return False, (step, wait), due_in
+
+        return await self._until(check, block_s, progress, message)
+
+    async def _until(
+        self,
+        check: Callable[[], Awaitable[tuple[bool, T, float | None]]],
+        block_s: float,
+        progress: Progress | None,
+        message: str,
+    ) -> T:
+        """Call ``check`` after every commit anywhere (or when it says something is due, in seconds)
+        until it reports done or ``block_s`` passes; returns its last value."""
+        started = reported = time.monotonic()
+        while True:
+            done, value, due_in = await check()
             elapsed = time.monotonic() - started
-            if elapsed >= block_s:
-                return step, wait
+            if done or elapsed >= block_s:
+                return value
             if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY_S:
                 reported = time.monotonic()
-                await progress(elapsed, block_s, f"waiting for {', '.join(wait.events) or 'the wake time'}")
-            timeout = min(block_s - elapsed, PROGRESS_EVERY_S)
-            if wait.until is not None:
-                timeout = min(timeout, (wait.until - now).total_seconds())
+                await progress(elapsed, block_s, message)
+            timeout = min(block_s - elapsed, PROGRESS_EVERY_S, due_in if due_in is not None else PROGRESS_EVERY_S)
             await self.store.wait_for_change(max(timeout, 0.0))
 
     # Reading.
@@ -534,8 +631,7 @@ class Engine:
             return None
         deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
         error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
-        _drop_waits(tx, run.run_id)
-        tx.set_runs_status([run.run_id], RunStatus.FAILED, now, error=error)
+        self._end_runs(tx, [run.run_id], RunStatus.FAILED, now, error=error)
         tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": deadline})
         return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
 

@@ -97,8 +97,10 @@ class Step(BaseModel):
     """A named entry of a run's journal: its latest attempt and outcome."""
 
     step: str
-    kind: Literal["checkpoint", "event", "sleep"] = Field(
-        "checkpoint", description="checkpoint: work the agent records; event: a wait for an event; sleep: a timer."
+    kind: Literal["checkpoint", "event", "sleep", "runs"] = Field(
+        "checkpoint",
+        description="checkpoint: work the agent records; event: a wait for an event; sleep: a timer; "
+        "runs: a wait for other runs to end.",
     )
     status: StepStatus
     attempt: int = Field(description="Number of the latest attempt, from 1.")
@@ -135,8 +137,11 @@ class Wait(BaseModel):
     """A step of a run that waits for an event (``kind='event'``) or for a time (``kind='sleep'``)."""
 
     step: str
-    kind: Literal["event", "sleep"]
-    events: list[str] = Field(default_factory=list, description="Event names waited for: any of them.")
+    kind: Literal["event", "sleep", "runs"]
+    events: list[str] = Field(
+        default_factory=list, description="Event names waited for (any of them), or for runs: their ids."
+    )
+    mode: Literal["all", "any"] | None = Field(None, description="For runs: wait for all of them, or any one.")
     match: dict[str, JsonValue] = Field(default_factory=dict, description="Dotted path -> value, all equal.")
     until: datetime | None = Field(None, description="The wait's timeout, or the sleep's wake time.")
     created_at: datetime
@@ -316,6 +321,27 @@ class WaitForEventInput(_Input):
     block_s: BlockSeconds = BLOCK_S_DEFAULT
 
 
+class WaitForRunsInput(_Input):
+    run_ids: Annotated[list[RunId], Field(min_length=1, max_length=100)] = Field(
+        description="The runs to wait for, e.g. the children this run started."
+    )
+    mode: Literal["all", "any"] = Field("all", description="all: until every run has ended; any: until one has.")
+    timeout_s: float | None = Field(
+        None, gt=0, le=WAIT_MAX_S, description="Give up this many seconds after the wait began."
+    )
+    block_s: BlockSeconds = BLOCK_S_DEFAULT
+    run_id: RunId | None = Field(
+        None, description="The waiting run: with step, the wait is a durable, memoized step of it."
+    )
+    step: StepName | None = None
+
+    @model_validator(mode="after")
+    def _run_and_step(self) -> WaitForRunsInput:
+        if (self.run_id is None) != (self.step is None):
+            raise ValueError("give run_id and step together (to record the wait as a step), or neither")
+        return self
+
+
 class SleepInput(_Input):
     run_id: RunId
     step: StepName
@@ -411,6 +437,16 @@ class WaitResult(BaseModel):
     event: Event | None = None
     timeout_at: datetime | None = Field(None, description="When the wait times out, if it has a timeout.")
     step: Step
+
+
+class WaitForRunsResult(BaseModel):
+    status: Literal["done", "waiting", "timed_out"] = Field(
+        description="done: all (or any) of the runs ended, see `runs`; waiting: not yet, call again; "
+        "timed_out: timeout_s passed first."
+    )
+    runs: list[Run] = Field(description="The runs waited for, as they are now (outputs of the ended ones).")
+    timeout_at: datetime | None = None
+    step: Step | None = Field(None, description="The wait step, when run_id and step were given.")
 
 
 class SleepResult(BaseModel):

@@ -166,3 +166,29 @@ async def test_cancel_on_and_any_of_across_servers(db_path: Path) -> None:
         verdict = await call(one, "wait_for_event", run_id=verdict_run, step="v", event=["approved", "rejected"])
         assert verdict["event"]["name"] == "rejected"
         assert (await call(one, "status", run_id=child_id))["run"]["status"] == "cancelled"
+
+
+async def test_fan_in_over_two_servers(db_path: Path) -> None:
+    async with Client(stdio_server(db_path)) as planner, Client(stdio_server(db_path)) as workers:
+        parent = (await call(planner, "start_run", name="planner"))["run"]["run_id"]
+        children = [
+            (await call(workers, "start_run", name=f"worker-{i}", parent_run_id=parent))["run"]["run_id"]
+            for i in range(4)
+        ]
+        results: dict[str, Any] = {}
+
+        async def collect() -> None:
+            results["fan_in"] = await call(
+                planner, "wait_for_runs", run_ids=children, run_id=parent, step="collect", block_s=20
+            )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(collect)
+            for i, child in enumerate(children):
+                await anyio.sleep(0.1)
+                await call(workers, "finish_run", run_id=child, output={"part": i})
+        fan_in = results["fan_in"]
+        assert fan_in["status"] == "done"
+        assert [r["output"] for r in fan_in["runs"]] == [{"part": i} for i in range(4)]
+        status = await call(planner, "status", run_id=parent)
+        assert [s["kind"] for s in status["steps"]] == ["runs"] and status["run"]["status"] == "running"

@@ -23,6 +23,7 @@ CONTRACT_TOOLS = {
     "send_event",
     "wait_for_event",
     "sleep",
+    "wait_for_runs",
 }
 
 

@@ -95,7 +95,7 @@ _SELECT_EVENT = (
     "'received_at', received_at) FROM events"
 )
 _SELECT_WAIT = (
-    "SELECT run_id, json_object('step', step, 'kind', kind, 'events', json(names), 'match', json(match), "
+    "SELECT run_id, json_object('step', step, 'kind', kind, 'events', json(names), 'match', json(match), 'mode', mode, "
     "'until', until, 'created_at', created_at) FROM waits"
 )
 _SELECT_JOURNAL = (
@@ -316,13 +316,15 @@ class SQLiteTransaction:
 
     def insert_wait(self, run_id: str, wait: Wait) -> None:
         self._conn.execute(
-            "INSERT INTO waits (run_id, step, kind, names, match, until, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO waits (run_id, step, kind, names, match, mode, until, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 wait.step,
                 wait.kind,
                 _dump(wait.events),
                 _dump(wait.match),
+                wait.mode,
                 _ts(wait.until),
                 _ts(wait.created_at),
             ),

@@ -99,6 +99,7 @@ MIGRATIONS: list[list[str]] = [
             kind       TEXT NOT NULL,
             names      TEXT NOT NULL DEFAULT '[]',
             match      TEXT NOT NULL DEFAULT '{}',
+            mode       TEXT,
             until      TEXT,
             created_at TEXT NOT NULL,
             PRIMARY KEY (run_id, step)

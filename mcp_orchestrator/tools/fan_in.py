@@ -1,0 +1,33 @@
+"""Fan-in: wait for other runs (children, sub-agents) to end."""
+
+from __future__ import annotations
+
+from mcp.types import ToolAnnotations
+
+from ..engine import Engine, Progress
+from ..models import WaitForRunsInput, WaitForRunsResult
+from ._base import engine_tool
+
+
+@engine_tool(
+    WaitForRunsInput,
+    WaitForRunsResult,
+    title="Wait for runs to end",
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    blocking=True,
+)
+async def wait_for_runs(engine: Engine, args: WaitForRunsInput, progress: Progress) -> WaitForRunsResult:
+    """Fan-in: wait until all (mode="all") or any (mode="any") of some runs have ended.
+
+    Use it after starting child runs to collect their results. Give your own run_id and a step to
+    make the wait a durable step of your run (it survives this session, its timeout is enforced
+    without you, and once done it is memoized); without them the call only watches. Blocks at most
+    `block_s`, then returns status="waiting"; call again with the same arguments to keep waiting.
+
+    Returns `status` (done, waiting or timed_out) and `runs`: each run as it is now, with the
+    output or error of those that ended.
+
+    Example: wait_for_runs(run_ids=["01K...", "01M..."], run_id="01J...", step="collect-reviews")
+    -> {"status": "done", "runs": [{"run_id": "01K...", "status": "completed", "output": ...}, ...]}
+    """
+    return await engine.wait_for_runs(args, progress)
