@@ -34,6 +34,7 @@ To pause for a person, CI or another agent without holding anything open: wait_f
 step, event=<name>) returns status="waiting" after block_s; call it again with the same run and
 step to keep waiting (the event is never missed, even if it arrives in between). sleep(run_id,
 step, seconds=...) is a durable timer. send_event(name, data) wakes waiting runs.
+wait_for_runs(run_ids, run_id, step) collects child runs (start_run with parent_run_id) once they end.
 To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
 """
 
