@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -93,6 +94,15 @@ async def test_events_wake_runs_and_are_stored_once(
     ]:
         status, answer = post(f"{base}/events", body, auth)
         assert status in (400, 422) and answer["error"] == code, body
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/events")
+    connection.putheader("Authorization", auth["Authorization"])
+    connection.putheader("Content-Length", str(5 * 1024 * 1024))  # refused on the header, before the body
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and json.load(response)["error"] == "too_large"
+    connection.close()
     assert len(stored_events(db_path)) == 3, "a rejected request stores nothing"
 
 

@@ -28,6 +28,9 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 def events_endpoint(engine: Engine, settings: Settings) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def post_events(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before it is read
+            return _refuse(413, "too_large", f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return _refuse(413, "too_large", f"the body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
