@@ -473,6 +473,8 @@ class Engine:
         run = self._run_for_new_wait(tx, run_id, name, "runs")
         if run is None:
             return None
+        if run.run_id in ids:
+            raise InvalidInput(f"run {run.run_id} cannot wait for itself to end; leave its own id out of run_ids")
         for awaited in ids:
             _get_run(tx, awaited, payloads=False)  # an unknown id is named in the error
         now = self._clock()

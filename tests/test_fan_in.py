@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from mcp_orchestrator.engine import Engine
-from mcp_orchestrator.errors import RunNotFound
+from mcp_orchestrator.errors import InvalidInput, RunNotFound
 from mcp_orchestrator.models import (
     CancelRunInput,
     FinishRunInput,
@@ -125,6 +125,8 @@ async def test_bad_fan_ins_are_explained(engine: Engine) -> None:
     parent = await start(engine, "p")
     with pytest.raises(RunNotFound, match="'ghost'"):
         await fan_in(engine, ["ghost"], run_id=parent, step="s")
+    with pytest.raises(InvalidInput, match="cannot wait for itself"):
+        await fan_in(engine, [parent], run_id=parent, step="self")
     with pytest.raises(ValidationError, match="run_id and step together"):
         WaitForRunsInput(run_ids=[parent], run_id=parent)
     with pytest.raises(ValidationError):
