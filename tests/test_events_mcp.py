@@ -93,6 +93,8 @@ async def test_a_wait_survives_a_sigkilled_server(db_path: Path) -> None:
     status = run_status(db_path, run_id)
     assert status["run"]["status"] == "waiting"
     assert [w["step"] for w in status["waits"]] == ["approve"]
+    table = cli(db_path, "status", run_id).stdout
+    assert "WAIT" in table and "approval" in table and "waiting" in table
     cli(db_path, "send-event", "approval", "--data", '{"by": "bob"}')  # while no server runs
     async with Client(stdio_server(db_path)) as client:
         result = await call(client, "wait_for_event", run_id=run_id, step="approve", event="approval")
