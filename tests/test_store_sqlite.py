@@ -193,3 +193,30 @@ async def test_closed_store_says_so(db_path: Path) -> None:
     store = SQLiteStore(db_path)
     with pytest.raises(StoreError, match="is not open"):
         await store.write(insert_journal("a", "x"))
+
+
+async def test_a_store_of_an_older_schema_is_migrated_with_its_data(db_path: Path) -> None:
+    from mcp_orchestrator.engine import Engine
+    from mcp_orchestrator.models import SendEventInput, StatusInput, WaitForEventInput
+    from mcp_orchestrator.store.sqlite_schema import MIGRATIONS
+
+    with sqlite3.connect(db_path) as conn:  # a store as the first release left it
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1, 'then')")
+        conn.execute(
+            "INSERT INTO runs (run_id, name, status, retry, created_at) "
+            "VALUES ('old', 'old', 'running', '{\"max_attempts\": 3}', '2026-01-01T00:00:00.000000+00:00')"
+        )
+        conn.execute(
+            "INSERT INTO steps (run_id, step, status, attempt, output, started_at) "
+            "VALUES ('old', 'done', 'completed', 1, '\"kept\"', '2026-01-01T00:00:01.000000+00:00')"
+        )
+    async with SQLiteStore(db_path) as store:
+        engine = Engine(store)
+        await engine.wait_for_event(WaitForEventInput(run_id="old", step="w", event="go", block_s=0))
+        assert (await engine.send_event(SendEventInput(name="go"))).woken_run_ids == ["old"]
+        status = await engine.status(StatusInput(run_id="old"))
+    assert (status.steps[0].step, status.steps[0].kind, status.steps[0].output) == ("done", "checkpoint", "kept")
+    assert count(db_path, "SELECT max(version) FROM schema_version") == SCHEMA_VERSION
