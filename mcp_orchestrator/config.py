@@ -65,7 +65,6 @@ class Settings(BaseModel):
             "workspace": env.get("CLAUDE_PROJECT_DIR") or os.getcwd(),
             "token_file": str(state_dir() / "token"),
         }
-
         for field, variable in _FROM_ENV.items():
             if env.get(variable):
                 values[field] = env[variable]

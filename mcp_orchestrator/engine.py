@@ -56,6 +56,7 @@ from .store.base import Store, Transaction
 T = TypeVar("T")
 Progress = Callable[[float, float, str], Awaitable[None]]
 PROGRESS_EVERY_S = 3.0  # a blocked wait reports progress this often
+WAIT_TOOLS = {"event": "wait_for_event", "sleep": "sleep", "runs": "wait_for_runs"}  # by wait kind
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -112,7 +113,7 @@ class Engine:
             labels=args.labels,
             workspace=args.workspace or self.workspace,
             retry=args.retry or RetryPolicy(),
-            deadline_at=now + timedelta(seconds=args.timeout_s) if args.timeout_s else None,
+            deadline_at=_after(now, args.timeout_s),
             created_at=now,
             updated_at=now,
         )
@@ -138,8 +139,8 @@ class Engine:
         now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
-        self._end_runs(tx, [run.run_id], target, now, output=args.output, error=args.error)
-        tx.append_journal(run.run_id, f"run_{target}", now, detail=_error_detail(args.error))
+        detail = None if args.error is None else {"error": args.error}
+        self._end_runs(tx, [run.run_id], target, now, f"run_{target}", detail, output=args.output, error=args.error)
         run = _get_run(tx, run.run_id)
         return FinishRunResult(run=run, replayed=False)
 
@@ -157,13 +158,11 @@ class Engine:
         own = [] if run.status.terminal else [run.run_id]
         descendants = tx.live_descendant_ids(run.run_id)
         if own:
-            self._end_runs(tx, own, RunStatus.CANCELLED, now, error={"reason": reason})
-            tx.append_journal(run.run_id, "run_cancelled", now, detail={"reason": reason})
+            why = {"reason": reason}
+            self._end_runs(tx, own, RunStatus.CANCELLED, now, "run_cancelled", why, error=why)
         if descendants:
             inherited = {"reason": reason, "cancelled_with": run.run_id}
-            self._end_runs(tx, descendants, RunStatus.CANCELLED, now, error=inherited)
-            for run_id in descendants:
-                tx.append_journal(run_id, "run_cancelled", now, detail=inherited)
+            self._end_runs(tx, descendants, RunStatus.CANCELLED, now, "run_cancelled", inherited, error=inherited)
         return own + descendants
 
     # Steps.
@@ -192,7 +191,7 @@ class Engine:
         if step is not None and step.status == StepStatus.WAITING:
             raise InvalidInput(
                 f"step {args.step!r} of run {run.run_id} is a pending {step.kind} wait, not a checkpoint; "
-                f"call {'wait_for_event' if step.kind == 'event' else 'sleep'} with it to keep waiting",
+                f"call {WAIT_TOOLS[step.kind]} with it to keep waiting",
                 run_id=run.run_id,
                 step=args.step,
             )
@@ -271,12 +270,22 @@ class Engine:
 
     async def send_event(self, args: SendEventInput, source: str = "tool") -> SendEventResult:
         """Store an event once (by id) and end every pending wait it satisfies."""
-        self.check_payload("data", args.data)
-        event_id = args.id or new_id()
-        return await self.store.write(lambda tx: self._send_event(tx, args, event_id, source))
+        (result,) = await self.send_events([args], source)
+        return result
+
+    async def send_events(self, events: list[SendEventInput], source: str = "tool") -> list[SendEventResult]:
+        """Send several events in one transaction: all are stored, in order, or none is."""
+        for args in events:
+            self.check_payload("data", args.data)
+        ids = [args.id or new_id() for args in events]
+        return await self.store.write(
+            lambda tx: [
+                self._send_event(tx, args, event_id, source) for args, event_id in zip(events, ids, strict=True)
+            ]
+        )
 
     def _send_event(self, tx: Transaction, args: SendEventInput, event_id: str, source: str) -> SendEventResult:
-        if tx.get_event(event_id) is not None:
+        if tx.has_event(event_id):
             return SendEventResult(event_id=event_id, deduplicated=True, woken_run_ids=[])
         now = self._clock()
         event = Event(event_id=event_id, name=args.name, data=args.data, source=source, received_at=now)
@@ -308,23 +317,28 @@ class Engine:
             return WaitResult(status="received", event=Event.model_validate(output["event"]), step=step)
         return WaitResult(status="timed_out", step=step)
 
-    def _register_wait(self, tx: Transaction, args: WaitForEventInput, names: list[str]) -> OrchestratorError | None:
-        run = self._run_for_new_wait(tx, args.run_id, args.step, "event")
-        if run is None:
-            return None
-        now = self._clock()
-        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
-            return expired
+    def _register_wait(
+        self, tx: Transaction, args: WaitForEventInput, names: list[str]
+    ) -> Wait | OrchestratorError | None:
         match = args.match or {}
-        until = now + timedelta(seconds=args.timeout_s) if args.timeout_s else None
-        self._start_wait(
-            tx, run, Wait(step=args.step, kind="event", events=names, match=match, until=until, created_at=now)
+        opened = self._open_wait(
+            tx,
+            args.run_id,
+            lambda now: Wait(
+                step=args.step,
+                kind="event",
+                events=names,
+                match=match,
+                until=_after(now, args.timeout_s),
+                created_at=now,
+            ),
         )
-        for seq, event in tx.unconsumed_events(run.run_id, names, tx.events_after(run.run_id)):
-            if _matches(event, match):  # it arrived before the wait: not missed
-                self._receive(tx, run.run_id, args.step, seq, event, now)
-                break
-        return None
+        if isinstance(opened, Wait):
+            for seq, event in tx.unconsumed_events(args.run_id, names, tx.events_after(args.run_id)):
+                if _matches(event, match):  # it arrived before the wait: not missed
+                    self._receive(tx, args.run_id, args.step, seq, event, opened.created_at)
+                    break
+        return opened
 
     async def sleep(self, args: SleepInput, progress: Progress | None = None) -> SleepResult:
         """A durable timer step: done once its wake time has passed; blocks at most ``args.block_s``."""
@@ -335,18 +349,35 @@ class Engine:
         wake_at = step.output.get("wake_at") if isinstance(step.output, dict) else None
         return SleepResult(status="done", wake_at=wake_at or step.ended_at or step.started_at, step=step)
 
-    def _register_sleep(self, tx: Transaction, args: SleepInput) -> OrchestratorError | None:
-        run = self._run_for_new_wait(tx, args.run_id, args.step, "sleep")
+    def _register_sleep(self, tx: Transaction, args: SleepInput) -> Wait | OrchestratorError | None:
+        opened = self._open_wait(
+            tx,
+            args.run_id,
+            lambda now: Wait(
+                step=args.step, kind="sleep", until=args.until or _after(now, args.seconds) or now, created_at=now
+            ),
+        )
+        if isinstance(opened, Wait) and opened.until is not None and opened.until <= opened.created_at:
+            done = {"status": "done", "wake_at": _iso(opened.until)}
+            self._end_wait(tx, args.run_id, args.step, done, opened.created_at, "woke", {})
+        return opened
+
+    def _open_wait(
+        self, tx: Transaction, run_id: str, build: Callable[[datetime], Wait]
+    ) -> Wait | OrchestratorError | None:
+        """Register the wait ``build`` makes for the run, unless its step already is that wait.
+
+        Returns the new wait, None for an existing one, or an error to raise after the commit.
+        """
+        now = self._clock()
+        wait = build(now)
+        run = self._run_for_new_wait(tx, run_id, wait.step, wait.kind)
         if run is None:
             return None
-        now = self._clock()
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
-        wake_at = args.until if args.until is not None else now + timedelta(seconds=args.seconds or 0)
-        self._start_wait(tx, run, Wait(step=args.step, kind="sleep", until=wake_at, created_at=now))
-        if wake_at <= now:
-            self._end_wait(tx, run.run_id, args.step, {"status": "done", "wake_at": _iso(wake_at)}, now, "woke", {})
-        return None
+        self._start_wait(tx, run, wait)
+        return wait
 
     def _run_for_new_wait(self, tx: Transaction, run_id: str, name: str, kind: str) -> Run | None:
         """The run, when step ``name`` is to become a new wait; None when it already is that wait."""
@@ -409,14 +440,19 @@ class Engine:
         run_ids: list[str],
         status: RunStatus,
         now: datetime,
+        kind: str,
+        detail: dict[str, Any] | None,
         *,
         output: Any = None,
         error: Any = None,
     ) -> None:
-        """Every way a run ends comes here: its own waits end, and runs waiting for it are checked."""
+        """Every way a run ends comes here: its waits end, its journal says why, and then the
+        fan-ins waiting for it are checked (so a journal reads cause before effect)."""
         for run_id in run_ids:
             _drop_waits(tx, run_id)
         tx.set_runs_status(run_ids, status, now, output=output, error=error)
+        for run_id in run_ids:
+            tx.append_journal(run_id, kind, now, detail=detail)
         for run_id in run_ids:
             for waiter_id, wait in tx.waits_for(run_id):
                 if wait.kind == "runs" and tx.get_wait(waiter_id, wait.step) is not None:
@@ -424,8 +460,8 @@ class Engine:
 
     def _end_fan_in_if_done(self, tx: Transaction, waiter_id: str, wait: Wait, now: datetime) -> None:
         runs = [_get_run(tx, run_id, payloads=False) for run_id in wait.events]
-        ended = [run.run_id for run in runs if run.status.terminal]
-        if len(ended) == len(runs) or (wait.mode == "any" and ended):
+        if _fan_in_done(runs, wait.mode or "all"):
+            ended = [run.run_id for run in runs if run.status.terminal]
             self._end_wait(
                 tx, waiter_id, wait.step, {"status": "done", "ended": ended}, now, "runs_ended", {"ended": ended}
             )
@@ -448,12 +484,10 @@ class Engine:
 
             async def check() -> tuple[bool, list[Run], float | None]:
                 runs = await self.store.read(read_runs)
-                ended = [run for run in runs if run.status.terminal]
-                return len(ended) == len(runs) or (args.mode == "any" and bool(ended)), runs, None
+                return _fan_in_done(runs, args.mode), runs, None
 
             runs = await self._until(check, limit, progress, message)
-            ended = [run for run in runs if run.status.terminal]
-            if len(ended) == len(runs) or (args.mode == "any" and ended):
+            if _fan_in_done(runs, args.mode):
                 return WaitForRunsResult(status="done", runs=runs)
             timed_out = args.timeout_s is not None and time.monotonic() - started >= args.timeout_s
             return WaitForRunsResult(status="timed_out" if timed_out else "waiting", runs=runs)
@@ -469,22 +503,21 @@ class Engine:
 
     def _register_fan_in(
         self, tx: Transaction, args: WaitForRunsInput, run_id: str, name: str, ids: list[str]
-    ) -> OrchestratorError | None:
-        run = self._run_for_new_wait(tx, run_id, name, "runs")
-        if run is None:
-            return None
-        if run.run_id in ids:
-            raise InvalidInput(f"run {run.run_id} cannot wait for itself to end; leave its own id out of run_ids")
+    ) -> Wait | OrchestratorError | None:
+        if run_id in ids:
+            raise InvalidInput(f"run {run_id} cannot wait for itself to end; leave its own id out of run_ids")
         for awaited in ids:
             _get_run(tx, awaited, payloads=False)  # an unknown id is named in the error
-        now = self._clock()
-        if (expired := self._expire_if_overdue(tx, run, now)) is not None:
-            return expired
-        until = now + timedelta(seconds=args.timeout_s) if args.timeout_s else None
-        wait = Wait(step=name, kind="runs", events=ids, mode=args.mode, until=until, created_at=now)
-        self._start_wait(tx, run, wait)
-        self._end_fan_in_if_done(tx, run.run_id, wait, now)
-        return None
+        opened = self._open_wait(
+            tx,
+            run_id,
+            lambda now: Wait(
+                step=name, kind="runs", events=ids, mode=args.mode, until=_after(now, args.timeout_s), created_at=now
+            ),
+        )
+        if isinstance(opened, Wait):
+            self._end_fan_in_if_done(tx, run_id, opened, opened.created_at)
+        return opened
 
     async def fire_due_waits(self) -> int:
         """End every wait whose timeout or wake time has passed; safe to call from any process."""
@@ -633,8 +666,7 @@ class Engine:
             return None
         deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
         error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
-        self._end_runs(tx, [run.run_id], RunStatus.FAILED, now, error=error)
-        tx.append_journal(run.run_id, "run_timed_out", now, detail={"deadline_at": deadline})
+        self._end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_timed_out", {"deadline_at": deadline}, error=error)
         return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
 
     # Limits.
@@ -655,6 +687,15 @@ class Engine:
                 field=field,
                 size=size,
             )
+
+
+def _fan_in_done(runs: list[Run], mode: str) -> bool:
+    ended = sum(run.status.terminal for run in runs)
+    return ended == len(runs) or (mode == "any" and ended > 0)
+
+
+def _after(now: datetime, seconds: float | None) -> datetime | None:
+    return None if not seconds else now + timedelta(seconds=seconds)
 
 
 def _drop_waits(tx: Transaction, run_id: str) -> None:
@@ -704,10 +745,6 @@ def _raise_or_return(outcome: T | OrchestratorError) -> T:
     if isinstance(outcome, OrchestratorError):
         raise outcome
     return outcome
-
-
-def _error_detail(error: Any) -> dict[str, Any] | None:
-    return None if error is None else {"error": error}
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from .conftest import cli, eventually, server_pids, stdio_server
+from .conftest import call, cli, eventually, server_pids, stdio_server
 
 pytestmark = pytest.mark.anyio
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
 
 
 def run_status(db_path: Path, run_id: str) -> dict[str, Any]:
@@ -130,8 +125,6 @@ async def test_timeouts_and_sleeps_fire_with_no_client_calling(db_path: Path) ->
 
 
 def run_status_without_firing(db_path: Path, run_id: str) -> list[dict[str, Any]]:
-    import sqlite3
-
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("SELECT step, status FROM steps WHERE run_id = ?", (run_id,)).fetchall()
     return [{"step": step, "status": status} for step, status in rows]

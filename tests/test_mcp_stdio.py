@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mcp import Client, MCPError
 
-from .conftest import stdio_server
+from .conftest import call, stdio_server
 
 pytestmark = pytest.mark.anyio
 
@@ -25,13 +25,6 @@ CONTRACT_TOOLS = {
     "sleep",
     "wait_for_runs",
 }
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:

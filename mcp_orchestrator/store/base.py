@@ -81,7 +81,7 @@ class Transaction(Protocol):
     def insert_event(self, event: Event) -> int:
         """Store the event; returns its seq."""
 
-    def get_event(self, event_id: str) -> tuple[int, Event] | None: ...
+    def has_event(self, event_id: str) -> bool: ...
 
     def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
         """Events of these names after ``after_seq`` that no step of the run consumed, oldest first."""
@@ -100,7 +100,8 @@ class Transaction(Protocol):
     def list_waits(self, run_id: str) -> list[Wait]: ...
 
     def waits_for(self, name: str) -> list[tuple[str, Wait]]:
-        """(run_id, wait) of every pending wait for this event name, oldest wait first."""
+        """(run_id, wait) of every pending wait on this name (an event name, or for a fan-in an
+        awaited run's id), oldest wait first."""
 
     def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
         """(run_id, wait) of every pending wait whose ``until`` is at or before ``now``."""

@@ -45,6 +45,8 @@ T = TypeVar("T")
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _MAX_BATCH = 128
 _POLL_S = 0.005  # how often a waiting process looks for other processes' commits
+# Written out, not bound as parameters, so that a query can match the partial index runs_by_deadline.
+_LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
 _STOP: Any = object()  # queued by close(): the writer finishes what came before it
 
 
@@ -185,7 +187,6 @@ class SQLiteTransaction:
         return [Run.model_validate_json(row[0]) for row in rows]
 
     def live_descendant_ids(self, run_id: str) -> list[str]:
-        live = sorted(status.value for status in LIVE_RUN_STATUSES)
         rows = self._conn.execute(
             f"""
             WITH RECURSIVE tree (run_id) AS (
@@ -193,18 +194,17 @@ class SQLiteTransaction:
                 UNION
                 SELECT runs.run_id FROM runs JOIN tree ON runs.parent_run_id = tree.run_id
             )
-            SELECT runs.run_id FROM runs JOIN tree USING (run_id)
-            WHERE runs.status IN ({", ".join("?" * len(live))}) ORDER BY runs.run_id
+            SELECT runs.run_id FROM runs JOIN tree USING (run_id) WHERE runs.status IN {_LIVE} ORDER BY runs.run_id
             """,
-            (run_id, *live),
+            (run_id,),
         ).fetchall()
         return [row[0] for row in rows]
 
     def overdue_run_ids(self, now: datetime) -> list[str]:
-        # Matches the partial index runs_by_deadline, so only live runs with a deadline are read.
+        # The partial index runs_by_deadline holds only live runs with a deadline: this reads no other.
         rows = self._conn.execute(
-            "SELECT run_id FROM runs WHERE deadline_at IS NOT NULL "
-            "AND status IN ('queued', 'running', 'waiting') AND deadline_at <= ?",
+            "SELECT run_id FROM runs INDEXED BY runs_by_deadline "
+            f"WHERE deadline_at IS NOT NULL AND status IN {_LIVE} AND deadline_at <= ?",
             (_ts(now),),
         ).fetchall()
         return [row[0] for row in rows]
@@ -284,9 +284,8 @@ class SQLiteTransaction:
         )
         return int(cursor.lastrowid or 0)
 
-    def get_event(self, event_id: str) -> tuple[int, Event] | None:
-        row = self._conn.execute(f"{_SELECT_EVENT} WHERE event_id = ?", (event_id,)).fetchone()
-        return None if row is None else (row[0], Event.model_validate_json(row[1]))
+    def has_event(self, event_id: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
 
     def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
         cursor = self._conn.execute(
@@ -368,7 +367,7 @@ class SQLiteTransaction:
     def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
         rows = self._conn.execute(
             "SELECT t.run_id, t.match FROM cancel_triggers t JOIN runs USING (run_id) "
-            "WHERE t.name = ? AND runs.status IN ('queued', 'running', 'waiting') ORDER BY t.run_id",
+            f"WHERE t.name = ? AND runs.status IN {_LIVE} ORDER BY t.run_id",
             (name,),
         ).fetchall()
         return [(row[0], json.loads(row[1])) for row in rows]

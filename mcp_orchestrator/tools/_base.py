@@ -21,7 +21,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from ..engine import Engine
-from ..errors import OrchestratorError, invalid_input_from
+from ..errors import InvalidInput, OrchestratorError, invalid_input_from
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class EngineTool:
 
 
 TOOLS: list[EngineTool] = []
+
+READS = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+SAFE_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
 
 
 def engine_tool(
@@ -86,18 +89,16 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
         sent = (ctx.request_context.params or {}).get("arguments") or {}
         unknown = sorted(set(sent) - set(arguments))
         if unknown:
-            raise ToolError(
-                f"invalid_input: unknown argument(s) {', '.join(map(repr, unknown))}; "
-                f"{tool.fn.__name__} takes {', '.join(arguments)}"
-            )
-        app: AppContext = ctx.request_context.lifespan_context
-        if not tool.blocking:
-            return await call_primitive(tool.fn, app.engine, tool.input_model, arguments)
+            named = ", ".join(map(repr, unknown))
+            error = InvalidInput(f"unknown argument(s) {named}; {tool.fn.__name__} takes {', '.join(arguments)}")
+            raise ToolError(error_text(error))
 
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)  # a no-op unless the client asked for progress
 
-        return await call_primitive(tool.fn, app.engine, tool.input_model, arguments, progress)
+        app: AppContext = ctx.request_context.lifespan_context
+        extra = (progress,) if tool.blocking else ()
+        return await call_primitive(tool.fn, app.engine, tool.input_model, arguments, *extra)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context}

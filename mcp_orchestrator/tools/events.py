@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from mcp.types import ToolAnnotations
-
 from ..engine import Engine, Progress
 from ..models import (
     SendEventInput,
@@ -13,14 +11,14 @@ from ..models import (
     WaitForEventInput,
     WaitResult,
 )
-from ._base import engine_tool
+from ._base import SAFE_WRITE, engine_tool
 
 
 @engine_tool(
     SendEventInput,
     SendEventResult,
     title="Send an event",
-    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    annotations=SAFE_WRITE,
 )
 async def send_event(engine: Engine, args: SendEventInput) -> SendEventResult:
     """Send an event that waiting runs may be waiting for (an approval, a result, a reply).
@@ -41,7 +39,7 @@ async def send_event(engine: Engine, args: SendEventInput) -> SendEventResult:
     WaitForEventInput,
     WaitResult,
     title="Wait for an event",
-    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    annotations=SAFE_WRITE,
     blocking=True,
 )
 async def wait_for_event(engine: Engine, args: WaitForEventInput, progress: Progress) -> WaitResult:
@@ -66,7 +64,7 @@ async def wait_for_event(engine: Engine, args: WaitForEventInput, progress: Prog
     SleepInput,
     SleepResult,
     title="Sleep durably",
-    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    annotations=SAFE_WRITE,
     blocking=True,
 )
 async def sleep(engine: Engine, args: SleepInput, progress: Progress) -> SleepResult:

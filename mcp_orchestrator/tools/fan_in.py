@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from mcp.types import ToolAnnotations
-
 from ..engine import Engine, Progress
 from ..models import WaitForRunsInput, WaitForRunsResult
-from ._base import engine_tool
+from ._base import SAFE_WRITE, engine_tool
 
 
 @engine_tool(
     WaitForRunsInput,
     WaitForRunsResult,
     title="Wait for runs to end",
-    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    annotations=SAFE_WRITE,
     blocking=True,
 )
 async def wait_for_runs(engine: Engine, args: WaitForRunsInput, progress: Progress) -> WaitForRunsResult:

@@ -17,7 +17,7 @@ from ..models import (
     StatusInput,
     StatusResult,
 )
-from ._base import engine_tool
+from ._base import READS, SAFE_WRITE, engine_tool
 
 
 @engine_tool(
@@ -46,7 +46,7 @@ async def start_run(engine: Engine, args: StartRunInput) -> StartRunResult:
     FinishRunInput,
     FinishRunResult,
     title="Finish a run",
-    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    annotations=SAFE_WRITE,
 )
 async def finish_run(engine: Engine, args: FinishRunInput) -> FinishRunResult:
     """Finish a run: with `output` it becomes completed, with `error` it becomes failed.
@@ -83,7 +83,7 @@ async def cancel_run(engine: Engine, args: CancelRunInput) -> CancelRunResult:
     StatusInput,
     StatusResult,
     title="Show a run's state",
-    annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+    annotations=READS,
 )
 async def status(engine: Engine, args: StatusInput) -> StatusResult:
     """Show one run: its status, every step with its outcome, its children and recent journal.
@@ -101,7 +101,7 @@ async def status(engine: Engine, args: StatusInput) -> StatusResult:
     ListRunsInput,
     ListRunsResult,
     title="List runs",
-    annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+    annotations=READS,
 )
 async def list_runs(engine: Engine, args: ListRunsInput) -> ListRunsResult:
     """List runs, newest first, filtered by status, name, parent, label, workspace or start time.

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from mcp.types import ToolAnnotations
-
 from ..engine import Engine
 from ..models import CheckpointInput, CheckpointResult
-from ._base import engine_tool
+from ._base import SAFE_WRITE, engine_tool
 
 
 @engine_tool(
     CheckpointInput,
     CheckpointResult,
     title="Checkpoint a step",
-    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    annotations=SAFE_WRITE,
 )
 async def checkpoint(engine: Engine, args: CheckpointInput) -> CheckpointResult:
     """Record a step of a run durably, so no later session redoes it.

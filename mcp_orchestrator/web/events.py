@@ -4,7 +4,7 @@ The body is one event ``{"name", "data", "id"}`` or a list of them, authorised b
 token, or by an HMAC-SHA256 signature of the raw body with the webhook secret in
 ``X-Signature-256`` (or GitHub's ``X-Hub-Signature-256``: the event's name is then
 ``github.<X-GitHub-Event>``, its data the payload, its id ``X-GitHub-Delivery``). Every event of a
-request is validated before any is stored; a rejected request stores nothing and says why.
+request is stored in one transaction, or none is; a rejected request stores nothing and says why.
 """
 
 from __future__ import annotations
@@ -60,9 +60,7 @@ def events_endpoint(engine: Engine, settings: Settings) -> Callable[[Request], A
             error = invalid_input_from(exc, "event")
             return _refuse(422, error.code, error.message)
         try:
-            for event in events:
-                engine.check_payload("data", event.data)
-            results = [await engine.send_event(event, source="webhook") for event in events]
+            results = await engine.send_events(events, source="webhook")
         except OrchestratorError as exc:
             return _refuse(422 if exc.code == "invalid_input" else 503, exc.code, exc.message)
         dumped = [result.model_dump(mode="json") for result in results]
