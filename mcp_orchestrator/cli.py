@@ -10,24 +10,37 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from . import __version__
-from .config import ENV_DB, ENV_MAX_PAYLOAD, ENV_SYNCHRONOUS, ENV_WEBHOOK_SECRET, Settings, default_db_path
+from .config import (
+    ENV_CONFIG,
+    ENV_DB,
+    ENV_MAX_PAYLOAD,
+    ENV_SYNCHRONOUS,
+    ENV_WEBHOOK_SECRET,
+    Settings,
+    default_config_path,
+    default_db_path,
+)
 from .engine import Engine
 from .errors import ConfigError, InvalidInput, OrchestratorError, invalid_input_from
 from .models import (
+    Agent,
     CancelRunInput,
     ListEventsInput,
     ListRunsInput,
     Run,
     SendEventInput,
+    SpawnSubagentInput,
     StatusInput,
     StatusResult,
 )
@@ -45,6 +58,7 @@ environment:
   {ENV_MAX_PAYLOAD}   largest JSON input/output/error, bytes (default 1048576)
   {ENV_SYNCHRONOUS}   full (default: survives power loss) or normal
   {ENV_WEBHOOK_SECRET}   secret for HMAC-signed POST /events (GitHub webhooks)
+  {ENV_CONFIG}   agent profiles and limits (default: {default_config_path()})
   CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
 """
 
@@ -56,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        settings = Settings.load(db=args.db)
+        settings = Settings.load(db=args.db, config=args.config)
         return args.handler(args, settings)
     except OrchestratorError as exc:
         print(f"{exc.code}: {exc.message}", file=sys.stderr)
@@ -72,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mcp-orchestrator {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="PATH", help=f"store location (overrides {ENV_DB})")
+    common.add_argument("--config", metavar="FILE", help=f"agent profiles and limits, TOML (overrides {ENV_CONFIG})")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     paging = argparse.ArgumentParser(add_help=False)
@@ -157,6 +172,60 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id", metavar="RUN")
     cancel.add_argument("--reason", help="why, recorded in the journal")
     cancel.set_defaults(handler=_cancel)
+
+    spawn = commands.add_parser(
+        "spawn",
+        parents=[common, output],
+        help="start a background sub-agent on a task",
+        description="Queue a background sub-agent (a child run); the supervisor (any running server, or "
+        "'mcp-orchestrator supervise') starts its process within the limits. Prints the new run.",
+    )
+    spawn.add_argument("prompt", metavar="PROMPT", help="the task ('-' reads it from stdin)")
+    spawn.add_argument("--agent", help="agent profile: claude, opencode, command or one from the config file")
+    spawn.add_argument("--name", help="the run's name")
+    spawn.add_argument("--key", help="idempotency key: the same key returns the same sub-agent")
+    spawn.add_argument("--parent", dest="parent_run_id", help="the parent run")
+    spawn.add_argument("--cwd", help="where the agent works (default: the current directory)")
+    spawn.add_argument("--timeout", dest="timeout_s", type=float, help="kill an attempt after this many seconds")
+    spawn.add_argument("--max-attempts", type=int, help="attempts before the run fails")
+    spawn.add_argument("--label", action="append", help="'key=value' (repeatable)")
+    spawn.add_argument("--concurrency-key", help="at most --concurrency-limit sub-agents with this key at once")
+    spawn.add_argument("--concurrency-limit", type=int, help="the limit of --concurrency-key (default 1)")
+    spawn.add_argument("--worktree", action="store_true", help="work in a new git worktree on its own branch")
+    spawn.add_argument(
+        "--command", dest="agent_command", nargs=argparse.REMAINDER, help="for --agent command: the argv, last"
+    )
+    spawn.set_defaults(handler=_spawn)
+
+    logs = commands.add_parser(
+        "logs",
+        parents=[common],
+        help="print a sub-agent's log (--follow to keep printing)",
+        description="Print the log of a sub-agent's process: stdout, or stderr with --stderr (which also "
+        "marks where each attempt started). With --follow, keep printing until the run ends.",
+    )
+    logs.add_argument("run_id", metavar="RUN")
+    logs.add_argument("--stderr", action="store_true", help="the stderr log instead of stdout")
+    logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
+    logs.set_defaults(handler=_logs)
+
+    supervise = commands.add_parser(
+        "supervise",
+        parents=[common],
+        help="run the background duties without serving MCP",
+        description="Fire timers and supervise sub-agents (start queued ones, retry, reap) until interrupted. "
+        "Every 'serve' does this too; one process at a time holds the supervisor lease, the others stand by.",
+    )
+    supervise.set_defaults(handler=_supervise)
+
+    agents = commands.add_parser(
+        "agents",
+        parents=[common, output],
+        help="list the agent profiles and limits",
+        description="List the agent profiles (built in, and from the config file) and the sub-agent limits.",
+    )
+    agents.set_defaults(handler=_agents)
     return parser
 
 
@@ -249,6 +318,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         return _print_json(result)
     _print_run(result.run)
+    if result.process is not None:
+        _print_process(result.process, result.log_tail)
     print()
     _print_table(
         ["STEP", "STATUS", "ATTEMPT", "ENDED", "OUTPUT / ERROR"],
@@ -337,6 +408,128 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _spawn(args: argparse.Namespace, settings: Settings) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    fields = {
+        "prompt": prompt,
+        "agent": args.agent,
+        "name": args.name,
+        "key": args.key,
+        "parent_run_id": args.parent_run_id,
+        "cwd": args.cwd or os.getcwd(),
+        "timeout_s": args.timeout_s,
+        "max_attempts": args.max_attempts,
+        "labels": dict(_parse_labels(args.label or [])),
+        "concurrency_key": args.concurrency_key,
+        "concurrency_limit": args.concurrency_limit,
+        "worktree": args.worktree,
+        "command": args.agent_command or None,
+    }
+    query = _validated(SpawnSubagentInput, {k: v for k, v in fields.items() if v is not None})
+    result = _with_engine(settings, lambda engine: engine.subagents.spawn(query))
+    if args.json:
+        return _print_json(result)
+    verb = "queued" if result.created else "already exists:"
+    print(f"{verb} {result.run.run_id} ({result.process.profile}, {result.run.status}) in {result.process.cwd}")
+    return 0
+
+
+def _parse_labels(labels: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep:
+            raise InvalidInput(f"--label {label!r}: expected key=value")
+        pairs.append((key, value))
+    return pairs
+
+
+def _logs(args: argparse.Namespace, settings: Settings) -> int:
+    from .logs import log_path, tail_lines
+
+    query = _validated(StatusInput, {"run_id": args.run_id, "journal_limit": 0, "log_lines": 0})
+    status: StatusResult = _with_engine(settings, lambda engine: engine.status(query))
+    if status.process is None or status.process.log_dir is None:
+        what = "is not a sub-agent" if status.process is None else "has no log yet (its process has not started)"
+        if status.process is None or not args.follow:
+            raise InvalidInput(f"run {args.run_id} {what}")
+    log_dir = Path(status.process.log_dir) if status.process.log_dir else settings.runs_dir / status.run.run_id
+    path = log_path(log_dir, "stderr" if args.stderr else "stdout")
+    if args.tail is not None:
+        print("\n".join(tail_lines(path, args.tail)))
+        position = path.stat().st_size if path.exists() else 0
+    else:
+        position = _copy_from(path, 0)
+    if not args.follow:
+        return 0
+
+    async def follow() -> None:
+        nonlocal position
+        async with open_engine(settings) as engine:
+            while True:
+                ended = (await engine.status(query)).run.status.terminal
+                position = _copy_from(path, position)
+                if ended:
+                    return
+                await engine.store.wait_for_change(0.5)
+
+    asyncio.run(follow())
+    return 0
+
+
+def _copy_from(path: Path, position: int) -> int:
+    """Print what the file holds past ``position``; returns the new position."""
+    try:
+        with path.open("rb") as file:
+            file.seek(position)
+            data = file.read()
+    except FileNotFoundError:
+        return position
+    sys.stdout.write(data.decode(errors="replace"))
+    sys.stdout.flush()
+    return position + len(data)
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    from .supervisor import Supervisor, run_timers
+
+    async def run() -> None:
+        async with open_engine(settings) as engine:
+            supervisor = Supervisor(engine, settings)
+            print(f"mcp-orchestrator {__version__}: supervising the store {settings.db}", file=sys.stderr, flush=True)
+            async with asyncio.TaskGroup() as duties:
+                duties.create_task(run_timers(engine))
+                duties.create_task(supervisor.run())
+
+    asyncio.run(run())
+    return 0
+
+
+def _agents(args: argparse.Namespace, settings: Settings) -> int:
+    config = settings.agents
+    if args.json:
+        print(config.model_dump_json(indent=2))
+        return 0
+    source = settings.config_file or "none (built-in profiles only)"
+    print(f"config file: {source}")
+    print(f"default agent: {config.default_agent}; at most {config.max_concurrent} sub-agents at once\n")
+    _print_table(
+        ["PROFILE", "COMMAND", "RESUME", "TIMEOUT", "ATTEMPTS", "LIMIT"],
+        [
+            [
+                name,
+                " ".join([*profile.command, *profile.extra_args]) or "(command given at spawn)",
+                "yes" if profile.resume else "",
+                f"{profile.timeout_s:g}s" if profile.timeout_s else "",
+                profile.max_attempts,
+                profile.max_concurrent or "",
+            ]
+            for name, profile in sorted(config.profiles.items())
+        ],
+    )
+    return 0
+
+
 # Helpers.
 
 
@@ -402,6 +595,29 @@ def _print_run(run: Run) -> None:
     for label, value in rows:
         if value:
             print(f"{label + ':':<11}{value}")
+
+
+def _print_process(process: Agent, log_tail: dict[str, list[str]]) -> None:
+    facts = [process.profile, f"attempt {process.attempt} of up to {process.max_attempts}", str(process.state)]
+    if process.pid is not None:
+        facts.append(f"runner pid {process.pid}, group {process.pgid} on {process.host}")
+    if process.started_at is not None:
+        facts.append(f"started {_when(process.started_at)}")
+    if process.exited_at is not None:
+        facts.append(f"exit {process.exit_code} at {_when(process.exited_at)}")
+    elif process.heartbeat_at is not None:
+        facts.append(f"heartbeat {_when(process.heartbeat_at)}")
+    if process.start_after is not None and process.state == "queued":
+        facts.append(f"retry after {_when(process.start_after)}")
+    print(f"{'process:':<11}{', '.join(facts)}")
+    print(f"{'cwd:':<11}{process.cwd}")
+    if process.worktree:
+        print(f"{'worktree:':<11}{process.worktree} (branch {process.branch})")
+    for stream, lines in log_tail.items():
+        if lines:
+            print(f"\n{stream} (last {len(lines)} lines; 'mcp-orchestrator logs {process.run_id}'):")
+            for line in lines:
+                print(f"  {line}")
 
 
 def _print_table(headers: list[str], rows: list[list[Any]], empty: str = "no runs") -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from .agents.profiles import AgentsConfig, load_agents_config
 from .errors import ConfigError
 
 APP_NAME = "mcp-orchestrator"
@@ -21,11 +22,18 @@ ENV_DB = "MCP_ORCHESTRATOR_DB"
 ENV_MAX_PAYLOAD = "MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES"
 ENV_SYNCHRONOUS = "MCP_ORCHESTRATOR_SQLITE_SYNCHRONOUS"
 ENV_WEBHOOK_SECRET = "MCP_ORCHESTRATOR_WEBHOOK_SECRET"
+ENV_CONFIG = "MCP_ORCHESTRATOR_CONFIG"
+ENV_RUN_ID = "MCP_ORCHESTRATOR_RUN_ID"  # set for a sub-agent: the run it works on
 
 
 def state_dir() -> Path:
     """The user's state directory for mcp-orchestrator (XDG_STATE_HOME on Linux)."""
     return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def default_config_path() -> Path:
+    """The config file in the user's config directory (XDG_CONFIG_HOME on Linux)."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
 def default_db_path() -> Path:
@@ -51,6 +59,12 @@ class Settings(BaseModel):
     webhook_secret: str | None = Field(
         None, min_length=16, description=f"Shared secret for HMAC-signed POST /events; env {ENV_WEBHOOK_SECRET}."
     )
+    config_file: Path | None = Field(None, description=f"TOML file of agent profiles and limits; env {ENV_CONFIG}.")
+    agents: AgentsConfig = Field(default_factory=AgentsConfig, description="Agent profiles and limits.")
+    runs_dir: Path = Field(description="Where sub-agents' logs and generated MCP configs go (state directory).")
+    subagent_run_id: str | None = Field(
+        None, description=f"Set (env {ENV_RUN_ID}) in a sub-agent's own processes: the run it works on."
+    )
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
@@ -58,12 +72,22 @@ class Settings(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, *, db: str | None = None) -> Settings:
+    def load(
+        cls, environ: Mapping[str, str] | None = None, *, db: str | None = None, config: str | None = None
+    ) -> Settings:
         env = os.environ if environ is None else environ
-        values: dict[str, str] = {
+        config_file = config or env.get(ENV_CONFIG)
+        if config_file and not Path(config_file).is_file():
+            raise ConfigError(f"the config file {config_file} does not exist (from --config or {ENV_CONFIG})")
+        config_path = Path(config_file) if config_file else default_config_path()
+        values: dict[str, Any] = {
             "db": db or env.get(ENV_DB) or str(default_db_path()),
             "workspace": env.get("CLAUDE_PROJECT_DIR") or os.getcwd(),
             "token_file": str(state_dir() / "token"),
+            "config_file": config_path if config_path.is_file() else None,
+            "agents": load_agents_config(config_path),
+            "runs_dir": str(state_dir() / "runs"),
+            "subagent_run_id": env.get(ENV_RUN_ID) or None,
         }
         for field, variable in _FROM_ENV.items():
             if env.get(variable):

@@ -13,10 +13,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
+from .agents.profiles import AgentsConfig
 from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal, StepFailed
 from .ids import new_id
+from .logs import read_log_tails
 from .models import (
     LABEL_KEY_PATTERN,
     CancelRunInput,
@@ -71,11 +74,18 @@ class Engine:
         workspace: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Callable[[], datetime] = utcnow,
+        agents: AgentsConfig | None = None,
     ) -> None:
+        from .subagents import Subagents  # it builds on this module
+
         self.store = store
         self.workspace = workspace
         self.max_payload_bytes = max_payload_bytes
         self._clock = clock
+        self.subagents = Subagents(self, agents or AgentsConfig())
+
+    def now(self) -> datetime:
+        return self._clock()
 
     # Runs.
 
@@ -83,9 +93,12 @@ class Engine:
         """Create a run, or return the one that already has ``args.key``."""
         self.check_payload("input", args.input)
         run_id = new_id()
-        return await self.store.write(lambda tx: self._start_run(tx, args, run_id))
+        return await self.store.write(lambda tx: self.create_run(tx, args, run_id))
 
-    def _start_run(self, tx: Transaction, args: StartRunInput, run_id: str) -> StartRunResult:
+    def create_run(
+        self, tx: Transaction, args: StartRunInput, run_id: str, status: RunStatus = RunStatus.RUNNING
+    ) -> StartRunResult:
+        """The run with ``args.key`` if there is one, else a new run in ``status``."""
         if args.key is not None and (existing := tx.get_run_by_key(args.key)) is not None:
             if existing.name != args.name:
                 raise KeyConflict(
@@ -95,7 +108,7 @@ class Engine:
                     run_id=existing.run_id,
                 )
             if self._expire_if_overdue(tx, existing, self._clock()) is not None:
-                existing = _get_run(tx, existing.run_id)
+                existing = get_run(tx, existing.run_id)
             return StartRunResult(run=existing, created=False, steps=tx.list_steps(existing.run_id))
         if args.parent_run_id is not None and tx.get_run(args.parent_run_id) is None:
             raise InvalidInput(
@@ -107,7 +120,7 @@ class Engine:
             run_id=run_id,
             name=args.name,
             key=args.key,
-            status=RunStatus.RUNNING,
+            status=status,
             input=args.input,
             parent_run_id=args.parent_run_id,
             labels=args.labels,
@@ -130,7 +143,7 @@ class Engine:
         return _raise_or_return(await self.store.write(lambda tx: self._finish_run(tx, args)))
 
     def _finish_run(self, tx: Transaction, args: FinishRunInput) -> FinishRunResult | OrchestratorError:
-        run = _get_run(tx, args.run_id)
+        run = get_run(tx, args.run_id)
         target = RunStatus.FAILED if args.error is not None else RunStatus.COMPLETED
         if run.status.terminal:
             if run.status == target:
@@ -140,8 +153,8 @@ class Engine:
         if (expired := self._expire_if_overdue(tx, run, now)) is not None:
             return expired
         detail = None if args.error is None else {"error": args.error}
-        self._end_runs(tx, [run.run_id], target, now, f"run_{target}", detail, output=args.output, error=args.error)
-        run = _get_run(tx, run.run_id)
+        self.end_runs(tx, [run.run_id], target, now, f"run_{target}", detail, output=args.output, error=args.error)
+        run = get_run(tx, run.run_id)
         return FinishRunResult(run=run, replayed=False)
 
     async def cancel_run(self, args: CancelRunInput) -> CancelRunResult:
@@ -149,9 +162,9 @@ class Engine:
         return await self.store.write(lambda tx: self._cancel_run(tx, args))
 
     def _cancel_run(self, tx: Transaction, args: CancelRunInput) -> CancelRunResult:
-        run = _get_run(tx, args.run_id)
+        run = get_run(tx, args.run_id)
         cancelled = self._cancel(tx, run, args.reason or "cancelled", self._clock())
-        return CancelRunResult(run=_get_run(tx, run.run_id), cancelled_run_ids=cancelled)
+        return CancelRunResult(run=get_run(tx, run.run_id), cancelled_run_ids=cancelled)
 
     def _cancel(self, tx: Transaction, run: Run, reason: str, now: datetime) -> list[str]:
         """Cancel the run (if live) and its live descendants; returns their ids."""
@@ -159,10 +172,10 @@ class Engine:
         descendants = tx.live_descendant_ids(run.run_id)
         if own:
             why = {"reason": reason}
-            self._end_runs(tx, own, RunStatus.CANCELLED, now, "run_cancelled", why, error=why)
+            self.end_runs(tx, own, RunStatus.CANCELLED, now, "run_cancelled", why, error=why)
         if descendants:
             inherited = {"reason": reason, "cancelled_with": run.run_id}
-            self._end_runs(tx, descendants, RunStatus.CANCELLED, now, "run_cancelled", inherited, error=inherited)
+            self.end_runs(tx, descendants, RunStatus.CANCELLED, now, "run_cancelled", inherited, error=inherited)
         return own + descendants
 
     # Steps.
@@ -174,7 +187,7 @@ class Engine:
         return _raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args)))
 
     def _checkpoint(self, tx: Transaction, args: CheckpointInput) -> CheckpointResult | OrchestratorError:
-        run = _get_run(tx, args.run_id, payloads=False)
+        run = get_run(tx, args.run_id, payloads=False)
         step = tx.get_step(run.run_id, args.step)
         if step is not None and step.status == StepStatus.COMPLETED:
             return CheckpointResult(step=step, replayed=True)
@@ -300,7 +313,7 @@ class Engine:
         for run_id, match in tx.cancel_triggers_for(event.name):
             if run_id not in cancelled and _matches(event, match):
                 reason = f"event {event.name!r} ({event.event_id}) arrived"
-                cancelled += self._cancel(tx, _get_run(tx, run_id, payloads=False), reason, now)
+                cancelled += self._cancel(tx, get_run(tx, run_id, payloads=False), reason, now)
         return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken, cancelled_run_ids=cancelled)
 
     async def wait_for_event(self, args: WaitForEventInput, progress: Progress | None = None) -> WaitResult:
@@ -381,7 +394,7 @@ class Engine:
 
     def _run_for_new_wait(self, tx: Transaction, run_id: str, name: str, kind: str) -> Run | None:
         """The run, when step ``name`` is to become a new wait; None when it already is that wait."""
-        run = _get_run(tx, run_id, payloads=False)
+        run = get_run(tx, run_id, payloads=False)
         step = tx.get_step(run.run_id, name)
         if step is not None and step.kind != kind:
             raise InvalidInput(
@@ -430,11 +443,11 @@ class Engine:
         done = step.model_copy(update={"status": StepStatus.COMPLETED, "output": output, "ended_at": now})
         tx.save_step(run_id, done)
         tx.append_journal(run_id, kind, now, name, detail=detail)
-        run = _get_run(tx, run_id, payloads=False)
+        run = get_run(tx, run_id, payloads=False)
         if run.status == RunStatus.WAITING and not tx.list_waits(run_id):
             tx.set_runs_status([run_id], RunStatus.RUNNING, now)
 
-    def _end_runs(
+    def end_runs(
         self,
         tx: Transaction,
         run_ids: list[str],
@@ -459,7 +472,7 @@ class Engine:
                     self._end_fan_in_if_done(tx, waiter_id, wait, now)
 
     def _end_fan_in_if_done(self, tx: Transaction, waiter_id: str, wait: Wait, now: datetime) -> None:
-        runs = [_get_run(tx, run_id, payloads=False) for run_id in wait.events]
+        runs = [get_run(tx, run_id, payloads=False) for run_id in wait.events]
         if _fan_in_done(runs, wait.mode or "all"):
             ended = [run.run_id for run in runs if run.status.terminal]
             self._end_wait(
@@ -476,7 +489,7 @@ class Engine:
         message = f"waiting for {args.mode} of {len(ids)} run(s)"
 
         def read_runs(tx: Transaction) -> list[Run]:
-            return [_get_run(tx, run_id) for run_id in ids]
+            return [get_run(tx, run_id) for run_id in ids]
 
         if args.run_id is None or args.step is None:
             started = time.monotonic()
@@ -507,7 +520,7 @@ class Engine:
         if run_id in ids:
             raise InvalidInput(f"run {run_id} cannot wait for itself to end; leave its own id out of run_ids")
         for awaited in ids:
-            _get_run(tx, awaited, payloads=False)  # an unknown id is named in the error
+            get_run(tx, awaited, payloads=False)  # an unknown id is named in the error
         opened = self._open_wait(
             tx,
             run_id,
@@ -600,12 +613,13 @@ class Engine:
         """The run with its steps, children and latest journal entries."""
 
         def read(tx: Transaction) -> StatusResult:
-            run = _get_run(tx, args.run_id)
+            run = get_run(tx, args.run_id)
             return StatusResult(
                 run=run,
                 steps=tx.list_steps(run.run_id),
                 waits=tx.list_waits(run.run_id),
                 children=tx.list_children(run.run_id),
+                process=tx.get_agent(run.run_id),
                 journal=tx.read_journal(run.run_id, args.journal_limit) if args.journal_limit else [],
             )
 
@@ -615,8 +629,10 @@ class Engine:
             await self.fire_due_waits()  # so that status is right even when no server runs timers
             result = await self.store.read(read)
         if self._overdue(result.run, self._clock()):
-            await self.store.write(lambda tx: self._expire_if_overdue(tx, _get_run(tx, args.run_id), self._clock()))
+            await self.store.write(lambda tx: self._expire_if_overdue(tx, get_run(tx, args.run_id), self._clock()))
             result = await self.store.read(read)
+        if result.process is not None and result.process.log_dir is not None and args.log_lines:
+            result.log_tail = read_log_tails(Path(result.process.log_dir), args.log_lines)
         return result
 
     async def list_runs(self, args: ListRunsInput) -> ListRunsResult:
@@ -651,7 +667,7 @@ class Engine:
             now = self._clock()
             expired = []
             for run_id in tx.overdue_run_ids(now):
-                if self._expire_if_overdue(tx, _get_run(tx, run_id), now) is not None:
+                if self._expire_if_overdue(tx, get_run(tx, run_id), now) is not None:
                     expired.append(run_id)
             return expired
 
@@ -666,7 +682,7 @@ class Engine:
             return None
         deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
         error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
-        self._end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_timed_out", {"deadline_at": deadline}, error=error)
+        self.end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_timed_out", {"deadline_at": deadline}, error=error)
         return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
 
     # Limits.
@@ -725,7 +741,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:
+def get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:
     run = tx.get_run(run_id, payloads=payloads)
     if run is None:
         raise RunNotFound(run_id)

@@ -147,6 +147,51 @@ class Wait(BaseModel):
     created_at: datetime
 
 
+class AgentState(StrEnum):
+    """Where a sub-agent's process stands (its run's status says where the work stands)."""
+
+    QUEUED = "queued"  # to be started: first launch, a retry after backoff, or a resume after a wait
+    STARTING = "starting"  # the supervisor claimed it and is launching its runner
+    LIVE = "live"  # the runner reported the agent's process started and keeps heartbeating
+    IDLE = "idle"  # the process exited while the run waits; it starts again when the wait ends
+    DONE = "done"  # the run ended: no process any more
+
+
+ACTIVE_AGENT_STATES = frozenset({AgentState.STARTING, AgentState.LIVE})
+
+
+class Agent(BaseModel):
+    """A sub-agent: how its process is launched, and its current (or last) process."""
+
+    run_id: str
+    profile: str = Field(description="The agent profile that launches it, e.g. 'claude'.")
+    prompt: str
+    cwd: str = Field(description="Where the agent works (its worktree, when it has one).")
+    command: list[str] = Field(default_factory=list, description="For the 'command' profile: the argv to run.")
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    max_attempts: int = Field(description="Process attempts (crashes, timeouts, non-zero exits) before failing.")
+    timeout_s: float | None = Field(None, description="Each attempt is killed after this many seconds.")
+    worktree: str | None = Field(None, description="The git worktree the agent works in, if it has one.")
+    branch: str | None = Field(None, description="The worktree's branch.")
+    state: AgentState
+    start_after: datetime | None = Field(None, description="Not started before this time (retry backoff).")
+    resume: bool = Field(False, description="The next start resumes earlier work (after a wait or a crash).")
+    attempt: int = Field(0, description="Processes started so far.")
+    failures: int = Field(0, description="Attempts that crashed, timed out or exited non-zero.")
+    session_id: str | None = Field(None, description="The harness's own session id, for its resume template.")
+    pid: int | None = Field(None, description="The runner's pid; the agent runs in the process group it leads.")
+    pgid: int | None = Field(None, description="The agent's process group (killed on cancel and timeout).")
+    host: str | None = None
+    launched_at: datetime | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    attempt_deadline: datetime | None = Field(None, description="When the current attempt times out.")
+    exited_at: datetime | None = None
+    exit_code: int | None = Field(None, description="Negative: killed by that signal.")
+    log_dir: str | None = Field(None, description="Directory of stdout.log and stderr.log.")
+
+
 # Inputs: one model per primitive. Field descriptions become the tool argument descriptions.
 
 RunId = Annotated[str, Field(min_length=1, max_length=64, description="The run's id, as start_run returned it.")]
@@ -255,6 +300,7 @@ class CancelRunInput(_Input):
 class StatusInput(_Input):
     run_id: RunId
     journal_limit: int = Field(50, ge=0, le=1000, description="How many of the latest journal entries to include.")
+    log_lines: int = Field(20, ge=0, le=1000, description="For a sub-agent: how many last lines of each log.")
 
 
 class ListRunsInput(_Input):
@@ -342,6 +388,66 @@ class WaitForRunsInput(_Input):
         return self
 
 
+class SpawnSubagentInput(_Input):
+    prompt: str = Field(
+        min_length=1,
+        max_length=200_000,
+        description="The sub-agent's task, complete and self-contained: it sees nothing of this conversation.",
+    )
+    agent: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Agent profile: 'claude' (Claude Code headless), 'opencode', 'command' (any executable, "
+        "see command) or one defined in the config file. Default: the config's default_agent, else 'claude'.",
+    )
+    name: str | None = Field(None, min_length=1, max_length=NAME_MAX, description="The child run's name.")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=KEY_MAX,
+        description="Idempotency key: spawning again with the same key returns the same sub-agent (created=false).",
+    )
+    parent_run_id: str | None = Field(None, max_length=64, description="Your run: the sub-agent becomes its child.")
+    cwd: str | None = Field(
+        None, max_length=4096, description="Directory the sub-agent works in (default: the parent's workspace)."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=604_800, description="Kill an attempt (its whole process group) after this many seconds."
+    )
+    max_attempts: int | None = Field(
+        None, ge=1, le=100, description="Attempts before the run fails: a crash, timeout or non-zero exit retries."
+    )
+    labels: Labels = Field(default_factory=dict, description="String labels to filter by, e.g. {'repo': 'api'}.")
+    concurrency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=NAME_MAX,
+        description="Sub-agents sharing a key run at most concurrency_limit at a time (e.g. one per repository).",
+    )
+    concurrency_limit: int | None = Field(
+        None, ge=1, le=1000, description="With concurrency_key: how many may run at once (default 1, or the config's)."
+    )
+    worktree: bool = Field(
+        False,
+        description="Work in a new git worktree on its own branch, made from cwd's repository (kept after the run).",
+    )
+    command: list[Annotated[str, Field(max_length=10_000)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="For agent='command' only: the argv to run (no shell); the prompt arrives on its stdin.",
+    )
+
+    @model_validator(mode="after")
+    def _real_prompt(self) -> SpawnSubagentInput:
+        if not self.prompt.strip():
+            raise ValueError("prompt is blank; give the sub-agent its task")
+        if self.concurrency_limit is not None and self.concurrency_key is None:
+            raise ValueError("concurrency_limit needs a concurrency_key to apply to")
+        return self
+
+
 class SleepInput(_Input):
     run_id: RunId
     step: StepName
@@ -416,7 +522,10 @@ class StatusResult(BaseModel):
     steps: list[Step]
     waits: list[Wait] = Field(default_factory=list, description="Pending waits: for events, or sleeps.")
     children: list[Run] = Field(default_factory=list)
-    process: dict[str, Any] | None = Field(None, description="The run's agent process, if it has one.")
+    process: Agent | None = Field(None, description="For a sub-agent: its process (pid, attempt, heartbeat, exit).")
+    log_tail: dict[str, list[str]] = Field(
+        default_factory=dict, description="For a sub-agent: the last lines of its stdout and stderr."
+    )
     journal: list[JournalEntry] = Field(description="The latest journal entries, oldest first.")
 
 
@@ -447,6 +556,12 @@ class WaitForRunsResult(BaseModel):
     runs: list[Run] = Field(description="The runs waited for, as they are now (outputs of the ended ones).")
     timeout_at: datetime | None = None
     step: Step | None = Field(None, description="The wait step, when run_id and step were given.")
+
+
+class SpawnSubagentResult(BaseModel):
+    run: Run = Field(description="The child run: queued until the supervisor starts its process.")
+    created: bool = Field(description="False when the key already existed: the same sub-agent comes back.")
+    process: Agent = Field(description="How it is launched and, once started, its process.")
 
 
 class SleepResult(BaseModel):

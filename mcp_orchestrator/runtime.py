@@ -15,6 +15,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     store = store_for(settings)
     await store.open()
     try:
-        yield Engine(store, workspace=settings.workspace, max_payload_bytes=settings.max_payload_bytes)
+        yield Engine(
+            store, workspace=settings.workspace, max_payload_bytes=settings.max_payload_bytes, agents=settings.agents
+        )
     finally:
         await store.close()

@@ -16,7 +16,7 @@ from .engine import Engine
 from .errors import OrchestratorError, RunNotFound
 from .models import StatusInput
 from .runtime import open_engine
-from .supervisor import run_timers
+from .supervisor import Supervisor, run_timers
 from .tools import AppContext, add_tools
 
 INSTRUCTIONS = """\
@@ -59,6 +59,8 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
     async def lifespan(server: MCPServer) -> AsyncIterator[AppContext]:
         async with scope() as engine, anyio.create_task_group() as duties:
             duties.start_soon(run_timers, engine)
+            if settings.subagent_run_id is None:  # a sub-agent's own server leaves supervising to others
+                duties.start_soon(Supervisor(engine, settings).run)
             yield AppContext(engine=engine)
             duties.cancel_scope.cancel()
 

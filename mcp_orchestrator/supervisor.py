@@ -1,17 +1,29 @@
 """Background duties of a server process.
 
-For now one: firing timers. Every server process runs it; firing is a transaction that re-reads
-what is due, so two processes never fire one wait twice, and a wait whose time came while no
-server ran is fired at the next start. (Later: one lease holder runs the duties that must run once.)
+Timers: every server fires due waits (a transaction that re-reads what is due, so two processes
+never fire one wait twice, and a wait whose time came while no server ran fires at the next start).
+
+Sub-agents: exactly one process at a time, the holder of the supervisor lease in the store, starts
+queued sub-agents within the limits, retries crashed ones after their backoff and reaps those whose
+runner died. The lease is renewed every third of its time to live; when its holder dies, another
+process takes it over once it expires. Sub-agents' own MCP servers never contend for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import time
 
+import anyio
+
+from .agents.launch import HOST, group_alive, kill_group, launch, runner_alive
+from .config import Settings
 from .engine import Engine
 from .errors import OrchestratorError
+from .ids import new_id
 from .models import utcnow
 
 log = logging.getLogger(__name__)
@@ -32,3 +44,64 @@ async def run_timers(engine: Engine) -> None:
         if next_wake is not None:
             delay = min(max((next_wake - utcnow()).total_seconds(), 0.005), TIMER_TICK_S)
         await asyncio.sleep(delay)
+
+
+class Supervisor:
+    """Holds (or waits for) the lease and, while holding it, keeps sub-agents going."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.agents = engine.subagents
+        self.holder = f"{HOST}:{os.getpid()}:{new_id()[-8:]}"
+        self._runners: list[subprocess.Popen[bytes]] = []
+
+    async def run(self) -> None:
+        renew_s = self.agents.config.lease_ttl_s / 3
+        try:
+            while True:
+                self._collect_runners()
+                try:
+                    held = await self.agents.hold_lease(self.holder)
+                except OrchestratorError as exc:
+                    log.warning("taking the supervisor lease failed: %s", exc)
+                    held = False
+                if not held:
+                    await asyncio.sleep(renew_s)
+                    continue
+                renew_at = time.monotonic() + renew_s
+                while (left := renew_at - time.monotonic()) > 0:
+                    try:
+                        await self.tick()
+                        next_start = await self.agents.next_start()
+                    except OrchestratorError as exc:
+                        log.warning("supervising sub-agents failed: %s", exc)
+                        next_start = None
+                    if next_start is not None:
+                        left = min(left, max((next_start - utcnow()).total_seconds(), 0.005))
+                    await self.engine.store.wait_for_change(left)  # a spawn, an exit or a wake ends it early
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.agents.release_lease(self.holder)
+                except Exception as exc:  # the store may be closing: the lease then simply expires
+                    log.debug("releasing the supervisor lease failed: %s", exc)
+
+    async def tick(self) -> None:
+        """Start what may start, and handle runners that died."""
+        for item in await self.agents.claim():
+            try:
+                self._runners.append(launch(item, self.settings))
+            except OSError as exc:
+                message = f"cannot start the runner: {exc.strerror or exc}"
+                await self.agents.exited(
+                    item.agent.run_id, item.agent.attempt, None, how="launch_failed", message=message
+                )
+        for agent in await self.agents.reap(HOST, runner_alive):
+            if agent.host == HOST and agent.pgid is not None and group_alive(agent.pgid):
+                await asyncio.to_thread(kill_group, agent.pgid, self.agents.config.kill_grace_s)
+        self._collect_runners()
+
+    def _collect_runners(self) -> None:
+        """Reap runners that exited, so that no zombie lingers (and none counts as alive)."""
+        self._runners = [runner for runner in self._runners if runner.poll() is None]

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.anyio
 
 CONTRACT_TOOLS = {
     "start_run",
+    "spawn_subagent",
     "checkpoint",
     "finish_run",
     "cancel_run",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ..models import Event, JournalEntry, Run, RunFilter, RunStatus, Step, Wait
+from ..models import Agent, AgentState, Event, JournalEntry, Run, RunFilter, RunStatus, Step, Wait
 
 T = TypeVar("T")
 
@@ -114,6 +114,34 @@ class Transaction(Protocol):
 
     def next_wake(self) -> datetime | None:
         """The earliest ``until`` of any pending wait."""
+
+    # Sub-agents and the supervisor's lease.
+
+    def get_agent(self, run_id: str) -> Agent | None: ...
+
+    def save_agent(self, agent: Agent) -> None:
+        """Insert or replace the sub-agent's record."""
+
+    def agents_in(self, states: Sequence[AgentState]) -> list[Agent]:
+        """Every sub-agent in one of these states, oldest run first."""
+
+    def startable_agents(self, now: datetime, limit: int) -> list[Agent]:
+        """Sub-agents to start now, oldest run first: queued ones whose run is live and not waiting
+        and whose start_after has come, and idle ones whose run's waits have ended."""
+
+    def retired_agents(self) -> list[Agent]:
+        """Queued or idle sub-agents whose run has ended (cancelled before it started, say)."""
+
+    def next_agent_start(self) -> datetime | None:
+        """The earliest start_after of a queued sub-agent (a retry's backoff)."""
+
+    def get_lease(self, name: str) -> tuple[str, datetime] | None:
+        """(holder, expires_at) of the lease, if anyone took it."""
+
+    def put_lease(self, name: str, holder: str, expires_at: datetime) -> None: ...
+
+    def delete_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` holds it."""
 
 
 class Store(Protocol):

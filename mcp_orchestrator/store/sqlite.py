@@ -30,6 +30,8 @@ import aiosqlite
 from ..errors import StoreBusy, StoreError
 from ..models import (
     LIVE_RUN_STATUSES,
+    Agent,
+    AgentState,
     Event,
     JournalEntry,
     Run,
@@ -375,6 +377,64 @@ class SQLiteTransaction:
     def next_wake(self) -> datetime | None:
         row = self._conn.execute("SELECT min(until) FROM waits WHERE until IS NOT NULL").fetchone()
         return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    # Sub-agents and leases.
+
+    def get_agent(self, run_id: str) -> Agent | None:
+        row = self._conn.execute("SELECT doc FROM agents WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else Agent.model_validate_json(row[0])
+
+    def save_agent(self, agent: Agent) -> None:
+        self._conn.execute(
+            "INSERT INTO agents (run_id, state, start_after, doc) VALUES (?, ?, ?, ?) ON CONFLICT (run_id) "
+            "DO UPDATE SET state = excluded.state, start_after = excluded.start_after, doc = excluded.doc",
+            (agent.run_id, agent.state.value, _ts(agent.start_after), agent.model_dump_json()),
+        )
+
+    def agents_in(self, states: Sequence[AgentState]) -> list[Agent]:
+        rows = self._conn.execute(
+            f"SELECT doc FROM agents WHERE state IN ({', '.join('?' * len(states))}) ORDER BY run_id",
+            [state.value for state in states],
+        ).fetchall()
+        return [Agent.model_validate_json(row[0]) for row in rows]
+
+    def startable_agents(self, now: datetime, limit: int) -> list[Agent]:
+        rows = self._conn.execute(
+            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
+            "WHERE ((a.state = 'queued' AND r.status IN ('queued', 'running')) "
+            "OR (a.state = 'idle' AND r.status = 'running')) "
+            "AND (a.start_after IS NULL OR a.start_after <= ?) ORDER BY a.run_id LIMIT ?",
+            (_ts(now), limit),
+        ).fetchall()
+        return [Agent.model_validate_json(row[0]) for row in rows]
+
+    def retired_agents(self) -> list[Agent]:
+        rows = self._conn.execute(
+            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
+            f"WHERE a.state IN ('queued', 'idle') AND r.status NOT IN {_LIVE} ORDER BY a.run_id"
+        ).fetchall()
+        return [Agent.model_validate_json(row[0]) for row in rows]
+
+    def next_agent_start(self) -> datetime | None:
+        row = self._conn.execute(
+            "SELECT min(a.start_after) FROM agents a JOIN runs r USING (run_id) "
+            f"WHERE a.state = 'queued' AND r.status IN {_LIVE}"
+        ).fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    def get_lease(self, name: str) -> tuple[str, datetime] | None:
+        row = self._conn.execute("SELECT holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (row[0], datetime.fromisoformat(row[1]))
+
+    def put_lease(self, name: str, holder: str, expires_at: datetime) -> None:
+        self._conn.execute(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            (name, holder, _ts(expires_at)),
+        )
+
+    def delete_lease(self, name: str, holder: str) -> None:
+        self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
 
 class SQLiteStore:

@@ -132,6 +132,25 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID
         """,
     ],
+    # 3: sub-agents (their process records) and the supervisor's lease.
+    [
+        """
+        CREATE TABLE agents (
+            run_id      TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+            state       TEXT NOT NULL,
+            start_after TEXT,
+            doc         TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX agents_by_state ON agents (state, start_after)",
+        """
+        CREATE TABLE leases (
+            name       TEXT PRIMARY KEY,
+            holder     TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,137 @@
+"""Starting and stopping sub-agent processes: the operating-system half of the supervisor.
+
+``launch`` writes what the runner needs (argv, environment, stdin, log paths) into the run's
+directory and starts the runner in a new session, so that it and the agent outlive the server
+that launched them. The runner (``agents/runner.py``) starts the agent in a process group of its
+own, records its start, heartbeat and exit in the store, and kills the group when told to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import ENV_CONFIG, ENV_DB, ENV_RUN_ID, Settings
+from ..logs import log_path
+from ..models import Agent
+from ..subagents import Launch
+from .profiles import render
+
+ENV_ATTEMPT = "MCP_ORCHESTRATOR_ATTEMPT"
+HOST = socket.gethostname()
+
+
+def orchestrator_server(settings: Settings, run_id: str) -> tuple[list[str], dict[str, str]]:
+    """The command (and environment) that serves this orchestrator's store over stdio to a sub-agent."""
+    env = {ENV_DB: settings.db, ENV_RUN_ID: run_id}
+    if settings.config_file is not None:
+        env[ENV_CONFIG] = str(settings.config_file)
+    return [sys.executable, "-m", "mcp_orchestrator", "serve"], env
+
+
+def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
+    """Start the runner of a claimed sub-agent; returns at once (the runner reports by itself)."""
+    agent, profile = item.agent, item.profile
+    run_dir = settings.runs_dir / agent.run_id
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    command, server_env = orchestrator_server(settings, agent.run_id)
+    mcp_config = _write_private(
+        run_dir / "mcp.json",
+        {"mcpServers": {"orchestrator": {"command": command[0], "args": command[1:], "env": server_env}}},
+    )
+    opencode_config = _write_private(
+        run_dir / "opencode.json",
+        {"mcp": {"orchestrator": {"type": "local", "command": command, "environment": server_env, "enabled": True}}},
+    )
+    values = {
+        "prompt": item.prompt,
+        "task": agent.prompt,
+        "run_id": agent.run_id,
+        "attempt": str(agent.attempt),
+        "session_id": agent.session_id or "",
+        "mcp_config": str(mcp_config),
+        "opencode_config": str(opencode_config),
+        "cwd": agent.cwd,
+        "db": settings.db,
+    }
+    template = (profile.resume if item.use_session else None) or profile.command or agent.command
+    env = {**server_env, ENV_ATTEMPT: str(agent.attempt)}
+    env.update({name: render(value, values) for name, value in profile.env.items()})
+    spec = {
+        "run_id": agent.run_id,
+        "attempt": agent.attempt,
+        "argv": [render(part, values) for part in [*template, *profile.extra_args]],
+        "env": env,
+        "cwd": agent.cwd,
+        "stdin": None if profile.stdin is None else render(profile.stdin, values),
+        "stdout": str(log_path(run_dir, "stdout")),
+        "stderr": str(log_path(run_dir, "stderr")),
+        "output": profile.output,
+        "db": settings.db,
+        "config": None if settings.config_file is None else str(settings.config_file),
+    }
+    spec_path = _write_private(run_dir / f"attempt-{agent.attempt}.json", spec)
+    with (run_dir / "runner.log").open("ab") as runner_log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mcp_orchestrator.agents.runner", str(spec_path)],
+            cwd=run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=runner_log,
+            start_new_session=True,  # its own session: a signal to the server's group never reaches it
+        )
+
+
+def _write_private(path: Path, document: Any) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(document, file, indent=2)
+    return path
+
+
+def runner_alive(agent: Agent) -> bool:
+    """Whether the sub-agent's runner process (on this host) still exists; a zombie does not count."""
+    if agent.pid is None:
+        return False
+    try:
+        os.kill(agent.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace_s`` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

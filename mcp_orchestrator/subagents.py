@@ -1,0 +1,456 @@
+"""Sub-agents' lifecycle: spawned, claimed within limits, started, heartbeating, exited, reaped.
+
+The decisions only, each one store transaction; launching and killing processes is the
+supervisor's and the runner's (``agents/``). A sub-agent is a run (its work: steps, waits,
+result) plus an ``Agent`` record (its process). The process states:
+
+    queued --claim--> starting --runner started--> live --exit--> done (run ended)
+       ^                                            |   `-------> idle (run waits; no process)
+       |                                            |                 | the wait ends
+       `---- crashed, timed out, non-zero exit -----'  <--------------'  (resume)
+             (backoff, while attempts remain)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .agents import worktree
+from .agents.profiles import AgentProfile, AgentsConfig
+from .errors import InvalidInput, KeyConflict, OrchestratorError
+from .ids import new_id
+from .models import (
+    ACTIVE_AGENT_STATES,
+    Agent,
+    AgentState,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    SpawnSubagentInput,
+    SpawnSubagentResult,
+    StartRunInput,
+    StepStatus,
+)
+from .store.base import Transaction
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+LEASE = "supervisor"
+START_TIMEOUT_S = 60.0  # a claimed sub-agent whose runner never reported is lost after this
+EXIT_AFTER_FINISH_S = 30.0  # an agent that finished its run is killed if it has not exited by then
+Verdict = Literal["continue", "stop", "timeout"]  # what a runner is told at start and each heartbeat
+ExitHow = Literal["exited", "timed_out", "stopped", "launch_failed", "lost"]
+
+PREAMBLE = """\
+You are a background sub-agent started by mcp-orchestrator; your run id is {run_id}. The \
+orchestrator's MCP tools are available to you (server "orchestrator"), on the same store as the \
+agent that started you. Use them with run_id="{run_id}":
+- checkpoint(run_id, step, begin=true) before a step with side effects (replayed=true: it is done, \
+use its output), and checkpoint(run_id, step, output=...) after it;
+- to wait for an event or a time, call wait_for_event or sleep; if it returns "waiting" or \
+"sleeping", end your work and exit: you will be started again when it is over;
+- finish_run(run_id, output=<your result>) when the task is done (or error=... if it cannot be).
+Your process may be stopped and resumed; completed steps stay done.
+
+Task:
+"""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A claimed sub-agent, ready for the supervisor to start."""
+
+    agent: Agent
+    profile: AgentProfile
+    prompt: str
+    use_session: bool  # launch with the profile's resume template and the harness's session id
+
+
+class Subagents:
+    """The sub-agent half of the engine (see the module docstring)."""
+
+    def __init__(self, engine: Engine, config: AgentsConfig) -> None:
+        self.engine = engine
+        self.config = config
+
+    # Spawning.
+
+    async def spawn(self, args: SpawnSubagentInput) -> SpawnSubagentResult:
+        """Queue a sub-agent as a child run, or return the one that already has ``args.key``."""
+        engine = self.engine
+        profile_name = args.agent or self.config.default_agent
+        profile = self.config.profile(profile_name)
+        if not profile.command and not args.command:
+            raise InvalidInput(f"agent {profile_name!r} runs the argv given as command, e.g. command=['./agent.sh']")
+        if profile.command and args.command:
+            raise InvalidInput(
+                f"command is for agent='command' only; agent {profile_name!r} has its own command in its profile"
+            )
+        engine.check_payload("prompt", args.prompt)
+        if args.key is not None and (existing := await self._by_key(args.key)) is not None:
+            return existing
+        parent = await engine.store.read(lambda tx: tx.get_run(args.parent_run_id)) if args.parent_run_id else None
+        if args.parent_run_id and parent is None:
+            raise InvalidInput(f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id")
+        cwd = _directory(args.cwd or (parent.workspace if parent else None) or engine.workspace or ".")
+        run_id = new_id()
+        tree = worktree.create(cwd, run_id) if args.worktree else None
+        agent = Agent(
+            run_id=run_id,
+            profile=profile_name,
+            prompt=args.prompt,
+            cwd=str(tree.path) if tree else cwd,
+            command=args.command or [],
+            concurrency_key=args.concurrency_key,
+            concurrency_limit=args.concurrency_limit,
+            max_attempts=args.max_attempts or profile.max_attempts,
+            timeout_s=args.timeout_s or profile.timeout_s,
+            worktree=str(tree.path) if tree else None,
+            branch=tree.branch if tree else None,
+            state=AgentState.QUEUED,
+        )
+        run_args = StartRunInput(
+            name=args.name or f"subagent:{profile_name}",
+            input={"agent": profile_name, "prompt": args.prompt},
+            key=args.key,
+            parent_run_id=args.parent_run_id,
+            labels=args.labels,
+            workspace=cwd,
+            retry=self._retry_policy(agent.max_attempts),
+        )
+        result = await engine.store.write(lambda tx: self._spawn(tx, run_args, agent))
+        if tree is not None and not result.created:
+            worktree.remove(tree)  # another spawn with the same key won the race
+        return result
+
+    def _spawn(self, tx: Transaction, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
+        started = self.engine.create_run(tx, args, agent.run_id, status=RunStatus.QUEUED)
+        if not started.created:
+            return self._existing(tx, started.run)
+        tx.save_agent(agent)
+        now = started.run.created_at
+        tx.append_journal(agent.run_id, "subagent_queued", now, detail={"agent": agent.profile, "cwd": agent.cwd})
+        if args.parent_run_id is not None:
+            tx.append_journal(args.parent_run_id, "subagent_spawned", now, detail={"run_id": agent.run_id})
+        return SpawnSubagentResult(run=started.run, created=True, process=agent)
+
+    async def _by_key(self, key: str) -> SpawnSubagentResult | None:
+        def read(tx: Transaction) -> SpawnSubagentResult | None:
+            run = tx.get_run_by_key(key)
+            return None if run is None else self._existing(tx, run)
+
+        return await self.engine.store.read(read)
+
+    @staticmethod
+    def _existing(tx: Transaction, run: Run) -> SpawnSubagentResult:
+        agent = tx.get_agent(run.run_id)
+        if agent is None:
+            raise KeyConflict(
+                f"key {run.key!r} already belongs to run {run.run_id}, which is not a sub-agent; use another key",
+                key=run.key,
+                run_id=run.run_id,
+            )
+        return SpawnSubagentResult(run=run, created=False, process=agent)
+
+    def _retry_policy(self, max_attempts: int) -> RetryPolicy:
+        backoff = self.config.retry_backoff_s
+        return RetryPolicy(max_attempts=max_attempts, initial_backoff_s=backoff, max_backoff_s=max(backoff, 300.0))
+
+    # The supervisor's duties. Each reads first and writes only when there is something to do, so
+    # that an idle supervisor, woken by every commit, costs a read.
+
+    async def hold_lease(self, holder: str) -> bool:
+        """Take or renew the supervisor lease; False while another live holder has it."""
+        lease = await self.engine.store.read(lambda tx: tx.get_lease(LEASE))
+        if lease is not None and lease[0] != holder and lease[1] > self.engine.now():
+            return False
+
+        def hold(tx: Transaction) -> bool:
+            now = self.engine.now()
+            current = tx.get_lease(LEASE)
+            if current is not None and current[0] != holder and current[1] > now:
+                return False
+            tx.put_lease(LEASE, holder, now + timedelta(seconds=self.config.lease_ttl_s))
+            return True
+
+        return await self.engine.store.write(hold)
+
+    async def release_lease(self, holder: str) -> None:
+        await self.engine.store.write(lambda tx: tx.delete_lease(LEASE, holder))
+
+    async def lease_holder(self) -> str | None:
+        lease = await self.engine.store.read(lambda tx: tx.get_lease(LEASE))
+        return lease[0] if lease is not None and lease[1] > self.engine.now() else None
+
+    async def claim(self) -> list[Launch]:
+        """Claim the sub-agents to start now, within the limits, as ``starting``."""
+        now = self.engine.now()
+        if not await self.engine.store.read(lambda tx: tx.startable_agents(now, 1) or tx.retired_agents()):
+            return []
+        return await self.engine.store.write(self._claim)
+
+    def _claim(self, tx: Transaction) -> list[Launch]:
+        now = self.engine.now()
+        for agent in tx.retired_agents():  # their run ended before (or while) they had no process
+            tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
+        active = tx.agents_in(sorted(ACTIVE_AGENT_STATES))
+        free = self.config.max_concurrent - len(active)
+        by_profile = Counter(agent.profile for agent in active)
+        by_key = Counter(agent.concurrency_key for agent in active if agent.concurrency_key)
+        launches: list[Launch] = []
+        for agent in tx.startable_agents(now, 1000) if free > 0 else []:
+            if len(launches) >= free:
+                break
+            profile = self.config.profiles.get(agent.profile)
+            if profile is None:
+                error = {"type": "config", "message": f"agent profile {agent.profile!r} is no longer configured"}
+                self.engine.end_runs(tx, [agent.run_id], RunStatus.FAILED, now, "run_failed", error, error=error)
+                tx.save_agent(agent.model_copy(update={"state": AgentState.DONE}))
+                continue
+            key = agent.concurrency_key
+            if profile.max_concurrent is not None and by_profile[agent.profile] >= profile.max_concurrent:
+                continue
+            if key and by_key[key] >= (agent.concurrency_limit or self.config.key_limit(key)):
+                continue
+            by_profile[agent.profile] += 1
+            if key:
+                by_key[key] += 1
+            use_session = bool(agent.resume and profile.resume and agent.session_id)
+            prompt = self._prompt(tx, agent, use_session)
+            claimed = agent.model_copy(
+                update={
+                    "state": AgentState.STARTING,
+                    "attempt": agent.attempt + 1,
+                    "resume": False,
+                    "start_after": None,
+                    "launched_at": now,
+                    **_NO_PROCESS,
+                }
+            )
+            tx.save_agent(claimed)
+            launches.append(Launch(claimed, profile, prompt, use_session))
+        return launches
+
+    def _prompt(self, tx: Transaction, agent: Agent, use_session: bool) -> str:
+        """The first prompt: preamble and task. A resume: what happened since, after the task unless
+        the harness resumes its own session (which remembers the task)."""
+        first = PREAMBLE.format(run_id=agent.run_id) + agent.prompt
+        if not agent.resume:
+            return first
+        notes = [f"You are resumed: run {agent.run_id}, process attempt {agent.attempt + 1}."]
+        if agent.exit_code != 0:
+            ended = "was lost" if agent.exit_code is None else f"exited with code {agent.exit_code}"
+            notes.append(f"Your previous process {ended} before finishing; check what it left half done.")
+        steps = tx.list_steps(agent.run_id)
+        for step in steps:
+            ended_since = step.ended_at is not None and agent.exited_at is not None and step.ended_at >= agent.exited_at
+            if step.kind != "checkpoint" and step.status == StepStatus.COMPLETED and ended_since:
+                notes.append(f"Your wait {step.step!r} ended: {_short(step.output)}")
+        done = [step.step for step in steps if step.status == StepStatus.COMPLETED]
+        if done:
+            notes.append(f"Completed steps (their outputs are stored; do not redo them): {', '.join(done[:50])}.")
+        notes.append(f'Continue the task; call finish_run(run_id="{agent.run_id}", output=...) when it is done.')
+        resume = "\n".join(notes)
+        return resume if use_session else f"{first}\n\n{resume}"
+
+    async def next_start(self) -> datetime | None:
+        """When the next backed-off retry becomes due."""
+        return await self.engine.store.read(lambda tx: tx.next_agent_start())
+
+    async def reap(self, host: str, alive: Callable[[Agent], bool]) -> list[Agent]:
+        """Handle sub-agents whose runner died without recording an exit: silent past the heartbeat
+        timeout, or (on this host) whose runner pid is gone. Returns them, for their groups to be killed."""
+        now = self.engine.now()
+        active = await self.engine.store.read(lambda tx: tx.agents_in(sorted(ACTIVE_AGENT_STATES)))
+        if not any(self._lost(agent, now, host, alive) for agent in active):
+            return []
+
+        def reap(tx: Transaction) -> list[Agent]:
+            now = self.engine.now()
+            lost = [a for a in tx.agents_in(sorted(ACTIVE_AGENT_STATES)) if self._lost(a, now, host, alive)]
+            for agent in lost:
+                message = "its runner stopped without recording an exit (killed, or the machine restarted)"
+                self._exit(tx, agent.run_id, agent.attempt, None, None, None, "lost", message)
+            return lost
+
+        return await self.engine.store.write(reap)
+
+    def _lost(self, agent: Agent, now: datetime, host: str, alive: Callable[[Agent], bool]) -> bool:
+        # Checked inside the write transaction too: a runner records its exit before it ends, so one
+        # that is gone while its record still says live died without recording.
+        if agent.state == AgentState.STARTING:
+            return agent.launched_at is not None and now - agent.launched_at > timedelta(seconds=START_TIMEOUT_S)
+        silent = agent.heartbeat_at is None or now - agent.heartbeat_at > timedelta(
+            seconds=self.config.heartbeat_timeout_s
+        )
+        return silent or (agent.host == host and not alive(agent))
+
+    # The runner's reports.
+
+    async def started(
+        self, run_id: str, attempt: int, *, pid: int, pgid: int, host: str, at: datetime, log_dir: str
+    ) -> Verdict:
+        """The runner started the agent's process; "stop" if this attempt is no longer wanted."""
+
+        def record(tx: Transaction) -> Verdict:
+            agent = tx.get_agent(run_id)
+            if agent is None or agent.attempt != attempt or agent.state != AgentState.STARTING:
+                return "stop"  # reaped as lost meanwhile: another attempt may be under way
+            run = self._run(tx, run_id)
+            now = self.engine.now()
+            if run.status.terminal:
+                return "stop"
+            deadline = at + timedelta(seconds=agent.timeout_s) if agent.timeout_s else None
+            update = {"state": AgentState.LIVE, "pid": pid, "pgid": pgid, "host": host, "log_dir": log_dir}
+            live = agent.model_copy(
+                update={**update, "started_at": at, "heartbeat_at": now, "attempt_deadline": deadline}
+            )
+            tx.save_agent(live)
+            if run.status == RunStatus.QUEUED:
+                tx.set_runs_status([run_id], RunStatus.RUNNING, now)
+                tx.append_journal(run_id, "run_started", now)
+            detail = {"pid": pid, "host": host, "agent": agent.profile}
+            tx.append_journal(run_id, "process_started", at, attempt=attempt, detail=detail)
+            return "continue"
+
+        return await self.engine.store.write(record)
+
+    async def heartbeat(self, run_id: str, attempt: int) -> Verdict:
+        """Still alive; the answer says whether to go on, stop (the run ended) or kill for timeout."""
+
+        def beat(tx: Transaction) -> Verdict:
+            agent = tx.get_agent(run_id)
+            if agent is None or agent.attempt != attempt or agent.state != AgentState.LIVE:
+                return "stop"
+            run = self._run(tx, run_id)
+            now = self.engine.now()
+            if run.status == RunStatus.CANCELLED or (
+                run.ended_at is not None and now - run.ended_at > timedelta(seconds=EXIT_AFTER_FINISH_S)
+            ):
+                return "stop"  # a finished agent gets a while to exit by itself
+            if agent.attempt_deadline is not None and now >= agent.attempt_deadline:
+                return "timeout"
+            tx.save_agent(agent.model_copy(update={"heartbeat_at": now}))
+            return "continue"
+
+        return await self.engine.store.write(beat)
+
+    async def exited(
+        self,
+        run_id: str,
+        attempt: int,
+        exit_code: int | None,
+        *,
+        how: ExitHow = "exited",
+        output: Any = None,
+        session_id: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """The agent's process ended. Unless the agent finished its run itself, its exit decides:
+        0 completes the run with ``output``, anything else is a failed attempt (retried while
+        attempts remain). A run that waits keeps waiting without a process."""
+        self.engine.check_payload("output", output)
+        await self.engine.store.write(
+            lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message)
+        )
+
+    def _exit(
+        self,
+        tx: Transaction,
+        run_id: str,
+        attempt: int,
+        exit_code: int | None,
+        output: Any,
+        session_id: str | None,
+        how: ExitHow,
+        message: str | None,
+    ) -> None:
+        agent = tx.get_agent(run_id)
+        if agent is None or agent.attempt != attempt or agent.state not in ACTIVE_AGENT_STATES:
+            return  # a stale report: this attempt was already reaped
+        run = self._run(tx, run_id)
+        now = self.engine.now()
+        agent = agent.model_copy(
+            update={"exited_at": now, "exit_code": exit_code, "session_id": session_id or agent.session_id}
+        )
+        detail = {"how": how, "exit_code": exit_code, "pid": agent.pid}
+        tx.append_journal(run_id, "process_exited", now, attempt=attempt, detail=detail)
+        clean = how == "exited" and exit_code == 0
+        if run.status.terminal:
+            state = AgentState.DONE
+        elif clean and run.status == RunStatus.WAITING:
+            state = AgentState.IDLE  # waits without a process; started again when the wait ends
+            agent = agent.model_copy(update={"resume": True})
+        elif clean and self._waited_during(tx, agent):
+            state = AgentState.QUEUED  # its wait ended as it exited: resume it to see the result
+            agent = agent.model_copy(update={"resume": True})
+        elif clean:
+            self.engine.end_runs(tx, [run_id], RunStatus.COMPLETED, now, "run_completed", None, output=output)
+            state = AgentState.DONE
+        else:
+            agent = agent.model_copy(update={"failures": agent.failures + 1, "resume": True})
+            agent = agent.model_copy(update={"start_after": self._failed_attempt(tx, run, agent, how, message, now)})
+            state = AgentState.DONE if agent.start_after is None else AgentState.QUEUED
+        tx.save_agent(agent.model_copy(update={"state": state}))
+
+    def _failed_attempt(
+        self, tx: Transaction, run: Run, agent: Agent, how: ExitHow, message: str | None, now: datetime
+    ) -> datetime | None:
+        """Fail the run when this was the last attempt (None); else queue a retry, returning when."""
+        error = {"type": how, "exit_code": agent.exit_code, "attempt": agent.attempt, "message": message or how}
+        if agent.failures >= agent.max_attempts:
+            error["message"] = f"{error['message']} (failure {agent.failures} of {agent.max_attempts} allowed)"
+            self.engine.end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_failed", {"error": error}, error=error)
+            return None
+        retry_at = now + timedelta(seconds=run.retry.backoff_s(agent.failures))
+        detail = {"error": error, "retry_at": retry_at.isoformat()}
+        tx.append_journal(run.run_id, "attempt_failed", now, attempt=agent.attempt, detail=detail)
+        if run.status == RunStatus.RUNNING:
+            tx.set_runs_status([run.run_id], RunStatus.QUEUED, now)
+        return retry_at
+
+    @staticmethod
+    def _waited_during(tx: Transaction, agent: Agent) -> bool:
+        """Whether the attempt opened a wait (that has since ended): the agent may not have seen it end."""
+        began = agent.started_at or agent.launched_at
+        return any(
+            step.kind != "checkpoint" and began and step.started_at >= began for step in tx.list_steps(agent.run_id)
+        )
+
+    @staticmethod
+    def _run(tx: Transaction, run_id: str) -> Run:
+        run = tx.get_run(run_id, payloads=False)
+        if run is None:
+            raise OrchestratorError(f"run {run_id} is gone")
+        return run
+
+
+_NO_PROCESS: dict[str, Any] = {
+    "pid": None,
+    "pgid": None,
+    "host": None,
+    "started_at": None,
+    "heartbeat_at": None,
+    "attempt_deadline": None,
+    "exited_at": None,
+    "exit_code": None,
+}
+
+
+def _directory(path: str) -> str:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_dir():
+        raise InvalidInput(f"cwd {path!r} is not an existing directory; give the directory the sub-agent works in")
+    return str(resolved)
+
+
+def _short(value: Any, limit: int = 500) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
