@@ -1,0 +1,123 @@
+"""Sub-agent supervision: spawn-to-running latency, throughput through a limit, idle supervisor CPU.
+
+    python benchmarks/subagents.py [--latency-n 40] [--agents 100] [--limit 8] [--work-s 5]
+
+A real supervisor process (``mcp-orchestrator supervise``) holds the lease on a fresh store; this
+process spawns sub-agents on the same store, as another session's server would. Each agent is a
+real process (``sleep``) started by a real runner.
+
+1. spawn-to-running: from the run's creation (queued) to its agent process started, one at a time;
+2. N agents of ``--work-s`` seconds each through a limit of ``--limit``: wall time against the
+   ideal, N x work / limit (the baseline: what a perfect scheduler with free process starts takes);
+3. the supervisor's CPU while nothing is queued, against the same process's CPU while working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mcp_orchestrator.agents.profiles import load_agents_config
+from mcp_orchestrator.engine import Engine
+from mcp_orchestrator.models import SpawnSubagentInput, StatusInput
+from mcp_orchestrator.store.sqlite import SQLiteStore
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def started_at(engine: Engine, run_id: str) -> tuple[float, float] | None:
+    """(queued at, process started at) once the process started, as the journal records them."""
+    result = await engine.status(StatusInput(run_id=run_id, journal_limit=20, log_lines=0))
+    starts = [entry.at for entry in result.journal if entry.kind == "process_started"]
+    return (result.run.created_at.timestamp(), starts[0].timestamp()) if starts else None
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency-n", type=int, default=40, help="spawns for the latency measurement")
+    parser.add_argument("--agents", type=int, default=100, help="agents through the limit")
+    parser.add_argument("--limit", type=int, default=8, help="max_concurrent")
+    parser.add_argument("--work-s", type=float, default=5.0, help="each agent's work, seconds")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        db, config = root / "bench.db", root / "config.toml"
+        config.write_text(f"[limits]\nmax_concurrent = {args.limit}\n")
+        env = {**os.environ, "XDG_STATE_HOME": str(root / "state"), "MCP_ORCHESTRATOR_CONFIG": str(config)}
+        env.pop("MCP_ORCHESTRATOR_RUN_ID", None)
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "mcp_orchestrator", "supervise", "--db", str(db)], env=env, stderr=subprocess.DEVNULL
+        )
+        try:
+            async with SQLiteStore(db) as store:
+                engine = Engine(store, workspace=directory, agents=load_agents_config(config))
+                spawn = engine.subagents.spawn
+                while await engine.subagents.lease_holder() is None:
+                    await asyncio.sleep(0.05)
+                print(f"sub-agents, supervisor pid {supervisor.pid}, limit {args.limit}\n")
+
+                latencies = []
+                for i in range(args.latency_n):
+                    run_id = (
+                        await spawn(SpawnSubagentInput(prompt=f"l{i}", agent="command", command=["true"]))
+                    ).run.run_id
+                    while (times := await started_at(engine, run_id)) is None:
+                        await asyncio.sleep(0.005)
+                    latencies.append(times[1] - times[0])
+                p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+                print(f"  spawn-to-running{'':21}p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  (target p50 < 100 ms)")
+
+                await asyncio.sleep(1)
+                idle_before, idle_at = cpu_seconds(supervisor.pid), time.monotonic()
+                await asyncio.sleep(5)
+                idle_cpu = (cpu_seconds(supervisor.pid) - idle_before) / (time.monotonic() - idle_at)
+
+                work = ["sleep", f"{args.work_s:g}"]
+                busy_before, began = cpu_seconds(supervisor.pid), time.monotonic()
+                ids = [
+                    (await spawn(SpawnSubagentInput(prompt=f"w{i}", agent="command", command=work))).run.run_id
+                    for i in range(args.agents)
+                ]
+                pending = set(ids)
+                while pending:
+                    for run_id in list(pending):
+                        if (await engine.status(StatusInput(run_id=run_id, journal_limit=0))).run.status.terminal:
+                            pending.discard(run_id)
+                    await asyncio.sleep(0.05)
+                wall = time.monotonic() - began
+                busy_cpu = (cpu_seconds(supervisor.pid) - busy_before) / wall
+                ideal = args.agents * args.work_s / args.limit
+                failed = [
+                    run_id
+                    for run_id in ids
+                    if (await engine.status(StatusInput(run_id=run_id, journal_limit=0))).run.status != "completed"
+                ]
+                print(
+                    f"  {args.agents} agents x {args.work_s:g} s, limit {args.limit}        "
+                    f"{wall:6.1f} s against the ideal {ideal:.1f} s: {wall / ideal:.3f}x (target within 1.10x)"
+                    + (f", {len(failed)} failed" if failed else "")
+                )
+                print(f"  supervisor CPU, idle                 {idle_cpu * 100:6.2f} % of one core")
+                print(f"  supervisor CPU, supervising          {busy_cpu * 100:6.2f} % of one core")
+        finally:
+            supervisor.terminate()
+            supervisor.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
