@@ -26,9 +26,10 @@ lint: setup  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup  ## the benchmarks (checkpoints, events)
+bench: setup  ## the benchmarks (checkpoints, events, sub-agents)
 	$(BIN)/python benchmarks/checkpoint.py
 	$(BIN)/python benchmarks/events.py
+	$(BIN)/python benchmarks/subagents.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mcp_orchestrator.agents.profiles import load_agents_config
 from mcp_orchestrator.engine import Engine
-from mcp_orchestrator.models import SpawnSubagentInput, StatusInput
+from mcp_orchestrator.models import ListRunsInput, SpawnSubagentInput, StatusInput
 from mcp_orchestrator.store.sqlite import SQLiteStore
 
 
@@ -42,7 +42,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def started_at(engine: Engine, run_id: str) -> tuple[float, float] | None:
     """(queued at, process started at) once the process started, as the journal records them."""
-    result = await engine.status(StatusInput(run_id=run_id, journal_limit=20, log_lines=0))
+    result = await engine.status(StatusInput(run_id=run_id, journal_limit=10, log_lines=0))
     starts = [entry.at for entry in result.journal if entry.kind == "process_started"]
     return (result.run.created_at.timestamp(), starts[0].timestamp()) if starts else None
 
@@ -93,20 +93,14 @@ async def main() -> None:
                     (await spawn(SpawnSubagentInput(prompt=f"w{i}", agent="command", command=work))).run.run_id
                     for i in range(args.agents)
                 ]
-                pending = set(ids)
-                while pending:
-                    for run_id in list(pending):
-                        if (await engine.status(StatusInput(run_id=run_id, journal_limit=0))).run.status.terminal:
-                            pending.discard(run_id)
+                live = ListRunsInput(status=["queued", "running", "waiting"], limit=1)
+                while (await engine.list_runs(live)).runs:
                     await asyncio.sleep(0.05)
                 wall = time.monotonic() - began
                 busy_cpu = (cpu_seconds(supervisor.pid) - busy_before) / wall
                 ideal = args.agents * args.work_s / args.limit
-                failed = [
-                    run_id
-                    for run_id in ids
-                    if (await engine.status(StatusInput(run_id=run_id, journal_limit=0))).run.status != "completed"
-                ]
+                completed = ListRunsInput(status="completed", limit=200)
+                failed = set(ids) - {run.run_id for run in (await engine.list_runs(completed)).runs}
                 print(
                     f"  {args.agents} agents x {args.work_s:g} s, limit {args.limit}        "
                     f"{wall:6.1f} s against the ideal {ideal:.1f} s: {wall / ideal:.3f}x (target within 1.10x)"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -497,9 +499,12 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         async with open_engine(settings) as engine:
             supervisor = Supervisor(engine, settings)
             print(f"mcp-orchestrator {__version__}: supervising the store {settings.db}", file=sys.stderr, flush=True)
-            async with asyncio.TaskGroup() as duties:
-                duties.create_task(run_timers(engine))
-                duties.create_task(supervisor.run())
+            duties = asyncio.gather(run_timers(engine), supervisor.run())
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):  # stop cleanly: the lease is given up at once
+                loop.add_signal_handler(signum, duties.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await duties
 
     asyncio.run(run())
     return 0

@@ -196,7 +196,7 @@ class Engine:
                 return CheckpointResult(step=step, replayed=True, retry=False)
             raise StepFailed(
                 f"step {args.step!r} of run {run.run_id} failed for good after {step.attempt} attempt(s) "
-                f"(last error: {_short(step.error)}); it takes no more attempts. Handle the failure, "
+                f"(last error: {short_json(step.error)}); it takes no more attempts. Handle the failure, "
                 "use a new step name for a different approach, or finish_run with an error",
                 run_id=run.run_id,
                 step=args.step,
@@ -763,7 +763,8 @@ def _raise_or_return(outcome: T | OrchestratorError) -> T:
     return outcome
 
 
-def _short(value: Any, limit: int = 200) -> str:
+def short_json(value: Any, limit: int = 200) -> str:
+    """A value as text for a message, cut to ``limit`` characters."""
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

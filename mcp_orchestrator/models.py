@@ -180,8 +180,12 @@ class Agent(BaseModel):
     attempt: int = Field(0, description="Processes started so far.")
     failures: int = Field(0, description="Attempts that crashed, timed out or exited non-zero.")
     session_id: str | None = Field(None, description="The harness's own session id, for its resume template.")
-    pid: int | None = Field(None, description="The runner's pid; the agent runs in the process group it leads.")
-    pgid: int | None = Field(None, description="The agent's process group (killed on cancel and timeout).")
+    pid: int | None = Field(
+        None, description="The runner's pid: the process that watches the agent and records its exit."
+    )
+    pgid: int | None = Field(
+        None, description="The agent's pid, leader of its own process group (killed on cancel and timeout)."
+    )
     host: str | None = None
     launched_at: datetime | None = None
     started_at: datetime | None = None

@@ -34,7 +34,9 @@ To pause for a person, CI or another agent without holding anything open: wait_f
 step, event=<name>) returns status="waiting" after block_s; call it again with the same run and
 step to keep waiting (the event is never missed, even if it arrives in between). sleep(run_id,
 step, seconds=...) is a durable timer. send_event(name, data) wakes waiting runs.
-wait_for_runs(run_ids, run_id, step) collects child runs (start_run with parent_run_id) once they end.
+spawn_subagent(prompt, parent_run_id=<your run>, key=...) starts a background agent on a task as a child run
+(supervised: limits, retries, restart after its waits); wait_for_runs(run_ids, run_id, step) collects child
+runs once they end. If MCP_ORCHESTRATOR_RUN_ID names your run, you are a sub-agent: use that run.
 To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
 """
 

@@ -13,16 +13,16 @@ result) plus an ``Agent`` record (its process). The process states:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .agents import worktree
 from .agents.profiles import AgentProfile, AgentsConfig
+from .engine import Engine, short_json
 from .errors import InvalidInput, KeyConflict, OrchestratorError
 from .ids import new_id
 from .models import (
@@ -38,9 +38,6 @@ from .models import (
     StepStatus,
 )
 from .store.base import Transaction
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 LEASE = "supervisor"
 START_TIMEOUT_S = 60.0  # a claimed sub-agent whose runner never reported is lost after this
@@ -252,7 +249,7 @@ class Subagents:
         for step in steps:
             ended_since = step.ended_at is not None and agent.exited_at is not None and step.ended_at >= agent.exited_at
             if step.kind != "checkpoint" and step.status == StepStatus.COMPLETED and ended_since:
-                notes.append(f"Your wait {step.step!r} ended: {_short(step.output)}")
+                notes.append(f"Your wait {step.step!r} ended: {short_json(step.output, 500)}")
         done = [step.step for step in steps if step.status == StepStatus.COMPLETED]
         if done:
             notes.append(f"Completed steps (their outputs are stored; do not redo them): {', '.join(done[:50])}.")
@@ -449,8 +446,3 @@ def _directory(path: str) -> str:
     if not resolved.is_dir():
         raise InvalidInput(f"cwd {path!r} is not an existing directory; give the directory the sub-agent works in")
     return str(resolved)
-
-
-def _short(value: Any, limit: int = 500) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
