@@ -15,7 +15,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_orchestrator.models import AgentState, RunStatus, SpawnSubagentInput
+from mcp_orchestrator.models import AgentState, CancelRunInput, RunStatus, SpawnSubagentInput
 
 from .conftest import call, cli, eventually, http_client, http_token, server_env
 from .subagent_helpers import (
@@ -358,3 +358,29 @@ def test_the_runner_needs_no_server(tmp_path: Path) -> None:
         check=True,
     )
     assert "pydantic" not in done.stderr and "aiosqlite" not in done.stderr
+
+
+async def test_a_runner_killed_without_recording_an_exit_is_reaped_and_retried(
+    tmp_path: Path, db_path: Path, http_server: Callable[..., str]
+) -> None:
+    config = write_config(tmp_path)
+    http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
+    async with engine_on(db_path, config) as engine:
+        spawned = await engine.subagents.spawn(
+            SpawnSubagentInput(prompt="long", agent="command", command=["sleep", "300"], max_attempts=2)
+        )
+        run_id = spawned.run.run_id
+        first = (await until(engine, run_id, lambda r: r.process.state == AgentState.LIVE)).process
+        assert first is not None and first.pid is not None and first.pgid is not None
+        os.kill(first.pid, signal.SIGKILL)  # the runner dies; its agent's group lives on, unwatched
+
+        second = await until(engine, run_id, lambda r: r.process.attempt == 2 and r.process.state == AgentState.LIVE)
+        await eventually(lambda: pid_gone(first.pgid), timeout=15)  # the orphaned agent was killed
+        exits = entries(second.journal, "process_exited")
+        assert [(exit.attempt, exit.detail["how"]) for exit in exits] == [(1, "lost")]
+        assert entries(second.journal, "attempt_failed")[0].detail["error"]["type"] == "lost"
+        assert second.process is not None and second.process.pgid != first.pgid
+
+        await engine.cancel_run(CancelRunInput(run_id=run_id))
+        assert second.process.pgid is not None
+        await eventually(lambda: pid_gone(second.process.pgid), timeout=15)
