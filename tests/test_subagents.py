@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, CancelRunInput, RunStatus, SpawnSubagentInput
 
 from .conftest import call, cli, eventually, http_client, http_token, server_env
@@ -31,6 +32,15 @@ from .subagent_helpers import (
 )
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def supervised(tmp_path: Path, db_path: Path, http_server: Callable[..., str]) -> AsyncIterator[Engine]:
+    """An engine on the test's store, which a running HTTP server supervises with the fake profiles."""
+    config = write_config(tmp_path)
+    http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
+    async with engine_on(db_path, config) as engine:
+        yield engine
 
 
 def fake_task(**task: Any) -> str:
@@ -119,85 +129,77 @@ async def test_limits_hold_per_profile_and_per_concurrency_key(
 
 
 async def test_timeout_kills_the_process_group_and_crashes_retry_with_backoff(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str]
+    tmp_path: Path, supervised: Engine
 ) -> None:
-    config = write_config(tmp_path)
-    http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
+    engine = supervised
     pid_file = tmp_path / "grandchild.pid"
-    async with engine_on(db_path, config) as engine:
-        spawn = engine.subagents.spawn
-        hanging = await spawn(
-            SpawnSubagentInput(
-                prompt="hang",
-                agent="command",
-                command=["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"],
-                timeout_s=1,
-                max_attempts=1,
-            )
+    spawn = engine.subagents.spawn
+    hanging = await spawn(
+        SpawnSubagentInput(
+            prompt="hang",
+            agent="command",
+            command=["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"],
+            timeout_s=1,
+            max_attempts=1,
         )
-        crashing = await spawn(
-            SpawnSubagentInput(prompt=fake_task(crash_attempts=9), agent="fake", max_attempts=3, cwd=str(tmp_path))
-        )
-        flaky = await spawn(
-            SpawnSubagentInput(prompt=fake_task(crash_attempts=1, output="ok"), agent="fake", max_attempts=2)
-        )
+    )
+    crashing = await spawn(
+        SpawnSubagentInput(prompt=fake_task(crash_attempts=9), agent="fake", max_attempts=3, cwd=str(tmp_path))
+    )
+    flaky = await spawn(
+        SpawnSubagentInput(prompt=fake_task(crash_attempts=1, output="ok"), agent="fake", max_attempts=2)
+    )
 
-        hung = await until(engine, hanging.run.run_id, ended)
-        assert hung.run.status == RunStatus.FAILED
-        assert hung.run.error["type"] == "timed_out"
-        assert hung.process is not None and hung.process.pgid is not None
-        assert pid_gone(hung.process.pgid)
-        assert pid_gone(int(pid_file.read_text()))  # the agent's own child died with its group
+    hung = await until(engine, hanging.run.run_id, ended)
+    assert hung.run.status == RunStatus.FAILED
+    assert hung.run.error["type"] == "timed_out"
+    assert hung.process is not None and hung.process.pgid is not None
+    assert pid_gone(hung.process.pgid)
+    assert pid_gone(int(pid_file.read_text()))  # the agent's own child died with its group
 
-        crashed = await until(engine, crashing.run.run_id, ended)
-        assert crashed.run.status == RunStatus.FAILED
-        assert crashed.run.error["exit_code"] == 3 and "crashing on purpose" in crashed.run.error["message"]
-        starts = entries(crashed.journal, "process_started")
-        exits = entries(crashed.journal, "process_exited")
-        assert [entry.attempt for entry in starts] == [1, 2, 3]
-        gaps = [(start.at - exit.at).total_seconds() for exit, start in zip(exits, starts[1:], strict=False)]
-        assert gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps  # exponential backoff from retry_backoff_s
-        assert len(entries(crashed.journal, "attempt_failed")) == 2
+    crashed = await until(engine, crashing.run.run_id, ended)
+    assert crashed.run.status == RunStatus.FAILED
+    assert crashed.run.error["exit_code"] == 3 and "crashing on purpose" in crashed.run.error["message"]
+    starts = entries(crashed.journal, "process_started")
+    exits = entries(crashed.journal, "process_exited")
+    assert [entry.attempt for entry in starts] == [1, 2, 3]
+    gaps = [(start.at - exit.at).total_seconds() for exit, start in zip(exits, starts[1:], strict=False)]
+    assert gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps  # exponential backoff from retry_backoff_s
+    assert len(entries(crashed.journal, "attempt_failed")) == 2
 
-        recovered = await until(engine, flaky.run.run_id, ended)
-        assert recovered.run.status == RunStatus.COMPLETED
-        assert recovered.run.output == {"output": "ok", "attempt": 2}
+    recovered = await until(engine, flaky.run.run_id, ended)
+    assert recovered.run.status == RunStatus.COMPLETED
+    assert recovered.run.output == {"output": "ok", "attempt": 2}
 
 
-async def test_cancel_from_another_process_kills_the_agents_and_cascades(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str]
-) -> None:
-    config = write_config(tmp_path)
-    http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
-    async with engine_on(db_path, config) as engine:
-        parent = await engine.subagents.spawn(
-            SpawnSubagentInput(prompt="parent", agent="command", command=["sleep", "300"])
-        )
-        child = await engine.subagents.spawn(
-            SpawnSubagentInput(
-                prompt="child", agent="command", command=["sleep", "300"], parent_run_id=parent.run.run_id
-            )
-        )
+async def test_cancel_from_another_process_kills_the_agents_and_cascades(db_path: Path, supervised: Engine) -> None:
+    engine = supervised
+    parent = await engine.subagents.spawn(
+        SpawnSubagentInput(prompt="parent", agent="command", command=["sleep", "300"])
+    )
+    child = await engine.subagents.spawn(
+        SpawnSubagentInput(prompt="child", agent="command", command=["sleep", "300"], parent_run_id=parent.run.run_id)
+    )
 
-        async def pgids() -> list[int] | None:
-            results = [await status(engine, spawned.run.run_id) for spawned in (parent, child)]
-            found = [result.process.pgid for result in results if result.process and result.process.pgid]
-            return found if len(found) == 2 else None
+    async def pgids() -> list[int] | None:
+        results = [await status(engine, spawned.run.run_id) for spawned in (parent, child)]
+        found = [result.process.pgid for result in results if result.process and result.process.pgid]
+        return found if len(found) == 2 else None
 
-        live: list[int] | None = None
-        while live is None:
-            live = await pgids()
-            await anyio.sleep(0.05)
-        assert not any(pid_gone(pgid) for pgid in live)
+    live: list[int] | None = None
+    while live is None:
+        live = await pgids()
+        await anyio.sleep(0.05)
+    assert not any(pid_gone(pgid) for pgid in live)
 
-        printed = cli(db_path, "cancel", parent.run.run_id, "--reason", "not needed")
-        assert "cancelled 2 run(s)" in printed.stdout
-        await eventually(lambda: all(pid_gone(pgid) for pgid in live), timeout=15)
-        for spawned in (parent, child):
-            result = await status(engine, spawned.run.run_id)
-            assert result.run.status == RunStatus.CANCELLED
-            exits = entries((await until(engine, spawned.run.run_id, ended)).journal, "process_exited")
-            assert [exit.detail["how"] for exit in exits] == ["stopped"]
+    printed = cli(db_path, "cancel", parent.run.run_id, "--reason", "not needed")
+    assert "cancelled 2 run(s)" in printed.stdout
+    await eventually(lambda: all(pid_gone(pgid) for pgid in live), timeout=15)
+    for spawned in (parent, child):
+        result = await status(engine, spawned.run.run_id)
+        assert result.run.status == RunStatus.CANCELLED
+        exits = entries((await until(engine, spawned.run.run_id, ended)).journal, "process_exited")
+        assert [exit.detail["how"] for exit in exits] == ["stopped"]
 
 
 async def test_agents_outlive_a_sigkilled_server_and_another_server_takes_over(
@@ -360,27 +362,23 @@ def test_the_runner_needs_no_server(tmp_path: Path) -> None:
     assert "pydantic" not in done.stderr and "aiosqlite" not in done.stderr
 
 
-async def test_a_runner_killed_without_recording_an_exit_is_reaped_and_retried(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str]
-) -> None:
-    config = write_config(tmp_path)
-    http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
-    async with engine_on(db_path, config) as engine:
-        spawned = await engine.subagents.spawn(
-            SpawnSubagentInput(prompt="long", agent="command", command=["sleep", "300"], max_attempts=2)
-        )
-        run_id = spawned.run.run_id
-        first = (await until(engine, run_id, lambda r: r.process.state == AgentState.LIVE)).process
-        assert first is not None and first.pid is not None and first.pgid is not None
-        os.kill(first.pid, signal.SIGKILL)  # the runner dies; its agent's group lives on, unwatched
+async def test_a_runner_killed_without_recording_an_exit_is_reaped_and_retried(supervised: Engine) -> None:
+    engine = supervised
+    spawned = await engine.subagents.spawn(
+        SpawnSubagentInput(prompt="long", agent="command", command=["sleep", "300"], max_attempts=2)
+    )
+    run_id = spawned.run.run_id
+    first = (await until(engine, run_id, lambda r: r.process.state == AgentState.LIVE)).process
+    assert first is not None and first.pid is not None and first.pgid is not None
+    os.kill(first.pid, signal.SIGKILL)  # the runner dies; its agent's group lives on, unwatched
 
-        second = await until(engine, run_id, lambda r: r.process.attempt == 2 and r.process.state == AgentState.LIVE)
-        await eventually(lambda: pid_gone(first.pgid), timeout=15)  # the orphaned agent was killed
-        exits = entries(second.journal, "process_exited")
-        assert [(exit.attempt, exit.detail["how"]) for exit in exits] == [(1, "lost")]
-        assert entries(second.journal, "attempt_failed")[0].detail["error"]["type"] == "lost"
-        assert second.process is not None and second.process.pgid != first.pgid
+    second = await until(engine, run_id, lambda r: r.process.attempt == 2 and r.process.state == AgentState.LIVE)
+    await eventually(lambda: pid_gone(first.pgid), timeout=15)  # the orphaned agent was killed
+    exits = entries(second.journal, "process_exited")
+    assert [(exit.attempt, exit.detail["how"]) for exit in exits] == [(1, "lost")]
+    assert entries(second.journal, "attempt_failed")[0].detail["error"]["type"] == "lost"
+    assert second.process is not None and second.process.pgid != first.pgid
 
-        await engine.cancel_run(CancelRunInput(run_id=run_id))
-        assert second.process.pgid is not None
-        await eventually(lambda: pid_gone(second.process.pgid), timeout=15)
+    await engine.cancel_run(CancelRunInput(run_id=run_id))
+    assert second.process.pgid is not None
+    await eventually(lambda: pid_gone(second.process.pgid), timeout=15)
