@@ -76,13 +76,15 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         agents: AgentsConfig | None = None,
     ) -> None:
-        from .subagents import Subagents  # it builds on this module
+        from .schedules import Schedules  # they build on this module
+        from .subagents import Subagents
 
         self.store = store
         self.workspace = workspace
         self.max_payload_bytes = max_payload_bytes
         self._clock = clock
         self.subagents = Subagents(self, agents or AgentsConfig())
+        self.schedules = Schedules(self)
 
     def now(self) -> datetime:
         return self._clock()
@@ -163,10 +165,10 @@ class Engine:
 
     def _cancel_run(self, tx: Transaction, args: CancelRunInput) -> CancelRunResult:
         run = get_run(tx, args.run_id)
-        cancelled = self._cancel(tx, run, args.reason or "cancelled", self._clock())
+        cancelled = self.cancel_in(tx, run, args.reason or "cancelled", self._clock())
         return CancelRunResult(run=get_run(tx, run.run_id), cancelled_run_ids=cancelled)
 
-    def _cancel(self, tx: Transaction, run: Run, reason: str, now: datetime) -> list[str]:
+    def cancel_in(self, tx: Transaction, run: Run, reason: str, now: datetime) -> list[str]:
         """Cancel the run (if live) and its live descendants; returns their ids."""
         own = [] if run.status.terminal else [run.run_id]
         descendants = tx.live_descendant_ids(run.run_id)
@@ -293,11 +295,11 @@ class Engine:
         ids = [args.id or new_id() for args in events]
         return await self.store.write(
             lambda tx: [
-                self._send_event(tx, args, event_id, source) for args, event_id in zip(events, ids, strict=True)
+                self.send_event_in(tx, args, event_id, source) for args, event_id in zip(events, ids, strict=True)
             ]
         )
 
-    def _send_event(self, tx: Transaction, args: SendEventInput, event_id: str, source: str) -> SendEventResult:
+    def send_event_in(self, tx: Transaction, args: SendEventInput, event_id: str, source: str) -> SendEventResult:
         if tx.has_event(event_id):
             return SendEventResult(event_id=event_id, deduplicated=True, woken_run_ids=[])
         now = self._clock()
@@ -313,7 +315,7 @@ class Engine:
         for run_id, match in tx.cancel_triggers_for(event.name):
             if run_id not in cancelled and _matches(event, match):
                 reason = f"event {event.name!r} ({event.event_id}) arrived"
-                cancelled += self._cancel(tx, get_run(tx, run_id, payloads=False), reason, now)
+                cancelled += self.cancel_in(tx, get_run(tx, run_id, payloads=False), reason, now)
         return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken, cancelled_run_ids=cancelled)
 
     async def wait_for_event(self, args: WaitForEventInput, progress: Progress | None = None) -> WaitResult:

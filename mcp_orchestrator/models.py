@@ -452,6 +452,106 @@ class SpawnSubagentInput(_Input):
         return self
 
 
+class SpawnAction(SpawnSubagentInput):
+    """A schedule's action: spawn a sub-agent with these arguments at each firing."""
+
+    type: Literal["spawn_subagent"]
+    worktree: Literal[False] = Field(False, description="Not available for scheduled spawns.")
+
+
+class SendEventAction(_Input):
+    """A schedule's action: send this event at each firing (its id is the schedule and due time)."""
+
+    type: Literal["send_event"]
+    name: EventName
+    data: JsonValue = Field(None, description="The event's data.")
+
+
+ScheduleAction = Annotated[SpawnAction | SendEventAction, Field(discriminator="type")]
+EVERY_S_MIN = 1.0
+
+
+class ScheduleInput(_Input):
+    name: str = Field(
+        min_length=1, max_length=NAME_MAX, pattern=r"^\S+$", description="Unique name; scheduling it again updates it."
+    )
+    cron: str | None = Field(
+        None,
+        max_length=200,
+        description="Five-field cron, e.g. '0 9 * * 1-5' (weekdays 09:00), evaluated in `timezone`.",
+    )
+    every_s: float | None = Field(
+        None, ge=EVERY_S_MIN, le=WAIT_MAX_S, description="Or fire every this many seconds (at least 1)."
+    )
+    at: datetime | None = Field(None, description="Or fire once at this time (ISO 8601 with offset).")
+    action: ScheduleAction = Field(
+        description="What each firing does: {'type': 'spawn_subagent', 'prompt': ..., <spawn_subagent's "
+        "arguments>} or {'type': 'send_event', 'name': ..., 'data': ...}."
+    )
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone for cron, e.g. 'Europe/Paris'.")
+    overlap: Literal["skip", "allow", "cancel_previous"] = Field(
+        "skip",
+        description="For spawns, when the previous firing's run is still live: skip this firing, allow "
+        "both, or cancel the previous run.",
+    )
+    catch_up: Literal["skip", "latest", "all"] = Field(
+        "skip",
+        description="Due times missed while no orchestrator ran: skip them, fire once for the latest, "
+        "or fire each (at most 100).",
+    )
+    enabled: bool = Field(True, description="False pauses the schedule (nothing fires until re-enabled).")
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleInput:
+        given = [field for field in ("cron", "every_s", "at") if getattr(self, field) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of cron, every_s or at (got {', '.join(given) or 'none'})")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("at needs a time zone offset, e.g. 2026-01-01T09:00:00Z")
+        return self
+
+
+class Firing(BaseModel):
+    """One firing of a schedule: recorded once per due time, with what it did."""
+
+    due_at: datetime
+    fired_at: datetime
+    outcome: Literal["spawned", "sent", "skipped", "failed"]
+    run_id: str | None = None
+    event_id: str | None = None
+    detail: str | None = None
+
+
+class Schedule(BaseModel):
+    """Recurring or delayed work, fired by the supervisor once per due time."""
+
+    name: str
+    cron: str | None = None
+    every_s: float | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+    action: ScheduleAction
+    overlap: Literal["skip", "allow", "cancel_previous"] = "skip"
+    catch_up: Literal["skip", "latest", "all"] = "skip"
+    enabled: bool = True
+    anchor_at: datetime = Field(description="every_s counts from here.")
+    next_due: datetime | None = Field(None, description="When it fires next (none: a one-shot that fired).")
+    last: Firing | None = Field(None, description="The latest firing.")
+    firings: int = Field(0, description="How many due times it has fired (skips included).")
+    missed: int = Field(0, description="Due times skipped by catch_up after downtime.")
+    created_at: datetime
+    updated_at: datetime
+    upcoming: list[datetime] = Field(default_factory=list, description="The next few due times.")
+
+
+class ListSchedulesInput(_Input):
+    enabled: bool | None = Field(None, description="Only enabled (true) or paused (false) schedules.")
+
+
+class UnscheduleInput(_Input):
+    name: str = Field(min_length=1, max_length=NAME_MAX, description="The schedule's name.")
+
+
 class SleepInput(_Input):
     run_id: RunId
     step: StepName
@@ -566,6 +666,20 @@ class SpawnSubagentResult(BaseModel):
     run: Run = Field(description="The child run: queued until the supervisor starts its process.")
     created: bool = Field(description="False when the key already existed: the same sub-agent comes back.")
     process: Agent = Field(description="How it is launched and, once started, its process.")
+
+
+class ScheduleResult(BaseModel):
+    schedule: Schedule
+    created: bool = Field(description="False when a schedule of this name existed and was updated.")
+    next_due: list[datetime] = Field(description="The next few due times (UTC).")
+
+
+class ListSchedulesResult(BaseModel):
+    schedules: list[Schedule] = Field(description="By name, each with its last firing and upcoming due times.")
+
+
+class UnscheduleResult(BaseModel):
+    schedule: Schedule = Field(description="The schedule as it was before removal.")
 
 
 class SleepResult(BaseModel):

@@ -82,35 +82,48 @@ class Subagents:
     async def spawn(self, args: SpawnSubagentInput) -> SpawnSubagentResult:
         """Queue a sub-agent as a child run, or return the one that already has ``args.key``."""
         engine = self.engine
-        profile_name = args.agent or self.config.default_agent
-        profile = self.config.profile(profile_name)
-        if not profile.command and not args.command:
-            raise InvalidInput(f"agent {profile_name!r} runs the argv given as command, e.g. command=['./agent.sh']")
-        if profile.command and args.command:
-            raise InvalidInput(
-                f"command is for agent='command' only; agent {profile_name!r} has its own command in its profile"
-            )
-        engine.check_payload("prompt", args.prompt)
+        self.profile_for(args)  # an unknown profile is named before anything else
         if args.key is not None and (existing := await self._by_key(args.key)) is not None:
             return existing
         parent = await engine.store.read(lambda tx: tx.get_run(args.parent_run_id)) if args.parent_run_id else None
+        run_args, agent = self.prepare(args, parent, new_id())
+        tree = worktree.create(agent.cwd, agent.run_id) if args.worktree else None
+        if tree is not None:
+            agent = agent.model_copy(update={"cwd": str(tree.path), "worktree": str(tree.path), "branch": tree.branch})
+        result = await engine.store.write(lambda tx: self.spawn_in(tx, run_args, agent))
+        if tree is not None and not result.created:
+            worktree.remove(tree)  # another spawn with the same key won the race
+        return result
+
+    def profile_for(self, args: SpawnSubagentInput) -> tuple[str, AgentProfile]:
+        """The profile ``args`` names (or the default), checked against ``args.command``."""
+        name = args.agent or self.config.default_agent
+        profile = self.config.profile(name)
+        if not profile.command and not args.command:
+            raise InvalidInput(f"agent {name!r} runs the argv given as command, e.g. command=['./agent.sh']")
+        if profile.command and args.command:
+            raise InvalidInput(
+                f"command is for agent='command' only; agent {name!r} has its own command in its profile"
+            )
+        return name, profile
+
+    def prepare(self, args: SpawnSubagentInput, parent: Run | None, run_id: str) -> tuple[StartRunInput, Agent]:
+        """Check a spawn's arguments and build its run and its process record (nothing is written)."""
+        profile_name, profile = self.profile_for(args)
+        self.engine.check_payload("prompt", args.prompt)
         if args.parent_run_id and parent is None:
             raise InvalidInput(f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id")
-        cwd = _directory(args.cwd or (parent.workspace if parent else None) or engine.workspace or ".")
-        run_id = new_id()
-        tree = worktree.create(cwd, run_id) if args.worktree else None
+        cwd = _directory(args.cwd or (parent.workspace if parent else None) or self.engine.workspace or ".")
         agent = Agent(
             run_id=run_id,
             profile=profile_name,
             prompt=args.prompt,
-            cwd=str(tree.path) if tree else cwd,
+            cwd=cwd,
             command=args.command or [],
             concurrency_key=args.concurrency_key,
             concurrency_limit=args.concurrency_limit,
             max_attempts=args.max_attempts or profile.max_attempts,
             timeout_s=args.timeout_s or profile.timeout_s,
-            worktree=str(tree.path) if tree else None,
-            branch=tree.branch if tree else None,
             state=AgentState.QUEUED,
         )
         run_args = StartRunInput(
@@ -122,12 +135,10 @@ class Subagents:
             workspace=cwd,
             retry=self._retry_policy(agent.max_attempts),
         )
-        result = await engine.store.write(lambda tx: self._spawn(tx, run_args, agent))
-        if tree is not None and not result.created:
-            worktree.remove(tree)  # another spawn with the same key won the race
-        return result
+        return run_args, agent
 
-    def _spawn(self, tx: Transaction, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
+    def spawn_in(self, tx: Transaction, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
+        """Write a prepared spawn: its run (queued), its process record and the journal."""
         started = self.engine.create_run(tx, args, agent.run_id, status=RunStatus.QUEUED)
         if not started.created:
             return self._existing(tx, started.run)

@@ -3,10 +3,11 @@
 Timers: every server fires due waits (a transaction that re-reads what is due, so two processes
 never fire one wait twice, and a wait whose time came while no server ran fires at the next start).
 
-Sub-agents: exactly one process at a time, the holder of the supervisor lease in the store, starts
-queued sub-agents within the limits, retries crashed ones after their backoff and reaps those whose
-runner died. The lease is renewed every third of its time to live; when its holder dies, another
-process takes it over once it expires. Sub-agents' own MCP servers never contend for it.
+Schedules and sub-agents: exactly one process at a time, the holder of the supervisor lease in
+the store, fires due schedules, starts queued sub-agents within the limits, retries crashed ones
+after their backoff and reaps those whose runner died. The lease is renewed every third of its
+time to live; when its holder dies, another process takes it over once it expires. Sub-agents'
+own MCP servers never contend for it.
 """
 
 from __future__ import annotations
@@ -73,12 +74,12 @@ class Supervisor:
                 while (left := renew_at - time.monotonic()) > 0:
                     try:
                         await self.tick()
-                        next_start = await self.agents.next_start()
+                        wake = [await self.agents.next_start(), await self.engine.schedules.next_due()]
                     except OrchestratorError as exc:
-                        log.warning("supervising sub-agents failed: %s", exc)
-                        next_start = None
-                    if next_start is not None:
-                        left = min(left, max((next_start - utcnow()).total_seconds(), 0.005))
+                        log.warning("supervising failed: %s", exc)
+                        wake = []
+                    for when in filter(None, wake):
+                        left = min(left, max((when - utcnow()).total_seconds(), 0.005))
                     await self.engine.store.wait_for_change(left)  # a spawn, an exit or a wake ends it early
         finally:
             with anyio.CancelScope(shield=True):
@@ -88,7 +89,10 @@ class Supervisor:
                     log.debug("releasing the supervisor lease failed: %s", exc)
 
     async def tick(self) -> None:
-        """Start what may start, and handle runners that died."""
+        """Fire due schedules, start what may start, and handle runners that died."""
+        # A due time later than twice the lease's life was missed while nobody held it (downtime),
+        # and follows its schedule's catch_up policy; a takeover's delay stays within it.
+        await self.engine.schedules.fire_due(grace_s=2 * self.agents.config.lease_ttl_s)
         for item in await self.agents.claim():
             try:
                 self._runners.append(launch(item, self.settings))

@@ -16,6 +16,9 @@ pytestmark = pytest.mark.anyio
 CONTRACT_TOOLS = {
     "start_run",
     "spawn_subagent",
+    "schedule",
+    "list_schedules",
+    "unschedule",
     "checkpoint",
     "finish_run",
     "cancel_run",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ..models import Agent, AgentState, Event, JournalEntry, Run, RunFilter, RunStatus, Step, Wait
+from ..models import Agent, AgentState, Event, Firing, JournalEntry, Run, RunFilter, RunStatus, Schedule, Step, Wait
 
 T = TypeVar("T")
 
@@ -142,6 +142,32 @@ class Transaction(Protocol):
 
     def delete_lease(self, name: str, holder: str) -> None:
         """Give the lease up, if ``holder`` holds it."""
+
+    # Schedules.
+
+    def get_schedule(self, name: str) -> Schedule | None: ...
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        """Insert or replace the schedule (its ``upcoming`` is computed, never stored)."""
+
+    def delete_schedule(self, name: str) -> None:
+        """Remove the schedule and its firings."""
+
+    def list_schedules(self, enabled: bool | None) -> list[Schedule]:
+        """By name."""
+
+    def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        """Enabled schedules whose next_due is at or before ``now``, earliest first."""
+
+    def next_schedule_due(self) -> datetime | None: ...
+
+    def has_firing(self, name: str, due_at: datetime) -> bool: ...
+
+    def insert_firing(self, name: str, firing: Firing) -> None:
+        """Record a firing; (name, due_at) is unique: a second one for the same due time fails."""
+
+    def list_firings(self, name: str, limit: int) -> list[Firing]:
+        """Newest due time first."""
 
 
 class Store(Protocol):

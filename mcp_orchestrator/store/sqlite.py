@@ -33,10 +33,12 @@ from ..models import (
     Agent,
     AgentState,
     Event,
+    Firing,
     JournalEntry,
     Run,
     RunFilter,
     RunStatus,
+    Schedule,
     Step,
     Wait,
 )
@@ -437,6 +439,65 @@ class SQLiteTransaction:
 
     def delete_lease(self, name: str, holder: str) -> None:
         self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    # Schedules.
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        row = self._conn.execute("SELECT doc FROM schedules WHERE name = ?", (name,)).fetchone()
+        return None if row is None else Schedule.model_validate_json(row[0])
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        self._conn.execute(
+            "INSERT INTO schedules (name, enabled, next_due, doc) VALUES (?, ?, ?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET enabled = excluded.enabled, next_due = excluded.next_due, doc = excluded.doc",
+            (
+                schedule.name,
+                int(schedule.enabled),
+                _ts(schedule.next_due),
+                schedule.model_dump_json(exclude={"upcoming"}),
+            ),
+        )
+
+    def delete_schedule(self, name: str) -> None:
+        self._conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
+        self._conn.execute("DELETE FROM schedule_firings WHERE name = ?", (name,))
+
+    def list_schedules(self, enabled: bool | None) -> list[Schedule]:
+        where, params = ("", ()) if enabled is None else ("WHERE enabled = ?", (int(enabled),))
+        rows = self._conn.execute(f"SELECT doc FROM schedules {where} ORDER BY name", params).fetchall()
+        return [Schedule.model_validate_json(row[0]) for row in rows]
+
+    def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        rows = self._conn.execute(
+            "SELECT doc FROM schedules INDEXED BY schedules_due "
+            "WHERE enabled = 1 AND next_due IS NOT NULL AND next_due <= ? ORDER BY next_due LIMIT ?",
+            (_ts(now), limit),
+        ).fetchall()
+        return [Schedule.model_validate_json(row[0]) for row in rows]
+
+    def next_schedule_due(self) -> datetime | None:
+        row = self._conn.execute(
+            "SELECT min(next_due) FROM schedules INDEXED BY schedules_due WHERE enabled = 1 AND next_due IS NOT NULL"
+        ).fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    def has_firing(self, name: str, due_at: datetime) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM schedule_firings WHERE name = ? AND due_at = ?", (name, _ts(due_at))
+        ).fetchone()
+        return row is not None
+
+    def insert_firing(self, name: str, firing: Firing) -> None:
+        self._conn.execute(
+            "INSERT INTO schedule_firings (name, due_at, doc) VALUES (?, ?, ?)",
+            (name, _ts(firing.due_at), firing.model_dump_json()),
+        )
+
+    def list_firings(self, name: str, limit: int) -> list[Firing]:
+        rows = self._conn.execute(
+            "SELECT doc FROM schedule_firings WHERE name = ? ORDER BY due_at DESC LIMIT ?", (name, limit)
+        ).fetchall()
+        return [Firing.model_validate_json(row[0]) for row in rows]
 
 
 class SQLiteStore:

@@ -151,6 +151,26 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID
         """,
     ],
+    # 4: schedules and their firings (one row per schedule and due time: fired exactly once).
+    [
+        """
+        CREATE TABLE schedules (
+            name     TEXT PRIMARY KEY,
+            enabled  INTEGER NOT NULL,
+            next_due TEXT,
+            doc      TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX schedules_due ON schedules (next_due) WHERE enabled = 1 AND next_due IS NOT NULL",
+        """
+        CREATE TABLE schedule_firings (
+            name   TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            doc    TEXT NOT NULL,
+            PRIMARY KEY (name, due_at)
+        ) WITHOUT ROWID
+        """,
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

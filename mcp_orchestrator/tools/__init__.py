@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import agents, events, fan_in, runs, steps  # noqa: F401  (importing registers the tools)
+from . import agents, events, fan_in, runs, schedules, steps  # noqa: F401  (importing registers the tools)
 from ._base import TOOLS, AppContext, add_tools
 
 __all__ = ["TOOLS", "AppContext", "add_tools"]

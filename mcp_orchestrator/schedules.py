@@ -1,0 +1,293 @@
+"""Schedules: recurring or delayed actions, fired by the supervisor exactly once per due time.
+
+Each firing is recorded by (schedule, due time) in the same transaction that makes its effect (the
+spawned run, the sent event), so a crash between the two is impossible and a second process
+firing the same due time finds the record and does nothing. Due times come from croniter (cron,
+in an IANA time zone), from an anchor and an interval (every_s), or from one instant (at).
+
+Daylight saving time: a cron time that does not exist on a spring-forward day fires at the first
+minute after the gap (croniter's rule); on a fall-back day, a time that occurs twice fires once,
+at its first occurrence, when the expression names its hours, and in both hours when it runs
+every hour (`*` in the hour field), since those are an hour apart in real time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from .errors import InvalidInput, OrchestratorError
+from .ids import new_id
+from .models import (
+    Firing,
+    ListSchedulesInput,
+    ListSchedulesResult,
+    Schedule,
+    ScheduleInput,
+    ScheduleResult,
+    SendEventAction,
+    SendEventInput,
+    SpawnAction,
+    SpawnSubagentInput,
+    UnscheduleInput,
+    UnscheduleResult,
+)
+from .store.base import Transaction
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+UPCOMING = 3  # due times shown ahead
+CATCH_UP_MAX = 100  # catch_up="all" fires at most this many missed due times
+PAST_AT_S = 60.0  # an `at` this far in the past still fires (clocks differ); further back is refused
+FIRE_BATCH = 200  # schedules fired per transaction
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"timezone {name!r} is not an IANA time zone; use a name like 'UTC', 'Europe/Paris' or 'America/New_York'"
+        ) from None
+
+
+def check_cron(expression: str) -> None:
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise InvalidInput(
+            f"cron {expression!r} is not a five-field cron expression (minute hour day-of-month month "
+            "day-of-week), e.g. '0 9 * * 1-5' for weekdays at 09:00"
+        )
+
+
+def due_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+    """The schedule's due times strictly after ``after``, in order, in UTC."""
+    if schedule.at is not None:
+        if schedule.at > after:
+            yield schedule.at.astimezone(UTC)
+        return
+    if schedule.every_s is not None:
+        step = timedelta(seconds=schedule.every_s)
+        count = max(math.floor((after - schedule.anchor_at) / step) + 1, 1)
+        while True:
+            yield schedule.anchor_at + count * step
+            count += 1
+    assert schedule.cron is not None
+    hourly = schedule.cron.split()[1] == "*"
+    times = croniter(schedule.cron, after.astimezone(zone(schedule.timezone)))
+    while True:
+        due: datetime = times.get_next(datetime)
+        if due.fold == 1 and not hourly:
+            continue  # the second occurrence of a wall-clock time on a fall-back day
+        yield due.astimezone(UTC)
+
+
+def upcoming(schedule: Schedule, after: datetime, count: int = UPCOMING) -> list[datetime]:
+    times = due_times(schedule, after)
+    return [due for due, _ in zip(times, range(count), strict=False)]
+
+
+class Schedules:
+    """Creating, listing and firing schedules (see the module docstring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def schedule(self, args: ScheduleInput) -> ScheduleResult:
+        """Create or update the schedule ``args.name``; its action is checked now, not when it fires."""
+        self._check(args)
+        return await self.engine.store.write(lambda tx: self._upsert(tx, args))
+
+    def _check(self, args: ScheduleInput) -> None:
+        zone(args.timezone)
+        if args.cron is not None:
+            check_cron(args.cron)
+        if args.at is not None and args.at < self.engine.now() - timedelta(seconds=PAST_AT_S):
+            raise InvalidInput(f"at {args.at.isoformat()} is in the past; give a future time")
+        if isinstance(args.action, SpawnAction):
+            spawn = _spawn_args(args.action).model_copy(update={"parent_run_id": None})  # checked when stored
+            self.engine.subagents.prepare(spawn, None, "check")
+        else:
+            self.engine.check_payload("data", args.action.data)
+
+    def _upsert(self, tx: Transaction, args: ScheduleInput) -> ScheduleResult:
+        parent_run_id = args.action.parent_run_id if isinstance(args.action, SpawnAction) else None
+        if parent_run_id is not None and tx.get_run(parent_run_id) is None:
+            raise InvalidInput(f"parent_run_id {parent_run_id!r} names no run; pass an existing run's id")
+        now = self.engine.now()
+        existing = tx.get_schedule(args.name)
+        timing = args.model_dump(include={"cron", "every_s", "at", "timezone"})
+        same_timing = existing is not None and existing.model_dump(include=set(timing)) == timing
+        schedule = Schedule(
+            **args.model_dump(exclude={"action"}),
+            action=args.action,
+            anchor_at=existing.anchor_at if existing is not None and same_timing else now,
+            created_at=existing.created_at if existing is not None else now,
+            updated_at=now,
+            last=existing.last if existing is not None else None,
+            firings=existing.firings if existing is not None else 0,
+            missed=existing.missed if existing is not None else 0,
+        )
+        keep_due = existing is not None and same_timing and existing.enabled and existing.next_due is not None
+        if keep_due and existing is not None:
+            schedule.next_due = existing.next_due
+        elif args.at is not None:
+            schedule.next_due = None if tx.has_firing(args.name, args.at) else args.at.astimezone(UTC)
+        else:
+            schedule.next_due = next(due_times(schedule, now))
+        tx.save_schedule(schedule)
+        ahead = self._ahead(schedule, now)
+        return ScheduleResult(
+            schedule=schedule.model_copy(update={"upcoming": ahead}), created=existing is None, next_due=ahead
+        )
+
+    def _ahead(self, schedule: Schedule, now: datetime) -> list[datetime]:
+        if schedule.next_due is None or not schedule.enabled:
+            return []
+        return [schedule.next_due, *upcoming(schedule, schedule.next_due, UPCOMING - 1)]
+
+    async def list(self, args: ListSchedulesInput) -> ListSchedulesResult:
+        schedules = await self.engine.store.read(lambda tx: tx.list_schedules(args.enabled))
+        now = self.engine.now()
+        return ListSchedulesResult(
+            schedules=[schedule.model_copy(update={"upcoming": self._ahead(schedule, now)}) for schedule in schedules]
+        )
+
+    async def unschedule(self, args: UnscheduleInput) -> UnscheduleResult:
+        def remove(tx: Transaction) -> UnscheduleResult:
+            schedule = self._get(tx, args.name)
+            tx.delete_schedule(args.name)
+            return UnscheduleResult(schedule=schedule)
+
+        return await self.engine.store.write(remove)
+
+    async def set_enabled(self, name: str, enabled: bool) -> Schedule:
+        """Pause or resume; a resumed schedule fires from the next due time on (nothing missed is made up)."""
+
+        def change(tx: Transaction) -> Schedule:
+            schedule = self._get(tx, name)
+            if schedule.enabled == enabled:
+                return schedule
+            now = self.engine.now()
+            update: dict[str, object] = {"enabled": enabled, "updated_at": now}
+            if enabled and schedule.next_due is not None and schedule.next_due <= now:
+                update["next_due"] = next(due_times(schedule, now), None)
+            changed = schedule.model_copy(update=update)
+            tx.save_schedule(changed)
+            return changed.model_copy(update={"upcoming": self._ahead(changed, now)})
+
+        return await self.engine.store.write(change)
+
+    async def history(self, name: str, limit: int = 20) -> list[Firing]:
+        return await self.engine.store.read(lambda tx: tx.list_firings(name, limit))
+
+    @staticmethod
+    def _get(tx: Transaction, name: str) -> Schedule:
+        schedule = tx.get_schedule(name)
+        if schedule is None:
+            known = ", ".join(s.name for s in tx.list_schedules(None)[:20]) or "none"
+            raise InvalidInput(f"no schedule named {name!r} (schedules: {known})", name=name)
+        return schedule
+
+    # Firing: the supervisor's duty.
+
+    async def next_due(self) -> datetime | None:
+        return await self.engine.store.read(lambda tx: tx.next_schedule_due())
+
+    async def fire_due(self, grace_s: float) -> int:
+        """Fire every due time that has come; returns how many firings were recorded.
+
+        A due time more than ``grace_s`` late counts as missed during downtime and follows the
+        schedule's catch_up policy; later ones fire (late) as they are.
+        """
+        fired = 0
+        while await self.engine.store.read(lambda tx: tx.due_schedules(self.engine.now(), 1)):
+            count = await self.engine.store.write(lambda tx: self._fire_batch(tx, grace_s))
+            fired += count
+            if count == 0:
+                break
+        return fired
+
+    def _fire_batch(self, tx: Transaction, grace_s: float) -> int:
+        now = self.engine.now()
+        fired = 0
+        for schedule in tx.due_schedules(now, FIRE_BATCH):
+            dues, missed = _to_fire(schedule, now, grace_s)
+            for due in dues:
+                if not tx.has_firing(schedule.name, due):
+                    schedule = self._fire(tx, schedule, due, now)
+                    fired += 1
+            following = next(due_times(schedule, max(now, dues[-1] if dues else now)), None)
+            tx.save_schedule(schedule.model_copy(update={"next_due": following, "missed": schedule.missed + missed}))
+        return fired
+
+    def _fire(self, tx: Transaction, schedule: Schedule, due: datetime, now: datetime) -> Schedule:
+        action = schedule.action
+        try:
+            if isinstance(action, SendEventAction):
+                firing = self._send(tx, schedule, action, due, now)
+            else:
+                firing = self._spawn(tx, schedule, action, due, now)
+        except OrchestratorError as exc:  # e.g. the cwd was removed since: recorded, the schedule goes on
+            firing = Firing(due_at=due, fired_at=now, outcome="failed", detail=f"{exc.code}: {exc.message}")
+        tx.insert_firing(schedule.name, firing)
+        return schedule.model_copy(update={"last": firing, "firings": schedule.firings + 1})
+
+    def _send(
+        self, tx: Transaction, schedule: Schedule, action: SendEventAction, due: datetime, now: datetime
+    ) -> Firing:
+        event_id = f"schedule:{schedule.name}:{_iso(due)}"
+        event = SendEventInput(name=action.name, data=action.data, id=event_id)
+        self.engine.send_event_in(tx, event, event_id, "schedule")
+        return Firing(due_at=due, fired_at=now, outcome="sent", event_id=event_id)
+
+    def _spawn(self, tx: Transaction, schedule: Schedule, action: SpawnAction, due: datetime, now: datetime) -> Firing:
+        previous = tx.get_run(schedule.last.run_id, payloads=False) if schedule.last and schedule.last.run_id else None
+        if previous is not None and not previous.status.terminal:
+            if schedule.overlap == "skip":
+                detail = f"the previous firing's run {previous.run_id} is still {previous.status}"
+                return Firing(due_at=due, fired_at=now, outcome="skipped", run_id=previous.run_id, detail=detail)
+            if schedule.overlap == "cancel_previous":
+                reason = f"schedule {schedule.name!r} fired again ({_iso(due)}) with overlap=cancel_previous"
+                self.engine.cancel_in(tx, previous, reason, now)
+        args = _spawn_args(action)
+        key = f"schedule:{schedule.name}:{_iso(due)}" if args.key is None else f"{args.key}:{_iso(due)}"
+        labels = {**args.labels, "schedule": schedule.name[:200]}
+        args = args.model_copy(update={"key": key, "labels": labels, "name": args.name or f"schedule:{schedule.name}"})
+        parent = tx.get_run(args.parent_run_id) if args.parent_run_id else None
+        run_args, agent = self.engine.subagents.prepare(args, parent, new_id())
+        spawned = self.engine.subagents.spawn_in(tx, run_args, agent)
+        tx.append_journal(spawned.run.run_id, "scheduled", now, detail={"schedule": schedule.name, "due_at": _iso(due)})
+        return Firing(due_at=due, fired_at=now, outcome="spawned", run_id=spawned.run.run_id)
+
+
+def _to_fire(schedule: Schedule, now: datetime, grace_s: float) -> tuple[list[datetime], int]:
+    """The due times to fire now, and how many missed ones catch_up skips."""
+    assert schedule.next_due is not None
+    dues = [schedule.next_due]
+    for due in due_times(schedule, schedule.next_due):
+        if due > now or len(dues) > 10_000:
+            break
+        dues.append(due)
+    late = [due for due in dues if (now - due).total_seconds() > grace_s]
+    on_time = dues[len(late) :]
+    if schedule.catch_up == "all":
+        kept = late[-CATCH_UP_MAX:]
+    elif schedule.catch_up == "latest":
+        kept = late[-1:]
+    else:
+        kept = []
+    return kept + on_time, len(late) - len(kept)
+
+
+def _spawn_args(action: SpawnAction) -> SpawnSubagentInput:
+    return SpawnSubagentInput.model_validate(action.model_dump(exclude={"type"}))
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
