@@ -40,11 +40,15 @@ from .models import (
     CancelRunInput,
     ListEventsInput,
     ListRunsInput,
+    ListSchedulesInput,
     Run,
+    Schedule,
+    ScheduleInput,
     SendEventInput,
     SpawnSubagentInput,
     StatusInput,
     StatusResult,
+    UnscheduleInput,
 )
 from .runtime import open_engine
 
@@ -220,6 +224,39 @@ def _parser() -> argparse.ArgumentParser:
         "Every 'serve' does this too; one process at a time holds the supervisor lease, the others stand by.",
     )
     supervise.set_defaults(handler=_supervise)
+
+    schedules = commands.add_parser(
+        "schedules",
+        parents=[common, output],
+        help="list schedules; add, pause, resume or remove one",
+        description="Without a subcommand, list schedules with their last firing and next due times. "
+        "The lease holder (any running server, or 'mcp-orchestrator supervise') fires them.",
+    )
+    schedules.set_defaults(handler=_schedules, schedule_command=None)
+    steer = schedules.add_subparsers(dest="schedule_command", metavar="SUBCOMMAND")
+    add = steer.add_parser(
+        "add",
+        parents=[common, output],
+        help="create or update a schedule",
+        description="Create or update (by name) a schedule. Exactly one of --cron, --every, --at.",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--cron", help="five-field cron, e.g. '0 9 * * 1-5'")
+    add.add_argument("--every", dest="every_s", type=float, help="every this many seconds")
+    add.add_argument("--at", help="once, at this ISO 8601 time with offset")
+    add.add_argument("--timezone", help="IANA time zone for --cron (default UTC)")
+    add.add_argument(
+        "--action",
+        required=True,
+        help='JSON: {"type": "send_event", "name": ..., "data": ...} or {"type": "spawn_subagent", "prompt": ...}',
+    )
+    add.add_argument("--overlap", choices=["skip", "allow", "cancel_previous"], help="for spawns (default skip)")
+    add.add_argument("--catch-up", choices=["skip", "latest", "all"], help="missed due times (default skip)")
+    add.add_argument("--paused", action="store_true", help="create it paused")
+    for verb, text in (("pause", "stop firing until resumed"), ("resume", "fire again from the next due time"),
+                       ("remove", "remove it and its firing history")):  # fmt: skip
+        one = steer.add_parser(verb, parents=[common, output], help=text, description=f"{verb.title()}: {text}.")
+        one.add_argument("name", metavar="NAME")
 
     agents = commands.add_parser(
         "agents",
@@ -508,6 +545,73 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _schedules(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.schedule_command
+    if command == "add":
+        try:
+            action = json.loads(args.action)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--action is not JSON ({exc.msg} at position {exc.pos}): {args.action!r}") from None
+        fields = {
+            "name": args.name,
+            "cron": args.cron,
+            "every_s": args.every_s,
+            "at": args.at,
+            "timezone": args.timezone,
+            "action": action,
+            "overlap": args.overlap,
+            "catch_up": args.catch_up,
+            "enabled": not args.paused,
+        }
+        query = _validated(ScheduleInput, {k: v for k, v in fields.items() if v is not None})
+        added = _with_engine(settings, lambda engine: engine.schedules.schedule(query))
+        if args.json:
+            return _print_json(added)
+        due = ", ".join(_when(when) for when in added.next_due) or "nothing (paused or done)"
+        print(f"{'created' if added.created else 'updated'} schedule {args.name}; next due: {due}")
+        return 0
+    if command in ("pause", "resume"):
+        changed = _with_engine(settings, lambda engine: engine.schedules.set_enabled(args.name, command == "resume"))
+        if args.json:
+            print(changed.model_dump_json(indent=2))
+            return 0
+        print(f"schedule {args.name} {'resumed' if changed.enabled else 'paused'}")
+        return 0
+    if command == "remove":
+        removed = _with_engine(settings, lambda engine: engine.schedules.unschedule(UnscheduleInput(name=args.name)))
+        if args.json:
+            return _print_json(removed)
+        print(f"removed schedule {args.name}")
+        return 0
+    listed = _with_engine(settings, lambda engine: engine.schedules.list(ListSchedulesInput()))
+    if args.json:
+        return _print_json(listed)
+    _print_table(
+        ["SCHEDULE", "WHEN", "ACTION", "STATE", "LAST FIRED", "OUTCOME", "NEXT DUE"],
+        [
+            [
+                s.name,
+                (s.cron and f"{s.cron} {s.timezone}")
+                or (f"every {s.every_s:g}s" if s.every_s else f"at {_when(s.at)}"),
+                s.action.type,
+                "enabled" if s.enabled else "paused",
+                _when(s.last.fired_at) if s.last else "",
+                f"{s.last.outcome} {s.last.run_id or s.last.event_id or ''}".strip() if s.last else "",
+                _when(s.upcoming[0]) if s.upcoming else "",
+            ]
+            for s in listed.schedules
+        ],
+        empty="no schedules",
+    )
+    return 0
+
+
+def _timing(schedule: Schedule) -> str:
+    if schedule.cron is not None:
+        return f"{schedule.cron} {schedule.timezone}"
+    return f"every {schedule.every_s:g}s" if schedule.every_s is not None else f"at {_when(schedule.at)}"
 
 
 def _agents(args: argparse.Namespace, settings: Settings) -> int:

@@ -39,7 +39,11 @@ async def schedule(engine: Engine, args: ScheduleInput) -> ScheduleResult:
 @engine_tool(ListSchedulesInput, ListSchedulesResult, title="List schedules", annotations=READS)
 async def list_schedules(engine: Engine, args: ListSchedulesInput) -> ListSchedulesResult:
     """List schedules by name, each with its last firing (time, outcome, run or event) and upcoming
-    due times. Use it before creating a schedule (names are unique) or to check what fired."""
+    due times. Use it before creating a schedule (names are unique) or to check what fired.
+
+    Example: list_schedules(enabled=true) -> {"schedules": [{"name": "triage", "cron": "0 9 * * 1-5",
+    "last": {"outcome": "spawned", "run_id": "01K..."}, "upcoming": ["2026-11-25T08:00:00Z", ...]}]}
+    """
     return await engine.schedules.list(args)
 
 
@@ -52,5 +56,8 @@ async def list_schedules(engine: Engine, args: ListSchedulesInput) -> ListSchedu
 async def unschedule(engine: Engine, args: UnscheduleInput) -> UnscheduleResult:
     """Remove a schedule and its firing history; runs it already spawned are not touched (cancel_run
     them if needed). To pause instead, schedule it again with enabled=false. Returns the schedule
-    as it was."""
+    as it was.
+
+    Example: unschedule(name="triage") -> {"schedule": {"name": "triage", ...}}
+    """
     return await engine.schedules.unschedule(args)
