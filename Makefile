@@ -26,10 +26,11 @@ lint: setup  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup  ## the benchmarks (checkpoints, events, sub-agents)
+bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules)
 	$(BIN)/python benchmarks/checkpoint.py
 	$(BIN)/python benchmarks/events.py
 	$(BIN)/python benchmarks/subagents.py
+	$(BIN)/python benchmarks/schedules.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -48,9 +48,9 @@ T = TypeVar("T")
 
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _MAX_BATCH = 128
-_POLL_S = 0.005  # how often a waiting process looks for other processes' commits
-_POLL_QUIET_S = 0.025  # how often, once nothing changed for _QUIET_AFTER_S
-_QUIET_AFTER_S = 0.5
+# How often a waiting process looks for other processes' commits, by how long nothing changed:
+# (quiet for at least this many seconds, look every this many seconds).
+_POLL_LADDER = ((5.0, 0.05), (0.5, 0.025), (0.0, 0.005))
 # Written out, not bound as parameters, so that a query can match the partial index runs_by_deadline.
 _LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
 _STOP: Any = object()  # queued by close(): the writer finishes what came before it
@@ -521,6 +521,7 @@ class SQLiteStore:
         self._watchers = 0
         self._shm: int | None = None  # the WAL index file, read to see commits (see _version)
         self._seen: bytes | int | None = None  # the version waiters last saw
+        self._local_commits = 0
         self._poller: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -622,17 +623,21 @@ class SQLiteStore:
         # It starts from the version the previous poller saw last, so a commit made while no poller
         # ran (between a waiter's check and its wait) wakes the waiter at once instead of being missed.
         changed_at = time.monotonic()
+        local = self._local_commits
         while self._reader is not None:
             current = await self._version()
             if current != self._seen:
-                self._seen, changed_at = current, time.monotonic()
+                self._seen = current
+                if self._local_commits == local:  # another process is busy: look often for a while
+                    changed_at = time.monotonic()
                 self._notify()
+            local = self._local_commits
             if self._watchers == 0:
                 return
             # Each wake-up of the loop costs CPU even with nothing to read: after a quiet spell,
             # look less often (a first change after it is seen a few milliseconds later).
-            quiet = time.monotonic() - changed_at > _QUIET_AFTER_S
-            await asyncio.sleep(_POLL_QUIET_S if quiet else _POLL_S)
+            quiet_for = time.monotonic() - changed_at
+            await asyncio.sleep(next(pause for after, pause in _POLL_LADDER if quiet_for >= after))
 
     # Everything below runs on a connection's own thread, except the write loop.
 
@@ -747,6 +752,7 @@ class SQLiteStore:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        self._local_commits += 1
         self._notify()
 
 
