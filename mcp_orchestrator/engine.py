@@ -599,6 +599,7 @@ class Engine:
         until it reports done or ``block_s`` passes; returns its last value."""
         started = reported = time.monotonic()
         while True:
+            since = self.store.generation
             done, value, due_in = await check()
             elapsed = time.monotonic() - started
             if done or elapsed >= block_s:
@@ -607,7 +608,7 @@ class Engine:
                 reported = time.monotonic()
                 await progress(elapsed, block_s, message)
             timeout = min(block_s - elapsed, PROGRESS_EVERY_S, due_in if due_in is not None else PROGRESS_EVERY_S)
-            await self.store.wait_for_change(max(timeout, 0.0))
+            await self.store.wait_for_change(max(timeout, 0.0), since=since)
 
     # Reading.
 

@@ -72,6 +72,7 @@ class Supervisor:
                     continue
                 renew_at = time.monotonic() + renew_s
                 while (left := renew_at - time.monotonic()) > 0:
+                    since = self.engine.store.generation
                     try:
                         await self.tick()
                         wake = [await self.agents.next_start(), await self.engine.schedules.next_due()]
@@ -80,7 +81,7 @@ class Supervisor:
                         wake = []
                     for when in filter(None, wake):
                         left = min(left, max((when - utcnow()).total_seconds(), 0.005))
-                    await self.engine.store.wait_for_change(left)  # a spawn, an exit or a wake ends it early
+                    await self.engine.store.wait_for_change(left, since)  # a spawn, an exit or a wake: early
         finally:
             with anyio.CancelScope(shield=True):
                 try:

@@ -190,5 +190,11 @@ class Store(Protocol):
     async def read(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` on a consistent snapshot; it must not write."""
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return after the next commit by any process sharing the store, or after ``timeout`` seconds."""
+    @property
+    def generation(self) -> int:
+        """Grows with every commit this process has seen. Read it before checking the store, and pass
+        it to ``wait_for_change`` as ``since``: a commit made during the check is then not missed."""
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
+        """Return after the next commit by any process sharing the store, or after ``timeout`` seconds;
+        at once if ``generation`` has moved past ``since``."""

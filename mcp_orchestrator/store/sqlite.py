@@ -522,6 +522,7 @@ class SQLiteStore:
         self._shm: int | None = None  # the WAL index file, read to see commits (see _version)
         self._seen: bytes | int | None = None  # the version waiters last saw
         self._local_commits = 0
+        self._generation = 0  # counts the commits seen (ours, and others' the poller noticed)
         self._poller: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -588,12 +589,19 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise _translate(exc, self.location) from exc
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return after a commit to the store by anyone (this process or another), or after ``timeout``.
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
+        """Return after a commit to the store by anyone (this process or another), or after ``timeout``;
+        at once if a commit was seen since ``generation`` was ``since``.
 
         Commits in this process wake waiters at once; another process's commits are seen by polling
         the WAL index's change counter every few milliseconds, and only while somebody waits.
         """
+        if since is not None and since != self._generation:
+            return
         changed = self._changed
         self._watchers += 1
         if self._poller is None or self._poller.done():
@@ -606,6 +614,7 @@ class SQLiteStore:
             self._watchers -= 1
 
     def _notify(self) -> None:
+        self._generation += 1
         self._changed.set()
         self._changed = asyncio.Event()
 

@@ -70,8 +70,10 @@ async def finish_run(engine: Engine, args: FinishRunInput) -> FinishRunResult:
 async def cancel_run(engine: Engine, args: CancelRunInput) -> CancelRunResult:
     """Cancel a run and every live run under it (children, their children ...).
 
-    Use it to stop work that is no longer wanted. Runs that already ended are left as they are.
-    Returns the `run` and `cancelled_run_ids` (empty when nothing was live).
+    Use it to stop work that is no longer wanted. Sub-agents among them have their processes
+    stopped (SIGTERM, then SIGKILL) within a few seconds, from whichever process runs them. Runs
+    that already ended are left as they are. Returns the `run` and `cancelled_run_ids` (empty when
+    nothing was live).
 
     Example: cancel_run(run_id="01J...", reason="superseded") -> {"run": {"status": "cancelled", ...},
     "cancelled_run_ids": ["01J...", "01K..."]}
@@ -86,7 +88,9 @@ async def cancel_run(engine: Engine, args: CancelRunInput) -> CancelRunResult:
     annotations=READS,
 )
 async def status(engine: Engine, args: StatusInput) -> StatusResult:
-    """Show one run: its status, every step with its outcome, its children and recent journal.
+    """Show one run: its status, every step with its outcome, its children and recent journal; for a
+    sub-agent also its `process` (state, attempt, pid, heartbeat, exit code, worktree) and the last
+    lines of its stdout and stderr (`log_tail`).
 
     Use it to resume work after a crash or in a new session (which steps are completed, which one
     was started and never finished), or to check on a run someone else started.
