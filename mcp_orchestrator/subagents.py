@@ -199,37 +199,45 @@ class Subagents:
 
     async def claim(self) -> list[Launch]:
         """Claim the sub-agents to start now, within the limits, as ``starting``."""
-        now = self.engine.now()
-        if not await self.engine.store.read(lambda tx: tx.startable_agents(now, 1) or tx.retired_agents()):
+        # Decided on a read first: a write would wake every waiter, the supervisor included.
+        if not await self.engine.store.read(lambda tx: self._pick(tx, self.engine.now()) or tx.retired_agents()):
             return []
         return await self.engine.store.write(self._claim)
 
-    def _claim(self, tx: Transaction) -> list[Launch]:
-        now = self.engine.now()
-        for agent in tx.retired_agents():  # their run ended before (or while) they had no process
-            tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
+    def _pick(self, tx: Transaction, now: datetime) -> list[tuple[Agent, AgentProfile | None]]:
+        """The startable sub-agents that the limits let start now (with their profile: None if it is gone)."""
         active = tx.agents_in(sorted(ACTIVE_AGENT_STATES))
         free = self.config.max_concurrent - len(active)
         by_profile = Counter(agent.profile for agent in active)
         by_key = Counter(agent.concurrency_key for agent in active if agent.concurrency_key)
-        launches: list[Launch] = []
+        picked: list[tuple[Agent, AgentProfile | None]] = []
         for agent in tx.startable_agents(now, 1000) if free > 0 else []:
-            if len(launches) >= free:
+            if len(picked) >= free:
                 break
             profile = self.config.profiles.get(agent.profile)
-            if profile is None:
-                error = {"type": "config", "message": f"agent profile {agent.profile!r} is no longer configured"}
-                self.engine.end_runs(tx, [agent.run_id], RunStatus.FAILED, now, "run_failed", error, error=error)
-                tx.save_agent(agent.model_copy(update={"state": AgentState.DONE}))
-                continue
             key = agent.concurrency_key
-            if profile.max_concurrent is not None and by_profile[agent.profile] >= profile.max_concurrent:
+            profile_limit = profile.max_concurrent if profile is not None else None
+            if profile_limit is not None and by_profile[agent.profile] >= profile_limit:
                 continue
             if key and by_key[key] >= (agent.concurrency_limit or self.config.key_limit(key)):
                 continue
             by_profile[agent.profile] += 1
             if key:
                 by_key[key] += 1
+            picked.append((agent, profile))
+        return picked
+
+    def _claim(self, tx: Transaction) -> list[Launch]:
+        now = self.engine.now()
+        for agent in tx.retired_agents():  # their run ended before (or while) they had no process
+            tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
+        launches: list[Launch] = []
+        for agent, profile in self._pick(tx, now):
+            if profile is None:
+                error = {"type": "config", "message": f"agent profile {agent.profile!r} is no longer configured"}
+                self.engine.end_runs(tx, [agent.run_id], RunStatus.FAILED, now, "run_failed", error, error=error)
+                tx.save_agent(agent.model_copy(update={"state": AgentState.DONE}))
+                continue
             use_session = bool(agent.resume and profile.resume and agent.session_id)
             prompt = self._prompt(tx, agent, use_session)
             claimed = agent.model_copy(

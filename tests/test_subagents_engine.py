@@ -76,7 +76,9 @@ async def test_claims_respect_the_global_profile_and_key_limits(engine: Engine) 
     ids = [launch.agent.run_id for launch in claimed]
     assert ids == [*keyed[:2], others[0]]  # oldest first; the key's limit of 2 skips the third keyed one
     assert all(launch.agent.state == AgentState.STARTING and launch.agent.attempt == 1 for launch in claimed)
+    generation = engine.store.generation
     assert await engine.subagents.claim() == []  # three are starting: the global limit of 3 is reached
+    assert engine.store.generation == generation  # and nothing was written (a write would wake the supervisor)
     assert claimed[0].prompt.startswith("You are a background sub-agent") and claimed[0].prompt.endswith("task")
 
 
