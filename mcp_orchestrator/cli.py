@@ -41,6 +41,7 @@ from .models import (
     ListEventsInput,
     ListRunsInput,
     ListSchedulesInput,
+    RetryRunInput,
     Run,
     Schedule,
     ScheduleInput,
@@ -178,6 +179,17 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id", metavar="RUN")
     cancel.add_argument("--reason", help="why, recorded in the journal")
     cancel.set_defaults(handler=_cancel)
+
+    retry = commands.add_parser(
+        "retry",
+        parents=[common, output],
+        help="make a failed or cancelled run live again",
+        description="Retry a failed or cancelled run from its last completed step: completed steps stay, steps "
+        "that failed for good get new attempts, unanswered waits start over; a sub-agent is started again.",
+    )
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument("--reason", help="why, recorded in the journal")
+    retry.set_defaults(handler=_retry)
 
     spawn = commands.add_parser(
         "spawn",
@@ -444,6 +456,16 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cancelled {len(result.cancelled_run_ids)} run(s): {', '.join(result.cancelled_run_ids)}")
     else:
         print(f"nothing to cancel: run {result.run.run_id} is {result.run.status} and has no live descendants")
+    return 0
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    query = _validated(RetryRunInput, {"run_id": args.run_id, "reason": args.reason})
+    result = _with_engine(settings, lambda engine: engine.retry_run(query))
+    if args.json:
+        return _print_json(result)
+    reset = f"; steps starting over: {', '.join(result.reset_steps)}" if result.reset_steps else ""
+    print(f"run {result.run.run_id} is {result.run.status} again{reset}")
     return 0
 
 

@@ -22,6 +22,7 @@ from .ids import new_id
 from .logs import read_log_tails
 from .models import (
     LABEL_KEY_PATTERN,
+    AgentState,
     CancelRunInput,
     CancelRunResult,
     CheckpointInput,
@@ -34,6 +35,8 @@ from .models import (
     ListRunsInput,
     ListRunsResult,
     RetryPolicy,
+    RetryRunInput,
+    RetryRunResult,
     Run,
     RunFilter,
     RunStatus,
@@ -179,6 +182,34 @@ class Engine:
             inherited = {"reason": reason, "cancelled_with": run.run_id}
             self.end_runs(tx, descendants, RunStatus.CANCELLED, now, "run_cancelled", inherited, error=inherited)
         return own + descendants
+
+    async def retry_run(self, args: RetryRunInput) -> RetryRunResult:
+        """A failed or cancelled run becomes live again, from its last completed step."""
+        return await self.store.write(lambda tx: self._retry_run(tx, args))
+
+    def _retry_run(self, tx: Transaction, args: RetryRunInput) -> RetryRunResult:
+        run = get_run(tx, args.run_id, payloads=False)
+        if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            advice = "start a new run for new work" if run.status.terminal else "it is still live; nothing to retry"
+            raise RunTerminal(run.run_id, run.status, f"only a failed or cancelled run can be retried: {advice}")
+        now = self._clock()
+        reset = []
+        for step in tx.list_steps(run.run_id):
+            if step.status == StepStatus.FAILED:  # a new set of attempts
+                tx.save_step(run.run_id, step.model_copy(update={"status": StepStatus.RETRYING, "retry_at": None}))
+                reset.append(step.step)
+            elif step.status == StepStatus.WAITING:  # its wait ended with the run: it starts over
+                tx.delete_step(run.run_id, step.step)
+                reset.append(step.step)
+        agent = tx.get_agent(run.run_id)
+        deadline = None if run.deadline_at is None else now + (run.deadline_at - run.created_at)
+        tx.restart_run(run.run_id, RunStatus.QUEUED if agent else RunStatus.RUNNING, deadline)
+        if agent is not None:  # its process starts again, resumed, with a new set of attempts
+            update = {"state": AgentState.QUEUED, "failures": 0, "resume": True, "start_after": None}
+            tx.save_agent(agent.model_copy(update=update))
+        detail = {"from": run.status.value, "reason": args.reason or "retried", "reset_steps": reset}
+        tx.append_journal(run.run_id, "run_retried", now, detail=detail)
+        return RetryRunResult(run=get_run(tx, run.run_id), reset_steps=reset)
 
     # Steps.
 

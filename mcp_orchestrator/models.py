@@ -301,6 +301,11 @@ class CancelRunInput(_Input):
     reason: str | None = Field(None, max_length=2000, description="Why, recorded in the journal.")
 
 
+class RetryRunInput(_Input):
+    run_id: RunId
+    reason: str | None = Field(None, max_length=2000, description="Why, recorded in the journal.")
+
+
 class StatusInput(_Input):
     run_id: RunId
     journal_limit: int = Field(50, ge=0, le=1000, description="How many of the latest journal entries to include.")
@@ -619,6 +624,13 @@ class FinishRunResult(BaseModel):
 class CancelRunResult(BaseModel):
     run: Run
     cancelled_run_ids: list[str] = Field(description="The runs this call cancelled: the run and live descendants.")
+
+
+class RetryRunResult(BaseModel):
+    run: Run = Field(description="The run, live again: running, or queued for a sub-agent's process.")
+    reset_steps: list[str] = Field(
+        description="Steps that start over: failed ones get a new set of attempts, unanswered waits are cleared."
+    )
 
 
 class StatusResult(BaseModel):

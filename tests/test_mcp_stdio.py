@@ -16,6 +16,7 @@ pytestmark = pytest.mark.anyio
 CONTRACT_TOOLS = {
     "start_run",
     "spawn_subagent",
+    "retry_run",
     "schedule",
     "list_schedules",
     "unschedule",

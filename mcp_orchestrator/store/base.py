@@ -52,7 +52,12 @@ class Transaction(Protocol):
         ``updated_at`` is never written: it is the time of the run's latest journal entry.
         """
 
+    def restart_run(self, run_id: str, status: RunStatus, deadline_at: datetime | None) -> None:
+        """Make an ended run live again: status, no output, error or ended_at, a new deadline."""
+
     def get_step(self, run_id: str, step: str) -> Step | None: ...
+
+    def delete_step(self, run_id: str, step: str) -> None: ...
 
     def list_steps(self, run_id: str) -> list[Step]:
         """In the order they were first recorded."""

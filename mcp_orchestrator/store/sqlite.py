@@ -225,6 +225,16 @@ class SQLiteTransaction:
             [(*values, run_id) for run_id in run_ids],
         )
 
+    def restart_run(self, run_id: str, status: RunStatus, deadline_at: datetime | None) -> None:
+        self._conn.execute(
+            "UPDATE runs SET status = ?, output = NULL, error = NULL, ended_at = NULL, deadline_at = ? "
+            "WHERE run_id = ?",
+            (status.value, _ts(deadline_at), run_id),
+        )
+
+    def delete_step(self, run_id: str, step: str) -> None:
+        self._conn.execute("DELETE FROM steps WHERE run_id = ? AND step = ?", (run_id, step))
+
     def get_step(self, run_id: str, step: str) -> Step | None:
         row = self._conn.execute(f"{_SELECT_STEP} WHERE run_id = ? AND step = ?", (run_id, step)).fetchone()
         return None if row is None else Step.model_validate_json(row[0])

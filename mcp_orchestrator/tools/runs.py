@@ -12,6 +12,8 @@ from ..models import (
     FinishRunResult,
     ListRunsInput,
     ListRunsResult,
+    RetryRunInput,
+    RetryRunResult,
     StartRunInput,
     StartRunResult,
     StatusInput,
@@ -79,6 +81,26 @@ async def cancel_run(engine: Engine, args: CancelRunInput) -> CancelRunResult:
     "cancelled_run_ids": ["01J...", "01K..."]}
     """
     return await engine.cancel_run(args)
+
+
+@engine_tool(
+    RetryRunInput,
+    RetryRunResult,
+    title="Retry a failed or cancelled run",
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+)
+async def retry_run(engine: Engine, args: RetryRunInput) -> RetryRunResult:
+    """Make a failed or cancelled run live again, from its last completed step.
+
+    Use it when the cause of a failure is fixed (or a cancel was a mistake). Completed steps stay
+    completed (memoized); steps that failed for good get a new set of attempts; waits that ended
+    with the run start over when asked again. A sub-agent's process is started again (resumed).
+    Its children stay as they are. Returns the `run` and the `reset_steps`.
+
+    Example: retry_run(run_id="01J...", reason="API key rotated") -> {"run": {"status": "running",
+    ...}, "reset_steps": ["deploy"]}
+    """
+    return await engine.retry_run(args)
 
 
 @engine_tool(
