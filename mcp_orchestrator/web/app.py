@@ -15,6 +15,7 @@ from .. import __version__
 from ..config import Settings
 from ..engine import Engine
 from ..server import build_server, lend
+from .api import api_routes
 from .auth import BearerAuth
 from .events import events_endpoint
 
@@ -37,6 +38,7 @@ def build_app(settings: Settings, engine: Engine, token: str, host: str = "127.0
         routes=[
             Route("/healthz", health, methods=["GET"]),
             Route("/events", events_endpoint(engine, settings), methods=["POST"]),
+            *api_routes(engine),
             Mount("/", app=mcp_app),  # last: it matches every path
         ],
         middleware=[Middleware(BearerAuth, token=token)],

@@ -1,0 +1,111 @@
+"""The JSON API under ``/api``: what the MCP tools and the CLI show and do, for scripts and pages.
+
+Reads take query parameters validated by the same input models as the tools (repeat a parameter
+for a list: ``?status=running&status=waiting``); actions are POSTs with an optional JSON body.
+Every answer is the tool's result as JSON; an error is ``{"error": code, "message"}`` with a
+status that says whose fault it is (400 bad input, 404 unknown, 409 the run's state forbids it,
+503 the store is busy).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..engine import Engine
+from ..errors import InvalidInput, OrchestratorError, invalid_input_from
+from ..models import (
+    CancelRunInput,
+    ListEventsInput,
+    ListRunsInput,
+    ListSchedulesInput,
+    RetryRunInput,
+    StatusInput,
+)
+
+_STATUS = {"invalid_input": 400, "run_not_found": 404, "run_terminal": 409, "key_conflict": 409, "store_busy": 503}
+_LISTS = {"status", "label"}  # query parameters that may repeat
+
+Handler = Callable[[Request], Awaitable[BaseModel]]
+
+
+def api_routes(engine: Engine) -> list[Route]:
+    async def runs(request: Request) -> BaseModel:
+        return await engine.list_runs(_query(ListRunsInput, request, renames={"parent": "parent_run_id"}))
+
+    async def run(request: Request) -> BaseModel:
+        return await engine.status(_query(StatusInput, request, renames={"journal": "journal_limit"}))
+
+    async def cancel(request: Request) -> BaseModel:
+        return await engine.cancel_run(await _body(CancelRunInput, request))
+
+    async def retry(request: Request) -> BaseModel:
+        return await engine.retry_run(await _body(RetryRunInput, request))
+
+    async def events(request: Request) -> BaseModel:
+        return await engine.list_events(_query(ListEventsInput, request))
+
+    async def schedules(request: Request) -> BaseModel:
+        return await engine.schedules.list(_query(ListSchedulesInput, request))
+
+    async def pause(request: Request) -> BaseModel:
+        return await engine.schedules.set_enabled(request.path_params["name"], False)
+
+    async def resume(request: Request) -> BaseModel:
+        return await engine.schedules.set_enabled(request.path_params["name"], True)
+
+    return [
+        Route("/api/runs", _json(runs), methods=["GET"]),
+        Route("/api/runs/{run_id}", _json(run), methods=["GET"]),
+        Route("/api/runs/{run_id}/cancel", _json(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/retry", _json(retry), methods=["POST"]),
+        Route("/api/events", _json(events), methods=["GET"]),
+        Route("/api/schedules", _json(schedules), methods=["GET"]),
+        Route("/api/schedules/{name}/pause", _json(pause), methods=["POST"]),
+        Route("/api/schedules/{name}/resume", _json(resume), methods=["POST"]),
+    ]
+
+
+def _json(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            result = await handler(request)
+        except OrchestratorError as exc:
+            return JSONResponse({"error": exc.code, "message": exc.message}, status_code=_STATUS.get(exc.code, 500))
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    return endpoint
+
+
+def _query(model: type[BaseModel], request: Request, renames: dict[str, str] | None = None) -> Any:
+    """The model from the path and the query string (``renames`` maps a parameter to its field)."""
+    fields: dict[str, Any] = dict(request.path_params)
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        fields[(renames or {}).get(key, key)] = values if key in _LISTS and len(values) > 1 else values[-1]
+    return _validated(model, fields)
+
+
+async def _body(model: type[BaseModel], request: Request) -> Any:
+    """The model from the path and an optional JSON object body."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput('the body must be a JSON object, e.g. {"reason": "superseded"}')
+    return _validated(model, {**body, **request.path_params})
+
+
+def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise invalid_input_from(exc, "parameter") from exc
