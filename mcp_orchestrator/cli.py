@@ -365,7 +365,12 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     query = _validated(StatusInput, {"run_id": args.run_id, "journal_limit": args.journal})
-    result: StatusResult = _with_engine(settings, lambda engine: engine.status(query))
+
+    async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]]]:
+        result = await engine.status(query)
+        return result, [] if args.json else await _descendants(engine, result.children)
+
+    result, tree = _with_engine(settings, status_and_tree)
     if args.json:
         return _print_json(result)
     _print_run(result.run)
@@ -395,9 +400,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                 for w in result.waits
             ],
         )
-    if result.children:
+    if tree:
         print()
-        _print_table(["CHILD", "NAME", "STATUS"], [[c.run_id, c.name, c.status] for c in result.children])
+        _print_table(
+            ["CHILDREN", "NAME", "STATUS", "ENDED"],
+            [
+                ["  " * depth + ("└ " if depth else "") + c.run_id, c.name, c.status, _when(c.ended_at)]
+                for depth, c in tree
+            ],
+        )
     if result.journal:
         print()
         _print_table(
@@ -405,6 +416,21 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             [[j.seq, _when(j.at), j.kind, j.step or "", _brief(j.detail or "")] for j in result.journal],
         )
     return 0
+
+
+TREE_DEPTH = 5
+TREE_WIDTH = 50
+
+
+async def _descendants(engine: Engine, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
+    """The tree under a run, depth first, as (depth, run); at most TREE_DEPTH levels and TREE_WIDTH a level."""
+    tree: list[tuple[int, Run]] = []
+    for child in children[:TREE_WIDTH]:
+        tree.append((depth, child))
+        if depth + 1 < TREE_DEPTH:
+            grandchildren = await engine.list_runs(ListRunsInput(parent_run_id=child.run_id, limit=TREE_WIDTH))
+            tree += await _descendants(engine, sorted(grandchildren.runs, key=lambda run: run.run_id), depth + 1)
+    return tree
 
 
 def _send_event(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,7 +14,7 @@ from . import __version__
 from .config import Settings
 from .engine import Engine
 from .errors import OrchestratorError, RunNotFound
-from .models import StatusInput
+from .models import ListRunsInput, RunStatus, StatusInput
 from .runtime import open_engine
 from .supervisor import Supervisor, run_timers
 from .tools import AppContext, add_tools
@@ -93,5 +93,25 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         except OrchestratorError as exc:
             raise ResourceError(f"{exc.code}: {exc.message}") from exc
         return result.model_dump_json()
+
+    @mcp.resource(
+        "runs://{status}",
+        name="recent-runs",
+        title="Recent runs",
+        description="The 20 newest runs of a status (runs://running, runs://waiting, ...) or of any (runs://all), "
+        "as list_runs returns them.",
+        mime_type="application/json",
+    )
+    async def recent_runs(status: str, ctx: Context) -> str:
+        engine = ctx.request_context.lifespan_context.engine
+        try:
+            query = ListRunsInput(status=None if status == "all" else RunStatus(status), limit=20)
+        except ValueError:
+            known = ", ".join(["all", *RunStatus])
+            raise ResourceNotFoundError(f"runs://{status}: the status is one of {known}") from None
+        try:
+            return (await engine.list_runs(query)).model_dump_json()
+        except OrchestratorError as exc:
+            raise ResourceError(f"{exc.code}: {exc.message}") from exc
 
     return mcp

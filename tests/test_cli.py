@@ -95,3 +95,12 @@ def test_help_explains_every_command(tmp_path: Path) -> None:
         "token": "Authorization: Bearer",
     }.items():
         assert words in cli(tmp_path / "x.db", command, "--help").stdout
+
+
+async def test_status_shows_the_tree_of_descendants(engine: Engine, db_path: Path) -> None:
+    root, child = await make_runs(engine)
+    grandchild = (await engine.start_run(StartRunInput(name="grandchild", parent_run_id=child))).run.run_id
+    lines = cli(db_path, "status", root).stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("CHILDREN")))
+    assert lines[header + 1].startswith(f"{child}  ") and "child" in lines[header + 1]
+    assert lines[header + 2].startswith(f"  └ {grandchild}") and "grandchild" in lines[header + 2]

@@ -57,7 +57,7 @@ async def test_tools_are_described_for_a_model(db_path: Path, mode: str) -> None
         instructions = client.instructions or ""
         assert all(name in instructions for name in ("start_run", "checkpoint", "begin=true", "finish_run"))
         templates = (await client.list_resource_templates()).resource_templates
-        assert [t.uri_template for t in templates] == ["run://{run_id}"]
+        assert [t.uri_template for t in templates] == ["run://{run_id}", "runs://{status}"]
 
 
 async def test_a_run_survives_its_session_and_resumes(db_path: Path, tmp_path: Path) -> None:
@@ -94,6 +94,9 @@ async def test_a_run_survives_its_session_and_resumes(db_path: Path, tmp_path: P
             "step_completed",
             "run_completed",
         ]
+        recent = await second_session.read_resource("runs://all")
+        assert json.loads(recent.contents[0].text)["runs"][0]["run_id"] == run_id
+        assert json.loads((await second_session.read_resource("runs://running")).contents[0].text)["runs"] == []
         resource = await second_session.read_resource(f"run://{run_id}")
         assert json.loads(resource.contents[0].text)["run"]["status"] == "completed"
 
