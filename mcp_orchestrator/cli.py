@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,18 @@ def _parser() -> argparse.ArgumentParser:
                        ("remove", "remove it and its firing history")):  # fmt: skip
         one = steer.add_parser(verb, parents=[common, output], help=text, description=f"{verb.title()}: {text}.")
         one.add_argument("name", metavar="NAME")
+
+    gc = commands.add_parser(
+        "gc",
+        parents=[common, output],
+        help="remove runs, events and firings that ended long ago",
+        description="Remove completed, failed and cancelled runs that ended more than --older-than days ago "
+        "(with their steps, journal and waits; not while a descendant is live), events older than that and "
+        "than every live run, and old schedule firings. The supervisor does this hourly with the config's "
+        "[retention] days (default 30).",
+    )
+    gc.add_argument("--older-than", type=float, metavar="DAYS", help="age in days (default: the config's)")
+    gc.set_defaults(handler=_gc)
 
     agents = commands.add_parser(
         "agents",
@@ -660,6 +672,22 @@ def _timing(schedule: Schedule) -> str:
     if schedule.cron is not None:
         return f"{schedule.cron} {schedule.timezone}"
     return f"every {schedule.every_s:g}s" if schedule.every_s is not None else f"at {_when(schedule.at)}"
+
+
+def _gc(args: argparse.Namespace, settings: Settings) -> int:
+    from .retention import collect
+
+    days = settings.agents.retention_days if args.older_than is None else args.older_than
+    if days < 0:
+        raise InvalidInput(f"--older-than {days:g}: give an age of 0 days or more")
+    removed = _with_engine(settings, lambda engine: collect(engine, timedelta(days=days)))
+    if args.json:
+        return _print_json(removed)
+    print(
+        f"removed {removed.runs} run(s), {removed.events} event(s) and {removed.firings} schedule firing(s) "
+        f"older than {_when(removed.before)}"
+    )
+    return 0
 
 
 def _agents(args: argparse.Namespace, settings: Settings) -> int:

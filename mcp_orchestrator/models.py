@@ -633,6 +633,13 @@ class RetryRunResult(BaseModel):
     )
 
 
+class CollectResult(BaseModel):
+    before: datetime = Field(description="Ended runs, events and firings older than this were removed.")
+    runs: int = Field(description="Runs removed, with their steps, journal, waits and process records.")
+    events: int
+    firings: int = Field(description="Schedule firings removed.")
+
+
 class StatusResult(BaseModel):
     run: Run
     steps: list[Step]

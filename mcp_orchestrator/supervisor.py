@@ -5,9 +5,9 @@ never fire one wait twice, and a wait whose time came while no server ran fires 
 
 Schedules and sub-agents: exactly one process at a time, the holder of the supervisor lease in
 the store, fires due schedules, starts queued sub-agents within the limits, retries crashed ones
-after their backoff and reaps those whose runner died. The lease is renewed every third of its
-time to live; when its holder dies, another process takes it over once it expires. Sub-agents'
-own MCP servers never contend for it.
+after their backoff, reaps those whose runner died, and applies retention hourly. The lease is
+renewed every third of its time to live; when its holder dies, another process takes it over once
+it expires. Sub-agents' own MCP servers never contend for it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import time
+from datetime import timedelta
 
 import anyio
 
@@ -26,10 +27,12 @@ from .engine import Engine
 from .errors import OrchestratorError
 from .ids import new_id
 from .models import utcnow
+from .retention import collect
 
 log = logging.getLogger(__name__)
 
 TIMER_TICK_S = 1.0  # the longest a newly registered, nearer wake time can go unnoticed
+COLLECT_EVERY_S = 3600.0  # retention runs this often in the lease holder
 
 
 async def run_timers(engine: Engine) -> None:
@@ -56,6 +59,7 @@ class Supervisor:
         self.agents = engine.subagents
         self.holder = f"{HOST}:{os.getpid()}:{new_id()[-8:]}"
         self._runners: list[subprocess.Popen[bytes]] = []
+        self._next_collection = time.monotonic() + 60  # the first, a minute after taking the lease
 
     async def run(self) -> None:
         renew_s = self.agents.config.lease_ttl_s / 3
@@ -90,7 +94,14 @@ class Supervisor:
                     log.debug("releasing the supervisor lease failed: %s", exc)
 
     async def tick(self) -> None:
-        """Fire due schedules, start what may start, and handle runners that died."""
+        """Fire due schedules, start what may start, handle runners that died, and now and then
+        remove what ended long ago."""
+        days = self.agents.config.retention_days
+        if days > 0 and time.monotonic() >= self._next_collection:
+            self._next_collection = time.monotonic() + COLLECT_EVERY_S
+            removed = await collect(self.engine, timedelta(days=days))
+            if removed.runs or removed.events or removed.firings:
+                log.info("retention removed %s", removed.model_dump_json())
         # A due time later than twice the lease's life was missed while nobody held it (downtime),
         # and follows its schedule's catch_up policy; a takeover's delay stays within it.
         await self.engine.schedules.fire_due(grace_s=2 * self.agents.config.lease_ttl_s)

@@ -117,7 +117,7 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
 
 
 class AgentsConfig(BaseModel):
-    """Profiles and limits for sub-agents, from the built-ins and the config file."""
+    """What the config file sets: agent profiles, limits, supervisor timings and retention."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -131,6 +131,9 @@ class AgentsConfig(BaseModel):
     heartbeat_timeout_s: float = Field(15.0, ge=1, le=3600, description="Silence after which a runner is dead.")
     kill_grace_s: float = Field(5.0, ge=0, le=600, description="Between SIGTERM and SIGKILL of an agent's group.")
     retry_backoff_s: float = Field(1.0, ge=0, le=3600, description="Wait before the first retry; doubles each time.")
+    retention_days: float = Field(
+        30.0, ge=0, le=36_500, description="Ended runs and old events are removed after this many days; 0 keeps all."
+    )
     profiles: dict[str, AgentProfile] = Field(default_factory=lambda: dict(BUILTIN_PROFILES))
 
     @field_validator("concurrency_keys")
@@ -176,13 +179,16 @@ def load_agents_config(path: Path | None) -> AgentsConfig:
     values: dict[str, Any] = dict(document)
     limits = values.pop("limits", {})
     supervisor = values.pop("supervisor", {})
+    retention = dict(values.pop("retention", {}))
+    if "days" in retention:
+        retention["retention_days"] = retention.pop("days")
     profiles: dict[str, Any] = {name: profile.model_dump() for name, profile in BUILTIN_PROFILES.items()}
     for name, table in (values.pop("profiles", None) or {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [profiles.{name}] must be a table")
         profiles[name] = {**profiles[name], **table} if name in profiles else table
     try:
-        return AgentsConfig.model_validate({**values, **limits, **supervisor, "profiles": profiles})
+        return AgentsConfig.model_validate({**values, **limits, **supervisor, **retention, "profiles": profiles})
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors(include_url=False)]
         raise ConfigError(f"bad config file {path}: {'; '.join(problems)}") from exc

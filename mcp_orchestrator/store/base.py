@@ -148,6 +148,24 @@ class Transaction(Protocol):
     def delete_lease(self, name: str, holder: str) -> None:
         """Give the lease up, if ``holder`` holds it."""
 
+    # Retention.
+
+    def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Completed, failed or cancelled runs that ended before ``cutoff``, oldest first, except the
+        one holding the newest journal entry (so journal numbers never go back)."""
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Remove the runs with everything that is theirs: steps, journal, waits, labels, process record."""
+
+    def oldest_live_run_created(self) -> datetime | None: ...
+
+    def delete_events_before(self, cutoff: datetime) -> int:
+        """Remove events received before ``cutoff``, except the newest event of all (so event numbers
+        never go back: a run's events_after stays meaningful). Returns how many."""
+
+    def delete_firings_before(self, cutoff: datetime) -> int:
+        """Remove schedule firings due before ``cutoff``; returns how many."""
+
     # Schedules.
 
     def get_schedule(self, name: str) -> Schedule | None: ...

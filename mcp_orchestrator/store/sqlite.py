@@ -450,6 +450,32 @@ class SQLiteTransaction:
     def delete_lease(self, name: str, holder: str) -> None:
         self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
+    # Retention.
+
+    def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
+        rows = self._conn.execute(
+            f"SELECT run_id FROM runs WHERE status NOT IN {_LIVE} AND ended_at < ? "
+            "AND run_id IS NOT (SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1) ORDER BY ended_at LIMIT ?",
+            (_ts(cutoff), limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(run_id,) for run_id in run_ids])
+
+    def oldest_live_run_created(self) -> datetime | None:
+        row = self._conn.execute(f"SELECT min(created_at) FROM runs WHERE status IN {_LIVE}").fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    def delete_events_before(self, cutoff: datetime) -> int:
+        cursor = self._conn.execute(
+            "DELETE FROM events WHERE received_at < ? AND seq < (SELECT max(seq) FROM events)", (_ts(cutoff),)
+        )
+        return cursor.rowcount
+
+    def delete_firings_before(self, cutoff: datetime) -> int:
+        return self._conn.execute("DELETE FROM schedule_firings WHERE due_at < ?", (_ts(cutoff),)).rowcount
+
     # Schedules.
 
     def get_schedule(self, name: str) -> Schedule | None:

@@ -171,6 +171,12 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID
         """,
     ],
+    # 5: what retention deletes by age.
+    [
+        "CREATE INDEX runs_by_ended ON runs (ended_at) WHERE ended_at IS NOT NULL",
+        "CREATE INDEX events_by_received ON events (received_at)",
+        "CREATE INDEX firings_by_due ON schedule_firings (due_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

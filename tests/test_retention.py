@@ -1,0 +1,100 @@
+"""Retention: old ended runs, events and firings go; live work and what it may still need stays."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mcp_orchestrator.engine import Engine
+from mcp_orchestrator.errors import RunNotFound
+from mcp_orchestrator.models import (
+    CheckpointInput,
+    FinishRunInput,
+    ListEventsInput,
+    SendEventInput,
+    StartRunInput,
+    StatusInput,
+)
+from mcp_orchestrator.retention import collect
+
+from .conftest import cli
+from .test_subagents_engine import Clock
+
+pytestmark = pytest.mark.anyio
+
+
+async def finished(engine: Engine, name: str, parent: str | None = None) -> str:
+    run_id = (await engine.start_run(StartRunInput(name=name, parent_run_id=parent))).run.run_id
+    await engine.checkpoint(CheckpointInput(run_id=run_id, step="work", output={"name": name}))
+    await engine.finish_run(FinishRunInput(run_id=run_id, output="done"))
+    return run_id
+
+
+async def exists(engine: Engine, run_id: str) -> bool:
+    try:
+        await engine.status(StatusInput(run_id=run_id))
+    except RunNotFound:
+        return False
+    return True
+
+
+async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) -> None:
+    clock = Clock()
+    engine._clock = clock
+    old = await finished(engine, "old")
+    parent_of_live = await finished(engine, "parent-of-live")
+    live_child = (await engine.start_run(StartRunInput(name="live", parent_run_id=parent_of_live))).run.run_id
+    await engine.send_event(SendEventInput(name="old.event", id="e-old"))
+    clock.advance(40 * 86400)
+    recent = await finished(engine, "recent")
+    await engine.send_event(SendEventInput(name="new.event", id="e-new"))
+
+    removed = await collect(engine, timedelta(days=30))
+    assert removed.runs == 1 and removed.before == clock() - timedelta(days=30)
+    assert not await exists(engine, old)
+    assert await exists(engine, parent_of_live) and await exists(engine, live_child)  # a live descendant keeps it
+    assert await exists(engine, recent)
+    # The live run started before e-old arrived: e-old stays, it may still be waited for.
+    events = {e.event_id for e in (await engine.list_events(ListEventsInput())).events}
+    assert events == {"e-old", "e-new"} and removed.events == 0
+
+    await engine.finish_run(FinishRunInput(run_id=live_child, output="done"))
+    clock.advance(40 * 86400)
+    removed = await collect(engine, timedelta(days=30))
+    assert removed.events == 1  # e-old; the newest event always stays, so event numbers never go back
+    assert {e.event_id for e in (await engine.list_events(ListEventsInput())).events} == {"e-new"}
+    assert not await exists(engine, parent_of_live) and not await exists(engine, recent)
+    assert await exists(engine, live_child)  # it holds the newest journal entry: journal numbers never go back
+
+
+async def test_the_file_stops_growing_under_a_soak(engine: Engine, db_path: Path) -> None:
+    sizes = []
+    output = {"blob": "x" * 4000}
+    for _ in range(12):
+        for i in range(150):
+            run_id = (await engine.start_run(StartRunInput(name=f"soak-{i}"))).run.run_id
+            await engine.checkpoint(CheckpointInput(run_id=run_id, step="a", output=output))
+            await engine.checkpoint(CheckpointInput(run_id=run_id, step="b", output=output))
+            await engine.finish_run(FinishRunInput(run_id=run_id, output="ok"))
+            await engine.send_event(SendEventInput(name="soak", data=output))
+        removed = await collect(engine, timedelta(0))
+        assert removed.runs >= 149
+        with sqlite3.connect(db_path) as conn:  # fold the WAL into the file to measure the file itself
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sizes.append(db_path.stat().st_size)
+    print("file sizes by round:", sizes)
+    assert sizes[-1] <= sizes[3] * 1.1, sizes  # freed pages are reused: no growth after the first rounds
+    assert sizes[-1] < 12 * 150 * 8000, sizes  # far less than what was written
+
+
+async def test_gc_from_the_cli(engine: Engine, db_path: Path) -> None:
+    await finished(engine, "a")
+    keep = await finished(engine, "b")
+    printed = cli(db_path, "gc", "--older-than", "0")
+    assert printed.stdout.startswith("removed 1 run(s), 0 event(s) and 0 schedule firing(s)")
+    assert await exists(engine, keep)
+    refused = cli(db_path, "gc", "--older-than", "-1", check=False)
+    assert refused.returncode == 1 and "0 days or more" in refused.stderr
