@@ -85,7 +85,6 @@ async def test_the_file_stops_growing_under_a_soak(engine: Engine, db_path: Path
         with sqlite3.connect(db_path) as conn:  # fold the WAL into the file to measure the file itself
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         sizes.append(db_path.stat().st_size)
-    print("file sizes by round:", sizes)
     assert sizes[-1] <= sizes[3] * 1.1, sizes  # freed pages are reused: no growth after the first rounds
     assert sizes[-1] < 12 * 150 * 8000, sizes  # far less than what was written
 
