@@ -20,14 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from measure import percentile
+
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import SendEventInput, StartRunInput, WaitForEventInput
 from mcp_orchestrator.store.sqlite import SQLiteStore
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def summary(label: str, seconds: list[float]) -> str:

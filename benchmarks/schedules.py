@@ -24,19 +24,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from measure import cpu_seconds, percentile
+
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListSchedulesInput, ScheduleInput, SendEventAction, utcnow
 from mcp_orchestrator.store.sqlite import SQLiteStore
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def timer_lateness(n: int) -> list[float]:
