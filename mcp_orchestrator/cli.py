@@ -380,7 +380,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]]]:
         result = await engine.status(query)
-        return result, [] if args.json else await _descendants(engine, result.children)
+        return result, [] if args.json else await engine.descendants(result.children)
 
     result, tree = _with_engine(settings, status_and_tree)
     if args.json:
@@ -428,21 +428,6 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             [[j.seq, _when(j.at), j.kind, j.step or "", _brief(j.detail or "")] for j in result.journal],
         )
     return 0
-
-
-TREE_DEPTH = 5
-TREE_WIDTH = 50
-
-
-async def _descendants(engine: Engine, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
-    """The tree under a run, depth first, as (depth, run); at most TREE_DEPTH levels and TREE_WIDTH a level."""
-    tree: list[tuple[int, Run]] = []
-    for child in children[:TREE_WIDTH]:
-        tree.append((depth, child))
-        if depth + 1 < TREE_DEPTH:
-            grandchildren = await engine.list_runs(ListRunsInput(parent_run_id=child.run_id, limit=TREE_WIDTH))
-            tree += await _descendants(engine, sorted(grandchildren.runs, key=lambda run: run.run_id), depth + 1)
-    return tree
 
 
 def _send_event(args: argparse.Namespace, settings: Settings) -> int:

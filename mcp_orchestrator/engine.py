@@ -65,6 +65,7 @@ PROGRESS_EVERY_S = 3.0  # a blocked wait reports progress this often
 WAIT_TOOLS = {"event": "wait_for_event", "sleep": "sleep", "runs": "wait_for_runs"}  # by wait kind
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+TREE_DEPTH, TREE_WIDTH = 5, 50  # how much of a run's tree descendants() shows
 
 
 class Engine:
@@ -668,6 +669,17 @@ class Engine:
         if result.process is not None and result.process.log_dir is not None and args.log_lines:
             result.log_tail = read_log_tails(Path(result.process.log_dir), args.log_lines)
         return result
+
+    async def descendants(self, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
+        """The tree under a run (given its children), depth first, as (depth, run): at most
+        TREE_DEPTH levels and TREE_WIDTH runs a level, for people to read."""
+        tree: list[tuple[int, Run]] = []
+        for child in children[:TREE_WIDTH]:
+            tree.append((depth, child))
+            if depth + 1 < TREE_DEPTH:
+                below = await self.list_runs(ListRunsInput(parent_run_id=child.run_id, limit=TREE_WIDTH))
+                tree += await self.descendants(sorted(below.runs, key=lambda run: run.run_id), depth + 1)
+        return tree
 
     async def list_runs(self, args: ListRunsInput) -> ListRunsResult:
         """Runs newest first, filtered, one page at a time."""

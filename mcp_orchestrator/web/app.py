@@ -17,6 +17,7 @@ from ..engine import Engine
 from ..server import build_server, lend
 from .api import api_routes
 from .auth import BearerAuth
+from .dashboard import dashboard_routes
 from .events import events_endpoint
 
 
@@ -39,6 +40,7 @@ def build_app(settings: Settings, engine: Engine, token: str, host: str = "127.0
             Route("/healthz", health, methods=["GET"]),
             Route("/events", events_endpoint(engine, settings), methods=["POST"]),
             *api_routes(engine),
+            *dashboard_routes(engine, token),
             Mount("/", app=mcp_app),  # last: it matches every path
         ],
         middleware=[Middleware(BearerAuth, token=token)],

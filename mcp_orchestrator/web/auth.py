@@ -1,8 +1,10 @@
 """Who may call the HTTP server: the holder of its bearer token, or a webhook signed with its secret.
 
 The token is created on first use with owner-only permissions and shown by
-``mcp-orchestrator token``. Every route but ``/healthz`` needs it, except a ``POST /events`` that
-carries an HMAC signature: that route verifies the signature over the raw body itself.
+``mcp-orchestrator token``. Every route but ``/healthz`` (and the dashboard's sign-in page and
+script) needs it, as a bearer header or as the cookie ``/login`` sets, except a ``POST /events``
+that carries an HMAC signature: that route verifies the signature over the raw body itself. A
+browser without either is sent to ``/login``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hmac
 import json
 import os
 import secrets
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,7 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ConfigError
 
 SIGNATURE_HEADERS = (b"x-hub-signature-256", b"x-signature-256")
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/login", "/static/dashboard.js"})
+COOKIE = "mcp_orchestrator_token"  # set by /login for the dashboard: http-only, same-site strict
 
 
 def load_or_create_token(path: Path) -> str:
@@ -59,6 +63,7 @@ class BearerAuth:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
+        self.token = token.encode()
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,8 +72,13 @@ class BearerAuth:
             return
         headers = dict(scope["headers"])
         signed_webhook = scope["path"] == "/events" and any(name in headers for name in SIGNATURE_HEADERS)
-        if signed_webhook or hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+        bearer = hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
+        if signed_webhook or bearer or hmac.compare_digest(_cookie(headers, COOKIE), self.token):
             await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET" and b"text/html" in headers.get(b"accept", b""):  # a browser: sign in first
+            await send({"type": "http.response.start", "status": 303, "headers": [(b"location", b"/login")]})
+            await send({"type": "http.response.body", "body": b""})
             return
         reason = "missing" if b"authorization" not in headers else "wrong"
         body = json.dumps(
@@ -89,3 +99,13 @@ class BearerAuth:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _cookie(headers: dict[bytes, bytes], name: str) -> bytes:
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
+    except CookieError:
+        return b""
+    morsel = cookies.get(name)
+    return morsel.value.encode() if morsel is not None else b""
