@@ -5,9 +5,9 @@ never fire one wait twice, and a wait whose time came while no server ran fires 
 
 Schedules and sub-agents: exactly one process at a time, the holder of the supervisor lease in
 the store, fires due schedules, starts queued sub-agents within the limits, retries crashed ones
-after their backoff, reaps those whose runner died, and applies retention hourly. The lease is
-renewed every third of its time to live; when its holder dies, another process takes it over once
-it expires. Sub-agents' own MCP servers never contend for it.
+after their backoff, reaps those whose runner died, exports traces when configured, and applies
+retention hourly. The lease is renewed every third of its time to live; when its holder dies,
+another process takes it over once it expires. Sub-agents' own MCP servers never contend for it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .errors import OrchestratorError
 from .ids import new_id
 from .models import utcnow
 from .retention import collect
+from .tracing import export_spans, exporter_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Supervisor:
         self.holder = f"{HOST}:{os.getpid()}:{new_id()[-8:]}"
         self._runners: list[subprocess.Popen[bytes]] = []
         self._next_collection = time.monotonic() + 60  # the first, a minute after taking the lease
+        self._exporter = exporter_from_environment()
 
     async def run(self) -> None:
         renew_s = self.agents.config.lease_ttl_s / 3
@@ -96,6 +98,11 @@ class Supervisor:
     async def tick(self) -> None:
         """Fire due schedules, start what may start, handle runners that died, and now and then
         remove what ended long ago."""
+        if self._exporter is not None:
+            try:
+                await export_spans(self.engine, self._exporter)
+            except Exception as exc:  # a collector that is down never stops the supervisor
+                log.warning("exporting traces failed: %s", exc)
         days = self.agents.config.retention_days
         if days > 0 and time.monotonic() >= self._next_collection:
             self._next_collection = time.monotonic() + COLLECT_EVERY_S

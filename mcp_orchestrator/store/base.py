@@ -148,6 +148,14 @@ class Transaction(Protocol):
     def delete_lease(self, name: str, holder: str) -> None:
         """Give the lease up, if ``holder`` holds it."""
 
+    def journal_after(self, seq: int, kinds: Sequence[str], limit: int) -> list[JournalEntry]:
+        """Entries of these kinds after ``seq`` (across all runs), oldest first."""
+
+    def get_cursor(self, name: str) -> int:
+        """How far the journal reader ``name`` has come (0 at first)."""
+
+    def set_cursor(self, name: str, seq: int) -> None: ...
+
     # Retention.
 
     def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:

@@ -450,6 +450,23 @@ class SQLiteTransaction:
     def delete_lease(self, name: str, holder: str) -> None:
         self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
+    def journal_after(self, seq: int, kinds: Sequence[str], limit: int) -> list[JournalEntry]:
+        rows = self._conn.execute(
+            f"{_SELECT_JOURNAL} WHERE seq > ? AND kind IN ({', '.join('?' * len(kinds))}) ORDER BY seq LIMIT ?",
+            (seq, *kinds, limit),
+        ).fetchall()
+        return [JournalEntry.model_validate_json(row[0]) for row in rows]
+
+    def get_cursor(self, name: str) -> int:
+        row = self._conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_cursor(self, name: str, seq: int) -> None:
+        self._conn.execute(
+            "INSERT INTO cursors (name, seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            (name, seq),
+        )
+
     # Retention.
 
     def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:

@@ -177,6 +177,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX events_by_received ON events (received_at)",
         "CREATE INDEX firings_by_due ON schedule_firings (due_at)",
     ],
+    # 6: how far readers of the journal (the trace exporter) have come.
+    ["CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
