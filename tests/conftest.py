@@ -110,9 +110,19 @@ def http_server(db_path: Path) -> Iterator[Callable[..., str]]:
     """Start ``mcp-orchestrator serve --http 127.0.0.1:0``; returns its base URL."""
     processes: list[subprocess.Popen[str]] = []
 
-    def start(**env: str) -> str:
+    def start(*options: str, **env: str) -> str:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_orchestrator", "serve", "--http", "127.0.0.1:0", "--db", str(db_path)],
+            [
+                sys.executable,
+                "-m",
+                "mcp_orchestrator",
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--db",
+                str(db_path),
+                *options,
+            ],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -21,8 +21,9 @@ from .dashboard import dashboard_routes
 from .events import events_endpoint
 
 
-def build_app(settings: Settings, engine: Engine, token: str, host: str = "127.0.0.1") -> Starlette:
-    """Every route and MCP session shares ``engine``, which the caller has opened."""
+def build_app(settings: Settings, engine: Engine, token: str | None, host: str = "127.0.0.1") -> Starlette:
+    """Every route and MCP session shares ``engine``, which the caller has opened. Without a
+    ``token`` nothing is authenticated (``serve --no-token``, loopback only)."""
     mcp = build_server(settings, engine_scope=lend(engine))
     # DNS-rebinding protection follows ``host``: on a loopback host only local Host headers pass.
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
@@ -43,7 +44,7 @@ def build_app(settings: Settings, engine: Engine, token: str, host: str = "127.0
             *dashboard_routes(engine, token),
             Mount("/", app=mcp_app),  # last: it matches every path
         ],
-        middleware=[Middleware(BearerAuth, token=token)],
+        middleware=[] if token is None else [Middleware(BearerAuth, token=token)],
         lifespan=lifespan,
     )
     app.state.engine = engine

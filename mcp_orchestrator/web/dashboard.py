@@ -31,7 +31,7 @@ from .auth import COOKIE
 STREAM_KEEPALIVE_S = 15.0
 
 
-def dashboard_routes(engine: Engine, token: str) -> list[Route]:
+def dashboard_routes(engine: Engine, token: str | None) -> list[Route]:
     async def runs_page(request: Request) -> Response:
         query = {key: value for key, value in request.query_params.items() if value}
         filters = {
@@ -108,6 +108,8 @@ def dashboard_routes(engine: Engine, token: str) -> list[Route]:
         return _page("Schedules", _table(headers, rows, "No schedules."))
 
     async def login_page(request: Request) -> Response:
+        if token is None:  # served without a token: nothing to sign in to
+            return RedirectResponse("/", status_code=303)
         if request.method == "POST":
             form = parse_qs((await request.body()).decode(errors="replace"))  # the form is urlencoded
             given = (form.get("token") or [""])[0].strip()

