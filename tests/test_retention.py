@@ -97,3 +97,19 @@ async def test_gc_from_the_cli(engine: Engine, db_path: Path) -> None:
     assert await exists(engine, keep)
     refused = cli(db_path, "gc", "--older-than", "-1", check=False)
     assert refused.returncode == 1 and "0 days or more" in refused.stderr
+
+
+async def test_a_large_step_output_is_stored_once(engine: Engine, db_path: Path) -> None:
+    run_id = (await engine.start_run(StartRunInput(name="big"))).run.run_id
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = db_path.stat().st_size
+    blob = "0123456789abcdef" * 32768  # 512 KiB
+    await engine.checkpoint(CheckpointInput(run_id=run_id, step="big", output={"blob": blob}))
+    await engine.finish_run(FinishRunInput(run_id=run_id, output="done"))
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        journal = conn.execute("SELECT coalesce(sum(length(detail)), 0) FROM journal").fetchone()[0]
+    grown = db_path.stat().st_size - before
+    assert len(blob) <= grown < 1.2 * len(blob), grown  # once in the step's row, not in the journal too
+    assert journal < 1000
