@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import time
 from datetime import timedelta
@@ -109,6 +110,7 @@ class Supervisor:
             removed = await collect(self.engine, timedelta(days=days))
             if removed.runs or removed.events or removed.firings:
                 log.info("retention removed %s", removed.model_dump_json())
+            await self.remove_orphan_logs(timedelta(days=days))
         # A due time later than twice the lease's life was missed while nobody held it (downtime),
         # and follows its schedule's catch_up policy; a takeover's delay stays within it.
         await self.engine.schedules.fire_due(grace_s=2 * self.agents.config.lease_ttl_s)
@@ -124,6 +126,21 @@ class Supervisor:
             if agent.host == HOST and agent.pgid is not None and group_alive(agent.pgid):
                 await asyncio.to_thread(kill_group, agent.pgid, self.agents.config.kill_grace_s)
         self._collect_runners()
+
+    async def remove_orphan_logs(self, older_than: timedelta) -> list[str]:
+        """Remove the log directories (``runs/<run_id>/``) of runs the store no longer has, once they
+        are older than ``older_than``; returns the run ids."""
+        cutoff = time.time() - older_than.total_seconds()
+        try:
+            candidates = [d for d in self.settings.runs_dir.iterdir() if d.is_dir() and d.stat().st_mtime < cutoff]
+        except FileNotFoundError:
+            return []
+        names = [d.name for d in candidates]
+        kept = await self.engine.store.read(lambda tx: {n for n in names if tx.get_run(n, payloads=False)})
+        removed = [d for d in candidates if d.name not in kept]
+        for directory in removed:
+            await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+        return [d.name for d in removed]
 
     def _collect_runners(self) -> None:
         """Reap runners that exited, so that no zombie lingers (and none counts as alive)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,3 +115,20 @@ async def test_a_large_step_output_is_stored_once(engine: Engine, db_path: Path)
     grown = db_path.stat().st_size - before
     assert len(blob) <= grown < 1.2 * len(blob), grown  # once in the step's row, not in the journal too
     assert journal < 1000
+
+
+async def test_log_directories_of_removed_runs_go_too(engine: Engine, db_path: Path) -> None:
+    from mcp_orchestrator.config import Settings
+    from mcp_orchestrator.supervisor import Supervisor
+
+    settings = Settings.load(db=str(db_path))  # runs_dir is in the test's private state directory
+    kept = await finished(engine, "kept")
+    for run_id in (kept, "01GONEGONEGONEGONEGONEGONE", "01FRESHFRESHFRESHFRESHFRES"):
+        (settings.runs_dir / run_id).mkdir(parents=True)
+        (settings.runs_dir / run_id / "stdout.log").write_text("output\n")
+    old = time.time() - 3 * 86400
+    for run_id in (kept, "01GONEGONEGONEGONEGONEGONE"):
+        os.utime(settings.runs_dir / run_id, (old, old))
+    removed = await Supervisor(engine, settings).remove_orphan_logs(timedelta(days=1))
+    assert removed == ["01GONEGONEGONEGONEGONEGONE"]  # its run is gone and it is old; a fresh one may be launching
+    assert sorted(p.name for p in settings.runs_dir.iterdir()) == sorted([kept, "01FRESHFRESHFRESHFRESHFRES"])
