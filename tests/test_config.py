@@ -22,7 +22,7 @@ def test_state_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path) 
 
 
 def test_workspace_is_the_client_project_directory() -> None:
-    assert Settings.load({"CLAUDE_PROJECT_DIR": "/work/project"}).workspace == "/work/project"
+    assert Settings.load({"CLAUDE_PROJECT_DIR": "/srv/project"}).workspace == "/srv/project"
 
 
 def test_limits_and_durability_are_configurable() -> None:
