@@ -699,7 +699,7 @@ def _agents(args: argparse.Namespace, settings: Settings) -> int:
         ["PROFILE", "COMMAND", "RESUME", "TIMEOUT", "ATTEMPTS", "LIMIT"],
         [
             [
-                name,
+                name if profile.enabled else f"{name} (disabled)",
                 " ".join([*profile.command, *profile.extra_args]) or "(command given at spawn)",
                 "yes" if profile.resume else "",
                 f"{profile.timeout_s:g}s" if profile.timeout_s else "",

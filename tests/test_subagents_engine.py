@@ -228,6 +228,11 @@ def test_profiles_render_and_the_config_file_changes_them(tmp_path: Path) -> Non
     assert config.profile("mine").max_concurrent == 2
     assert load_agents_config(tmp_path / "absent.toml") == AgentsConfig()
 
+    config_file.write_text("[profiles.command]\nenabled = false\n")
+    locked = load_agents_config(config_file)
+    with pytest.raises(InvalidInput, match="agent profile 'command' is disabled in the config file; use one of claude"):
+        locked.profile("command")
+
     for text, problem in [
         ("[profiles.x]\ncommand = ['a', '{promt}']\n", "unknown placeholder(s) {promt}"),
         ("[limits]\nmax_concurrent = 0\n", "max_concurrent"),

@@ -59,6 +59,7 @@ class AgentProfile(BaseModel):
     max_attempts: int = Field(3, ge=1, le=100, description="Default attempts before the run fails.")
     max_concurrent: int | None = Field(None, ge=1, le=1000, description="At most this many of this profile at once.")
     description: str = ""
+    enabled: bool = Field(True, description="False refuses spawns of this profile (e.g. the built-in 'command').")
 
     @field_validator("command", "resume", "extra_args")
     @classmethod
@@ -151,14 +152,19 @@ class AgentsConfig(BaseModel):
         return self
 
     def profile(self, name: str) -> AgentProfile:
-        try:
-            return self.profiles[name]
-        except KeyError:
+        known = sorted(n for n, p in self.profiles.items() if p.enabled)
+        profile = self.profiles.get(name)
+        if profile is None:
             raise InvalidInput(
-                f"unknown agent profile {name!r}; known: {', '.join(sorted(self.profiles))} "
+                f"unknown agent profile {name!r}; known: {', '.join(known)} "
                 "(add profiles in the config file's [profiles.NAME] tables)",
                 agent=name,
-            ) from None
+            )
+        if not profile.enabled:
+            raise InvalidInput(
+                f"agent profile {name!r} is disabled in the config file; use one of {', '.join(known)}", agent=name
+            )
+        return profile
 
     def key_limit(self, key: str) -> int:
         return self.concurrency_keys.get(key, 1)
