@@ -19,6 +19,7 @@ import time
 from typing import IO, Any
 
 OUTPUT_MAX = 64 * 1024  # the final output kept from stdout, in characters
+TAIL_READ = 4 * 1024 * 1024  # at most this much of the end of stdout is read for it
 
 
 def main(argv: list[str]) -> int:
@@ -114,7 +115,8 @@ async def _attend(
 def _final_output(spec: dict[str, Any], offset: int) -> tuple[Any, str | None]:
     """The agent's final output and, for Claude Code's JSON, its session id, from this attempt's stdout."""
     with open(spec["stdout"], "rb") as file:
-        file.seek(offset)
+        size = file.seek(0, 2)
+        file.seek(max(offset, size - TAIL_READ))  # the end is what matters; a huge log is not read whole
         text = file.read().decode(errors="replace").strip()
     if spec["output"] == "claude-json":
         for candidate in [text, *reversed(text.splitlines())]:
