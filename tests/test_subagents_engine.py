@@ -244,3 +244,15 @@ def test_profiles_render_and_the_config_file_changes_them(tmp_path: Path) -> Non
         config_file.write_text(text)
         with pytest.raises(ConfigError, match=problem.replace("{", r"\{").replace("(", r"\(").replace(")", r"\)")):
             load_agents_config(config_file)
+
+
+async def test_an_agent_whose_wait_ended_as_it_exited_is_resumed_not_completed(engine: Engine, clock: Clock) -> None:
+    run_id = await spawn(engine)
+    await engine.subagents.claim()
+    await start(engine, clock, run_id, 1)
+    await engine.wait_for_event(WaitForEventInput(run_id=run_id, step="ci", event="ci.done", block_s=0))
+    await engine.send_event(SendEventInput(name="ci.done", data={"green": True}))  # before the agent exits
+    await engine.subagents.exited(run_id, 1, 0, output="bye")
+    assert await run_status(engine, run_id) == (RunStatus.RUNNING, AgentState.QUEUED)  # not completed with "bye"
+    (resumed,) = await engine.subagents.claim()
+    assert resumed.agent.attempt == 2 and "Your wait 'ci' ended" in resumed.prompt
