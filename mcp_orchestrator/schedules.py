@@ -141,21 +141,20 @@ class Schedules:
         else:
             schedule.next_due = next(due_times(schedule, now))
         tx.save_schedule(schedule)
-        ahead = self._ahead(schedule, now)
+        ahead = self._ahead(schedule)
         return ScheduleResult(
             schedule=schedule.model_copy(update={"upcoming": ahead}), created=existing is None, next_due=ahead
         )
 
-    def _ahead(self, schedule: Schedule, now: datetime) -> list[datetime]:
+    def _ahead(self, schedule: Schedule) -> list[datetime]:
         if schedule.next_due is None or not schedule.enabled:
             return []
         return [schedule.next_due, *upcoming(schedule, schedule.next_due, UPCOMING - 1)]
 
     async def list(self, args: ListSchedulesInput) -> ListSchedulesResult:
         schedules = await self.engine.store.read(lambda tx: tx.list_schedules(args.enabled))
-        now = self.engine.now()
         return ListSchedulesResult(
-            schedules=[schedule.model_copy(update={"upcoming": self._ahead(schedule, now)}) for schedule in schedules]
+            schedules=[schedule.model_copy(update={"upcoming": self._ahead(schedule)}) for schedule in schedules]
         )
 
     async def unschedule(self, args: UnscheduleInput) -> UnscheduleResult:
@@ -179,7 +178,7 @@ class Schedules:
                 update["next_due"] = next(due_times(schedule, now), None)
             changed = schedule.model_copy(update=update)
             tx.save_schedule(changed)
-            return changed.model_copy(update={"upcoming": self._ahead(changed, now)})
+            return changed.model_copy(update={"upcoming": self._ahead(changed)})
 
         return await self.engine.store.write(change)
 

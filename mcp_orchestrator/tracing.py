@@ -75,31 +75,36 @@ async def export_spans(engine: Engine, exporter: SpanExporter) -> int:
 
 def _spans_after(tx: Transaction, cursor: int) -> tuple[list[JournalEntry], list[ReadableSpan]]:
     entries = tx.journal_after(cursor, [*RUN_ENDS, *STEP_ENDS], BATCH)
+    roots: dict[str, str] = {}  # run id -> root run id: each tree is walked once per batch
     spans = []
     for entry in entries:
         run = tx.get_run(entry.run_id, payloads=False)
         if run is None:  # removed by retention meanwhile
             continue
         if entry.kind in RUN_ENDS:
-            spans.append(_run_span(tx, run, entry))
+            spans.append(_run_span(tx, run, entry, roots))
         elif entry.step is not None:
-            spans.append(_step_span(tx, run, entry, tx.get_step(run.run_id, entry.step)))
+            spans.append(_step_span(tx, run, entry, tx.get_step(run.run_id, entry.step), roots))
     return entries, spans
 
 
-def _run_span(tx: Transaction, run: Run, entry: JournalEntry) -> ReadableSpan:
+def _run_span(tx: Transaction, run: Run, entry: JournalEntry, roots: dict[str, str]) -> ReadableSpan:
     outcome = RUN_ENDS[entry.kind]
-    parent = _run_context(tx, run.parent_run_id) if run.parent_run_id else None
+    parent = _run_context(tx, run.parent_run_id, roots) if run.parent_run_id else None
     attributes = {"mcp_orchestrator.run_id": run.run_id, "mcp_orchestrator.run_name": run.name, "outcome": outcome}
-    return _span(f"run {run.name}", _run_context(tx, run.run_id), parent, run.created_at, entry.at, attributes, outcome)
+    return _span(
+        f"run {run.name}", _run_context(tx, run.run_id, roots), parent, run.created_at, entry.at, attributes, outcome
+    )
 
 
-def _step_span(tx: Transaction, run: Run, entry: JournalEntry, step: Step | None) -> ReadableSpan:
+def _step_span(
+    tx: Transaction, run: Run, entry: JournalEntry, step: Step | None, roots: dict[str, str]
+) -> ReadableSpan:
     outcome = STEP_ENDS[entry.kind]
     attempt = entry.attempt or 1
     # The step row holds the latest attempt; an earlier one's start is not kept, so it is a point.
     started = step.started_at if step is not None and step.attempt == attempt else entry.at
-    root = _run_context(tx, run.run_id)
+    root = _run_context(tx, run.run_id, roots)
     context = _context(root.trace_id, f"step:{run.run_id}:{entry.step}:{attempt}")
     attributes = {
         "mcp_orchestrator.run_id": run.run_id,
@@ -136,12 +141,19 @@ def _span(
     )
 
 
-def _run_context(tx: Transaction, run_id: str) -> Any:
+def _run_context(tx: Transaction, run_id: str, roots: dict[str, str]) -> Any:
     """The span context of a run's span: its trace is that of the root of its tree."""
-    root, seen = run_id, 0
-    while seen < 50 and (run := tx.get_run(root, payloads=False)) is not None and run.parent_run_id:
-        root, seen = run.parent_run_id, seen + 1
-    return _context(_number(f"trace:{root}", 16), f"run:{run_id}")
+    if run_id not in roots:
+        chain, current = [run_id], run_id
+        while len(chain) < 50 and current not in roots:
+            run = tx.get_run(current, payloads=False)
+            if run is None or run.parent_run_id is None:
+                break
+            current = run.parent_run_id
+            chain.append(current)
+        root = roots.get(current, current)
+        roots.update(dict.fromkeys(chain, root))
+    return _context(_number(f"trace:{roots[run_id]}", 16), f"run:{run_id}")
 
 
 def _context(trace_id: int, key: str) -> Any:

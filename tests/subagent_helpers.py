@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from mcp_orchestrator.agents.launch import process_alive
 from mcp_orchestrator.agents.profiles import load_agents_config
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, JournalEntry, StatusInput, StatusResult
@@ -92,11 +93,4 @@ def most_at_once(journals: list[list[JournalEntry]]) -> int:
 
 
 def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie is gone for every purpose but its parent's wait
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return not process_alive(pid)

@@ -98,17 +98,20 @@ def _write_private(path: Path, document: Any) -> Path:
 
 
 def runner_alive(agent: Agent) -> bool:
-    """Whether the sub-agent's runner process (on this host) still exists; a zombie does not count."""
-    if agent.pid is None:
-        return False
+    """Whether the sub-agent's runner process (on this host) still exists."""
+    return agent.pid is not None and process_alive(agent.pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process exists on this host; a zombie (exited, not yet reaped) does not count."""
     try:
-        os.kill(agent.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
     try:
-        state = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return True
     return state != "Z"
