@@ -1,6 +1,9 @@
 """Checkpoint throughput and latency, each against a baseline measured in the same run.
 
-    python benchmarks/checkpoint.py [--n 3000] [--db PATH]
+    python benchmarks/checkpoint.py [--n 3000] [--dir DIR]
+    python benchmarks/checkpoint.py --db postgresql://USER@HOST/DATABASE [--n 3000] [--seconds 5]
+
+On SQLite (the default, in a temporary directory):
 
 1. raw sqlite3: one ~500-byte row per commit, WAL, synchronous=FULL (the durability floor), and,
    for reference, the rows a checkpoint really writes (its step and its journal entry, on the
@@ -10,6 +13,11 @@
 3. engine, 16 concurrent runs (group commit);
 4. the checkpoint tool over stdio from the MCP SDK client, sequential;
 5. a no-op tool with the same arguments on the same SDK over stdio (the protocol's own cost).
+
+On PostgreSQL (``--db``; each measurement in a schema of its own, dropped after): the same engine
+and stdio lines, against raw asyncpg writing a checkpoint's rows, one transaction each, alone and
+16 at once; then 1, 2 and 3 nodes (separate processes, 16 concurrent runs each) checkpointing at
+once for ``--seconds``, total throughput, against raw asyncpg with the same number of processes.
 """
 
 from __future__ import annotations
@@ -202,4 +210,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--db" in sys.argv or "--node-worker" in sys.argv:
+        from postgres_checkpoint import postgres_main
+
+        asyncio.run(postgres_main())
+    else:
+        asyncio.run(main())

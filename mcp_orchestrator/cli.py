@@ -27,6 +27,7 @@ from .config import (
     ENV_CONFIG,
     ENV_DB,
     ENV_MAX_PAYLOAD,
+    ENV_NODE,
     ENV_SYNCHRONOUS,
     ENV_WEBHOOK_SECRET,
     Settings,
@@ -56,9 +57,10 @@ from .runtime import open_engine
 DESCRIPTION = f"""\
 Durable orchestration for coding agents, served over MCP.
 
-Runs, their checkpointed steps and their journal live in one store (a SQLite file) that every
-mcp-orchestrator process on this machine shares: MCP servers started by Claude Code or OpenCode,
-the HTTP server, and these commands.
+Runs, their checkpointed steps and their journal live in one store that every mcp-orchestrator
+process sharing it uses: MCP servers started by Claude Code or OpenCode, the HTTP server, and these
+commands. The store is a SQLite file (one machine), or a PostgreSQL database given as a
+postgresql://user:password@host:port/database URL (several machines, each a node).
 
 environment:
   {ENV_DB}   store location (default: {default_db_path()})
@@ -66,6 +68,7 @@ environment:
   {ENV_SYNCHRONOUS}   full (default: survives power loss) or normal
   {ENV_WEBHOOK_SECRET}   secret for HMAC-signed POST /events (GitHub webhooks)
   {ENV_CONFIG}   agent profiles and limits (default: {default_config_path()})
+  {ENV_NODE}   this node's name among those sharing a PostgreSQL store (default: the host name)
   CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
 """
 
@@ -92,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcp-orchestrator {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="PATH", help=f"store location (overrides {ENV_DB})")
+    common.add_argument("--db", metavar="PATH|URL", help=f"SQLite file or postgresql:// URL (overrides {ENV_DB})")
     common.add_argument("--config", metavar="FILE", help=f"agent profiles and limits, TOML (overrides {ENV_CONFIG})")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
@@ -239,7 +242,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the background duties without serving MCP",
         description="Fire timers and supervise sub-agents (start queued ones, retry, reap) until interrupted. "
-        "Every 'serve' does this too; one process at a time holds the supervisor lease, the others stand by.",
+        "Every 'serve' does this too. One process per store holds the supervisor lease (schedules, retention, "
+        "traces) and one per node the node's lease (starting and reaping that node's sub-agents); the others "
+        "stand by and take over when a holder stops renewing.",
     )
     supervise.set_defaults(handler=_supervise)
 
@@ -694,7 +699,9 @@ def _agents(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     source = settings.config_file or "none (built-in profiles only)"
     print(f"config file: {source}")
-    print(f"default agent: {config.default_agent}; at most {config.max_concurrent} sub-agents at once\n")
+    per_node = "" if config.node_max_concurrent is None else f", {config.node_max_concurrent} per node"
+    print(f"default agent: {config.default_agent}; at most {config.max_concurrent} sub-agents at once{per_node}")
+    print(f"this node: {settings.node}\n")
     _print_table(
         ["PROFILE", "COMMAND", "RESUME", "TIMEOUT", "ATTEMPTS", "LIMIT"],
         [

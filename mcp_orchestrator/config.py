@@ -7,6 +7,7 @@ passed in as a mapping so tests never patch ``os.environ``.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ ENV_SYNCHRONOUS = "MCP_ORCHESTRATOR_SQLITE_SYNCHRONOUS"
 ENV_WEBHOOK_SECRET = "MCP_ORCHESTRATOR_WEBHOOK_SECRET"
 ENV_CONFIG = "MCP_ORCHESTRATOR_CONFIG"
 ENV_RUN_ID = "MCP_ORCHESTRATOR_RUN_ID"  # set for a sub-agent: the run it works on
+ENV_NODE = "MCP_ORCHESTRATOR_NODE"
 
 
 def state_dir() -> Path:
@@ -62,6 +64,13 @@ class Settings(BaseModel):
     config_file: Path | None = Field(None, description=f"TOML file of agent profiles and limits; env {ENV_CONFIG}.")
     agents: AgentsConfig = Field(default_factory=AgentsConfig, description="Agent profiles and limits.")
     runs_dir: Path = Field(description="Where sub-agents' logs and generated MCP configs go (state directory).")
+    node: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=200,
+        description=f"This node's name among those sharing a store (sub-agent processes belong to it); env {ENV_NODE}; "
+        "default the host name.",
+    )
     subagent_run_id: str | None = Field(
         None, description=f"Set (env {ENV_RUN_ID}) in a sub-agent's own processes: the run it works on."
     )
@@ -108,4 +117,5 @@ _FROM_ENV = {
     "max_payload_bytes": ENV_MAX_PAYLOAD,
     "sqlite_synchronous": ENV_SYNCHRONOUS,
     "webhook_secret": ENV_WEBHOOK_SECRET,
+    "node": ENV_NODE,
 }

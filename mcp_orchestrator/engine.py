@@ -505,8 +505,10 @@ class Engine:
                 if wait.kind == "runs" and tx.get_wait(waiter_id, wait.step) is not None:
                     self._end_fan_in_if_done(tx, waiter_id, wait, now)
 
-    def _end_fan_in_if_done(self, tx: Transaction, waiter_id: str, wait: Wait, now: datetime) -> None:
-        runs = [get_run(tx, run_id, payloads=False) for run_id in wait.events]
+    def _end_fan_in_if_done(
+        self, tx: Transaction, waiter_id: str, wait: Wait, now: datetime, *, settle: bool = False
+    ) -> None:
+        runs = awaited_runs(tx, wait.events, settle=settle)
         if _fan_in_done(runs, wait.mode or "all"):
             ended = [run.run_id for run in runs if run.status.terminal]
             self._end_wait(
@@ -553,8 +555,7 @@ class Engine:
     ) -> Wait | OrchestratorError | None:
         if run_id in ids:
             raise InvalidInput(f"run {run_id} cannot wait for itself to end; leave its own id out of run_ids")
-        for awaited in ids:
-            get_run(tx, awaited, payloads=False)  # an unknown id is named in the error
+        awaited_runs(tx, ids)  # an unknown id is named in the error
         opened = self._open_wait(
             tx,
             run_id,
@@ -562,8 +563,8 @@ class Engine:
                 step=name, kind="runs", events=ids, mode=args.mode, until=_after(now, args.timeout_s), created_at=now
             ),
         )
-        if isinstance(opened, Wait):
-            self._end_fan_in_if_done(tx, run_id, opened, opened.created_at)
+        if isinstance(opened, Wait):  # settled: a run ending right now either sees the wait or is seen here
+            self._end_fan_in_if_done(tx, run_id, opened, opened.created_at, settle=True)
         return opened
 
     async def fire_due_waits(self) -> int:
@@ -792,6 +793,14 @@ def get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:
     if run is None:
         raise RunNotFound(run_id)
     return run
+
+
+def awaited_runs(tx: Transaction, run_ids: list[str], *, settle: bool = False) -> list[Run]:
+    runs = tx.peek_runs(run_ids, settle=settle)
+    for run_id, run in zip(run_ids, runs, strict=True):
+        if run is None:
+            raise RunNotFound(run_id)
+    return [run for run in runs if run is not None]
 
 
 def _this_attempt(step: Step | None, now: datetime) -> tuple[int, datetime]:

@@ -40,6 +40,13 @@ from .models import (
 from .store.base import Transaction
 
 LEASE = "supervisor"
+
+
+def node_lease(node: str) -> str:
+    """The lease of the process that starts and watches sub-agents on a node: one per node."""
+    return f"node:{node}"
+
+
 START_TIMEOUT_S = 60.0  # a claimed sub-agent whose runner never reported is lost after this
 EXIT_AFTER_FINISH_S = 30.0  # an agent that finished its run is killed if it has not exited by then
 Verdict = Literal["continue", "stop", "timeout"]  # what a runner is told at start and each heartbeat
@@ -174,40 +181,43 @@ class Subagents:
     # The supervisor's duties. Each reads first and writes only when there is something to do, so
     # that an idle supervisor, woken by every commit, costs a read.
 
-    async def hold_lease(self, holder: str) -> bool:
-        """Take or renew the supervisor lease; False while another live holder has it."""
-        lease = await self.engine.store.read(lambda tx: tx.get_lease(LEASE))
+    async def hold_lease(self, holder: str, name: str = LEASE) -> bool:
+        """Take or renew a lease (the supervisor's, by default); False while another live holder has it."""
+        lease = await self.engine.store.read(lambda tx: tx.get_lease(name))
         if lease is not None and lease[0] != holder and lease[1] > self.engine.now():
             return False
 
         def hold(tx: Transaction) -> bool:
             now = self.engine.now()
-            current = tx.get_lease(LEASE)
+            current = tx.get_lease(name)
             if current is not None and current[0] != holder and current[1] > now:
                 return False
-            tx.put_lease(LEASE, holder, now + timedelta(seconds=self.config.lease_ttl_s))
+            tx.put_lease(name, holder, now + timedelta(seconds=self.config.lease_ttl_s))
             return True
 
         return await self.engine.store.write(hold)
 
-    async def release_lease(self, holder: str) -> None:
-        await self.engine.store.write(lambda tx: tx.delete_lease(LEASE, holder))
+    async def release_lease(self, holder: str, name: str = LEASE) -> None:
+        await self.engine.store.write(lambda tx: tx.delete_lease(name, holder))
 
-    async def lease_holder(self) -> str | None:
-        lease = await self.engine.store.read(lambda tx: tx.get_lease(LEASE))
+    async def lease_holder(self, name: str = LEASE) -> str | None:
+        lease = await self.engine.store.read(lambda tx: tx.get_lease(name))
         return lease[0] if lease is not None and lease[1] > self.engine.now() else None
 
-    async def claim(self) -> list[Launch]:
-        """Claim the sub-agents to start now, within the limits, as ``starting``."""
+    async def claim(self, node: str | None = None) -> list[Launch]:
+        """Claim the sub-agents to start now, within the limits, as ``starting`` on ``node`` (the
+        claimed agents belong to it: their ``host``)."""
         # Decided on a read first: a write would wake every waiter, the supervisor included.
-        if not await self.engine.store.read(lambda tx: self._pick(tx, self.engine.now()) or tx.retired_agents()):
+        if not await self.engine.store.read(lambda tx: self._pick(tx, self.engine.now(), node) or tx.retired_agents()):
             return []
-        return await self.engine.store.write(self._claim)
+        return await self.engine.store.write(lambda tx: self._claim(tx, node))
 
-    def _pick(self, tx: Transaction, now: datetime) -> list[tuple[Agent, AgentProfile | None]]:
+    def _pick(self, tx: Transaction, now: datetime, node: str | None) -> list[tuple[Agent, AgentProfile | None]]:
         """The startable sub-agents that the limits let start now (with their profile: None if it is gone)."""
         active = tx.agents_in(sorted(ACTIVE_AGENT_STATES))
         free = self.config.max_concurrent - len(active)
+        if node is not None and self.config.node_max_concurrent is not None:
+            free = min(free, self.config.node_max_concurrent - sum(agent.host == node for agent in active))
         by_profile = Counter(agent.profile for agent in active)
         by_key = Counter(agent.concurrency_key for agent in active if agent.concurrency_key)
         picked: list[tuple[Agent, AgentProfile | None]] = []
@@ -227,12 +237,12 @@ class Subagents:
             picked.append((agent, profile))
         return picked
 
-    def _claim(self, tx: Transaction) -> list[Launch]:
+    def _claim(self, tx: Transaction, node: str | None) -> list[Launch]:
         now = self.engine.now()
         for agent in tx.retired_agents():  # their run ended before (or while) they had no process
             tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
         launches: list[Launch] = []
-        for agent, profile in self._pick(tx, now):
+        for agent, profile in self._pick(tx, now, node):
             if profile is None:
                 error = {"type": "config", "message": f"agent profile {agent.profile!r} is no longer configured"}
                 self.engine.end_runs(tx, [agent.run_id], RunStatus.FAILED, now, "run_failed", error, error=error)
@@ -248,6 +258,7 @@ class Subagents:
                     "start_after": None,
                     "launched_at": now,
                     **_NO_PROCESS,
+                    "host": node,
                 }
             )
             tx.save_agent(claimed)

@@ -3,11 +3,14 @@
 Timers: every server fires due waits (a transaction that re-reads what is due, so two processes
 never fire one wait twice, and a wait whose time came while no server ran fires at the next start).
 
-Schedules and sub-agents: exactly one process at a time, the holder of the supervisor lease in
-the store, fires due schedules, starts queued sub-agents within the limits, retries crashed ones
-after their backoff, reaps those whose runner died, exports traces when configured, and applies
-retention hourly. The lease is renewed every third of its time to live; when its holder dies,
-another process takes it over once it expires. Sub-agents' own MCP servers never contend for it.
+Two leases in the store divide the rest. The holder of the supervisor lease (one process for the
+whole store) fires due schedules, exports traces when configured, and applies retention hourly.
+The holder of a node's lease (one process per node: the host name, or ``MCP_ORCHESTRATOR_NODE``)
+starts queued sub-agents on that node within the store-wide limits (claims are transactions, so an
+agent starts once whichever node claims it), retries crashed ones after their backoff, and reaps:
+the runners of its node whose pid is gone, and those of any node that stopped heartbeating (a node
+that died). Leases are renewed every third of their time to live; when a holder dies, another
+process takes the lease over once it expires. Sub-agents' own MCP servers never contend.
 """
 
 from __future__ import annotations
@@ -18,17 +21,18 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 
-from .agents.launch import HOST, group_alive, kill_group, launch, runner_alive
+from .agents.launch import group_alive, kill_group, launch, runner_alive
 from .config import Settings
 from .engine import Engine
 from .errors import OrchestratorError
 from .ids import new_id
 from .models import utcnow
 from .retention import collect
+from .subagents import LEASE, node_lease
 from .tracing import export_spans, exporter_from_environment
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ async def run_timers(engine: Engine) -> None:
         except OrchestratorError as exc:  # the store is busy or gone for a moment: try again
             log.warning("firing timers failed: %s", exc)
             next_wake = None
+        except Exception:  # a bug here must not take the server (and its clients) down with it
+            log.exception("firing timers failed")
+            next_wake = None
         delay = TIMER_TICK_S
         if next_wake is not None:
             delay = min(max((next_wake - utcnow()).total_seconds(), 0.005), TIMER_TICK_S)
@@ -53,13 +60,15 @@ async def run_timers(engine: Engine) -> None:
 
 
 class Supervisor:
-    """Holds (or waits for) the lease and, while holding it, keeps sub-agents going."""
+    """Holds (or waits for) the supervisor lease and this node's lease, and does what they entail."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self.agents = engine.subagents
-        self.holder = f"{HOST}:{os.getpid()}:{new_id()[-8:]}"
+        self.node = settings.node
+        self.holder = f"{self.node}:{os.getpid()}:{new_id()[-8:]}"
+        self.leases = (LEASE, node_lease(self.node))
         self._runners: list[subprocess.Popen[bytes]] = []
         self._next_collection = time.monotonic() + 60  # the first, a minute after taking the lease
         self._exporter = exporter_from_environment()
@@ -69,11 +78,7 @@ class Supervisor:
         try:
             while True:
                 self._collect_runners()
-                try:
-                    held = await self.agents.hold_lease(self.holder)
-                except OrchestratorError as exc:
-                    log.warning("taking the supervisor lease failed: %s", exc)
-                    held = False
+                held = await self._hold_leases()
                 if not held:
                     await asyncio.sleep(renew_s)
                     continue
@@ -81,24 +86,48 @@ class Supervisor:
                 while (left := renew_at - time.monotonic()) > 0:
                     since = self.engine.store.generation
                     try:
-                        await self.tick()
-                        wake = [await self.agents.next_start(), await self.engine.schedules.next_due()]
+                        wake = await self.tick(store_wide=LEASE in held, node=node_lease(self.node) in held)
                     except OrchestratorError as exc:
                         log.warning("supervising failed: %s", exc)
-                        wake = []
-                    for when in filter(None, wake):
-                        left = min(left, max((when - utcnow()).total_seconds(), 0.005))
+                        wake = None
+                    except Exception:  # a bug here must not take the server (and its clients) down with it
+                        log.exception("supervising failed")
+                        wake = None
+                    if wake is not None:
+                        left = min(left, max((wake - utcnow()).total_seconds(), 0.005))
                     await self.engine.store.wait_for_change(left, since)  # a spawn, an exit or a wake: early
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    await self.agents.release_lease(self.holder)
-                except Exception as exc:  # the store may be closing: the lease then simply expires
-                    log.debug("releasing the supervisor lease failed: %s", exc)
+                for name in self.leases:
+                    try:
+                        await self.agents.release_lease(self.holder, name)
+                    except Exception as exc:  # the store may be closing: the lease then simply expires
+                        log.debug("releasing the lease %s failed: %s", name, exc)
 
-    async def tick(self) -> None:
-        """Fire due schedules, start what may start, handle runners that died, and now and then
-        remove what ended long ago."""
+    async def _hold_leases(self) -> set[str]:
+        held = set()
+        for name in self.leases:
+            try:
+                if await self.agents.hold_lease(self.holder, name):
+                    held.add(name)
+            except OrchestratorError as exc:
+                log.warning("taking the lease %s failed: %s", name, exc)
+        return held
+
+    async def tick(self, *, store_wide: bool = True, node: bool = True) -> datetime | None:
+        """The duties of the leases held: store-wide, fire due schedules, export traces and now and
+        then remove what ended long ago; for the node, start what may start and handle runners that
+        died. Returns when there is next something to do (a schedule, a retry's backoff)."""
+        wake: list[datetime | None] = []
+        if store_wide:
+            await self._store_wide_duties()
+            wake.append(await self.engine.schedules.next_due())
+        if node:
+            await self._node_duties()
+            wake.append(await self.agents.next_start())
+        return min(filter(None, wake), default=None)
+
+    async def _store_wide_duties(self) -> None:
         if self._exporter is not None:
             try:
                 await export_spans(self.engine, self._exporter)
@@ -114,7 +143,9 @@ class Supervisor:
         # A due time later than twice the lease's life was missed while nobody held it (downtime),
         # and follows its schedule's catch_up policy; a takeover's delay stays within it.
         await self.engine.schedules.fire_due(grace_s=2 * self.agents.config.lease_ttl_s)
-        for item in await self.agents.claim():
+
+    async def _node_duties(self) -> None:
+        for item in await self.agents.claim(self.node):
             try:
                 self._runners.append(launch(item, self.settings))
             except OSError as exc:
@@ -122,8 +153,8 @@ class Supervisor:
                 await self.agents.exited(
                     item.agent.run_id, item.agent.attempt, None, how="launch_failed", message=message
                 )
-        for agent in await self.agents.reap(HOST, runner_alive):
-            if agent.host == HOST and agent.pgid is not None and group_alive(agent.pgid):
+        for agent in await self.agents.reap(self.node, runner_alive):
+            if agent.host == self.node and agent.pgid is not None and group_alive(agent.pgid):
                 await asyncio.to_thread(kill_group, agent.pgid, self.agents.config.kill_grace_s)
         self._collect_runners()
 

@@ -16,7 +16,8 @@ from mcp_orchestrator.agents.launch import process_alive
 from mcp_orchestrator.agents.profiles import load_agents_config
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, JournalEntry, StatusInput, StatusResult
-from mcp_orchestrator.store.sqlite import SQLiteStore
+
+from .conftest import open_store
 
 FAKE_AGENT = str(Path(__file__).with_name("fake_agent.py"))
 
@@ -52,10 +53,11 @@ def fake_claude_on_path(tmp_path: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def engine_on(db_path: Path, config: Path) -> AsyncIterator[Engine]:
-    """An engine on the test's store (it supervises nothing: servers do)."""
-    async with SQLiteStore(db_path) as store:
-        yield Engine(store, workspace=str(db_path.parent), agents=load_agents_config(config))
+async def engine_on(db: str, config: Path) -> AsyncIterator[Engine]:
+    """An engine on the test's store (it supervises nothing: servers do); its workspace is the config's
+    directory (the test's tmp_path)."""
+    async with open_store(db) as store:
+        yield Engine(store, workspace=str(config.parent), agents=load_agents_config(config))
 
 
 async def status(engine: Engine, run_id: str) -> StatusResult:
@@ -79,12 +81,15 @@ def entries(journal: list[JournalEntry], kind: str) -> list[JournalEntry]:
     return [entry for entry in journal if entry.kind == kind]
 
 
-def most_at_once(journals: list[list[JournalEntry]]) -> int:
-    """The most processes alive at the same moment, from process_started / process_exited entries."""
+def most_at_once(journals: list[list[JournalEntry]], host: str | None = None) -> int:
+    """The most processes alive at the same moment (on ``host``, if given), from process_started /
+    process_exited entries."""
     changes: list[tuple[Any, int]] = []
     for journal in journals:
-        changes += [(entry.at, +1) for entry in entries(journal, "process_started")]
-        changes += [(entry.at, -1) for entry in entries(journal, "process_exited")]
+        started = [e for e in entries(journal, "process_started") if host in (None, e.detail.get("host"))]
+        attempts = {entry.attempt for entry in started}
+        changes += [(entry.at, +1) for entry in started]
+        changes += [(entry.at, -1) for entry in entries(journal, "process_exited") if entry.attempt in attempts]
     alive = peak = 0
     for _, change in sorted(changes, key=lambda item: (item[0], item[1])):  # exits first on a tie
         alive += change

@@ -1,4 +1,4 @@
-"""The JSON API over real HTTP, checked against the store (read through an engine on the same file)."""
+"""The JSON API over real HTTP, checked against the store (read through an engine on the same store)."""
 
 from __future__ import annotations
 

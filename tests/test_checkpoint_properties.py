@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,7 +12,8 @@ from hypothesis import strategies as st
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import StepFailed
 from mcp_orchestrator.models import CheckpointInput, RetryPolicy, StartRunInput, StatusInput, StepStatus
-from mcp_orchestrator.store.sqlite import SQLiteStore
+
+from .conftest import open_store
 
 
 @dataclass
@@ -55,15 +54,19 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(ops=operations, max_attempts=st.integers(1, 4))
-def test_checkpoints_follow_the_rules(ops: list[tuple[str, str, int, bool]], max_attempts: int) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        anyio.run(check_sequence, Path(directory) / "p.db", ops, max_attempts)
+def test_checkpoints_follow_the_rules(db: str, ops: list[tuple[str, str, int, bool]], max_attempts: int) -> None:
+    # Every example shares the test's store: each works on a run of its own, and looks only at it.
+    anyio.run(check_sequence, db, ops, max_attempts)
 
 
-async def check_sequence(path: Path, ops: list[tuple[str, str, int, bool]], max_attempts: int) -> None:
-    async with SQLiteStore(path) as store:
+async def check_sequence(db: str, ops: list[tuple[str, str, int, bool]], max_attempts: int) -> None:
+    async with open_store(db) as store:
         engine = Engine(store)
         run = await engine.start_run(
             StartRunInput(name="p", retry=RetryPolicy(max_attempts=max_attempts, initial_backoff_s=0, max_backoff_s=0))

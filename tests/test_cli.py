@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
 
-from .conftest import cli
+from .conftest import cli, query
 
 pytestmark = pytest.mark.anyio
 
@@ -24,44 +23,42 @@ async def make_runs(engine: Engine) -> tuple[str, str]:
     return root, child
 
 
-async def test_runs_status_and_cancel_match_the_store(engine: Engine, db_path: Path) -> None:
+async def test_runs_status_and_cancel_match_the_store(engine: Engine, db: str) -> None:
     root, child = await make_runs(engine)
 
-    listed = json.loads(cli(db_path, "runs", "--json").stdout)
+    listed = json.loads(cli(db, "runs", "--json").stdout)
     assert [r["run_id"] for r in listed["runs"]] == [child, root]
-    with sqlite3.connect(db_path) as conn:
-        stored = dict(conn.execute("SELECT run_id, status FROM runs").fetchall())
+    stored = dict(query(db, "SELECT run_id, status FROM runs"))
     assert {r["run_id"]: r["status"] for r in listed["runs"]} == stored
 
-    filtered = json.loads(cli(db_path, "runs", "--json", "--label", "team=core").stdout)
+    filtered = json.loads(cli(db, "runs", "--json", "--label", "team=core").stdout)
     assert [r["run_id"] for r in filtered["runs"]] == [root]
-    paged = json.loads(cli(db_path, "runs", "--json", "--limit", "1").stdout)
+    paged = json.loads(cli(db, "runs", "--json", "--limit", "1").stdout)
     assert paged["next_cursor"] == child
 
-    table = cli(db_path, "runs").stdout
+    table = cli(db, "runs").stdout
     assert table.splitlines()[0].split() == ["RUN", "NAME", "STATUS", "CREATED", "UPDATED", "WORKSPACE"]
     assert root in table and "running" in table
 
-    status = json.loads(cli(db_path, "status", root, "--json").stdout)
+    status = json.loads(cli(db, "status", root, "--json").stdout)
     assert [(s["step"], s["status"]) for s in status["steps"]] == [("plan", "completed"), ("edit", "retrying")]
     assert [c["run_id"] for c in status["children"]] == [child]
-    readable = cli(db_path, "status", root).stdout
+    readable = cli(db, "status", root).stdout
     assert "plan" in readable and "retrying" in readable and '"conflict"' in readable and child in readable
 
-    cancelled = json.loads(cli(db_path, "cancel", root, "--reason", "done by hand", "--json").stdout)
+    cancelled = json.loads(cli(db, "cancel", root, "--reason", "done by hand", "--json").stdout)
     assert sorted(cancelled["cancelled_run_ids"]) == sorted([root, child])
-    again = cli(db_path, "cancel", root)
+    again = cli(db, "cancel", root)
     assert "nothing to cancel" in again.stdout
-    with sqlite3.connect(db_path) as conn:
-        assert {s for (s,) in conn.execute("SELECT status FROM runs")} == {"cancelled"}
+    assert {s for (s,) in query(db, "SELECT status FROM runs")} == {"cancelled"}
 
 
-async def test_errors_say_what_to_fix(engine: Engine, db_path: Path) -> None:
-    missing = cli(db_path, "status", "ghost", check=False)
+async def test_errors_say_what_to_fix(engine: Engine, db: str) -> None:
+    missing = cli(db, "status", "ghost", check=False)
     assert missing.returncode == 1 and "run_not_found: no run has id 'ghost'" in missing.stderr
-    bad_status = cli(db_path, "runs", "--status", "sleeping", check=False)
+    bad_status = cli(db, "runs", "--status", "sleeping", check=False)
     assert bad_status.returncode == 1 and "invalid options: status" in bad_status.stderr
-    bad_address = cli(db_path, "serve", "--http", "localhost:http", check=False)
+    bad_address = cli(db, "serve", "--http", "localhost:http", check=False)
     assert bad_address.returncode == 1 and "expected HOST:PORT" in bad_address.stderr
 
 
@@ -97,10 +94,10 @@ def test_help_explains_every_command(tmp_path: Path) -> None:
         assert words in cli(tmp_path / "x.db", command, "--help").stdout
 
 
-async def test_status_shows_the_tree_of_descendants(engine: Engine, db_path: Path) -> None:
+async def test_status_shows_the_tree_of_descendants(engine: Engine, db: str) -> None:
     root, child = await make_runs(engine)
     grandchild = (await engine.start_run(StartRunInput(name="grandchild", parent_run_id=child))).run.run_id
-    lines = cli(db_path, "status", root).stdout.splitlines()
+    lines = cli(db, "status", root).stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("CHILDREN")))
     assert lines[header + 1].startswith(f"{child}  ") and "child" in lines[header + 1]
     assert lines[header + 2].startswith(f"  └ {grandchild}") and "grandchild" in lines[header + 2]

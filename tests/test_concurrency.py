@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import anyio
 import pytest
 from mcp import Client
 
-from .conftest import cli, stdio_server
+from mcp_orchestrator.store import is_postgres
+
+from .conftest import cli, query, stdio_server
 
 pytestmark = pytest.mark.anyio
 
 STEPS = 60
 
 
-async def test_two_servers_write_one_store_at_once(db_path: Path) -> None:
+async def test_two_servers_write_one_store_at_once(db: str) -> None:
     errors: list[str] = []
-    async with Client(stdio_server(db_path)) as one, Client(stdio_server(db_path)) as two:
+    async with Client(stdio_server(db)) as one, Client(stdio_server(db)) as two:
         shared = (await one.call_tool("start_run", {"name": "shared"})).structured_content["run"]["run_id"]
         own = {
             "one": (await one.call_tool("start_run", {"name": "own"})).structured_content["run"]["run_id"],
@@ -37,20 +36,20 @@ async def test_two_servers_write_one_store_at_once(db_path: Path) -> None:
                     group.start_soon(checkpoints, client, name, shared, f"{name}-{lane}")
                     group.start_soon(checkpoints, client, name, own[name], f"own-{lane}")
                 # A person at the terminal reads while the agents write.
-                group.start_soon(anyio.to_thread.run_sync, lambda: cli(db_path, "runs", "--json"))
+                group.start_soon(anyio.to_thread.run_sync, lambda: cli(db, "runs", "--json"))
 
         assert errors == []
         total = await one.call_tool("status", {"run_id": shared})
         assert len(total.structured_content["steps"]) == 4 * STEPS
 
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 8 * STEPS
-        assert conn.execute("SELECT count(*) FROM journal WHERE kind = 'step_completed'").fetchone()[0] == 8 * STEPS
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert query(db, "SELECT count(*) FROM steps") == [(8 * STEPS,)]
+    assert query(db, "SELECT count(*) FROM journal WHERE kind = 'step_completed'") == [(8 * STEPS,)]
+    if not is_postgres(db):
+        assert query(db, "PRAGMA integrity_check") == [("ok",)]
 
 
-async def test_two_servers_racing_on_the_same_steps_agree_on_one_outcome(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as one, Client(stdio_server(db_path)) as two:
+async def test_two_servers_racing_on_the_same_steps_agree_on_one_outcome(db: str) -> None:
+    async with Client(stdio_server(db)) as one, Client(stdio_server(db)) as two:
         run_id = (await one.call_tool("start_run", {"name": "race"})).structured_content["run"]["run_id"]
         outcomes: dict[str, list[dict]] = {}
 
@@ -66,6 +65,4 @@ async def test_two_servers_racing_on_the_same_steps_agree_on_one_outcome(db_path
     for step, answers in outcomes.items():
         assert sorted(answer["replayed"] for answer in answers) == [False, True], step
         assert answers[0]["step"]["output"] == answers[1]["step"]["output"], step
-    with sqlite3.connect(db_path) as conn:
-        completions = conn.execute("SELECT count(*) FROM journal WHERE kind = 'step_completed'").fetchone()[0]
-    assert completions == STEPS // 2
+    assert query(db, "SELECT count(*) FROM journal WHERE kind = 'step_completed'") == [(STEPS // 2,)]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from .conftest import server_pids, stdio_server
+from mcp_orchestrator.store import is_postgres
+
+from .conftest import query, server_pids, stdio_server
 
 pytestmark = pytest.mark.anyio
 
@@ -21,15 +21,15 @@ WRITERS = 4
 
 
 @pytest.mark.parametrize("seed", [11, 22, 33])
-async def test_sigkill_loses_no_acknowledged_checkpoint(db_path: Path, seed: int) -> None:
+async def test_sigkill_loses_no_acknowledged_checkpoint(db: str, seed: int) -> None:
     rng = random.Random(seed)
     acknowledged: dict[str, Any] = {}
 
     with anyio.fail_after(60):
-        async with Client(stdio_server(db_path)) as client:
+        async with Client(stdio_server(db)) as client:
             started = await client.call_tool("start_run", {"name": "crash", "key": "crash"})
             run_id = started.structured_content["run"]["run_id"]
-            (pid,) = server_pids(db_path)
+            (pid,) = server_pids(db)
 
             async def checkpoint_forever(writer: int) -> None:
                 for i in range(1_000_000):
@@ -58,17 +58,16 @@ async def test_sigkill_loses_no_acknowledged_checkpoint(db_path: Path, seed: int
                 pass  # the transport reports the dead server on its way out
     assert len(acknowledged) > 10, "the server was killed before any work was acknowledged"
 
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if not is_postgres(db):
+        assert query(db, "PRAGMA integrity_check") == [("ok",)]
 
-    async with Client(stdio_server(db_path)) as client:
+    async with Client(stdio_server(db)) as client:
         resumed = await client.call_tool("start_run", {"name": "crash", "key": "crash"})
         assert resumed.structured_content["created"] is False
         status = (await client.call_tool("status", {"run_id": run_id, "journal_limit": 1000})).structured_content
-    # status shows at most 1000 journal entries; read the whole journal from the file.
-    with sqlite3.connect(db_path) as conn:
-        completions = [row[0] for row in conn.execute("SELECT step FROM journal WHERE kind = 'step_completed'")]
-        stored = dict(conn.execute("SELECT step, output FROM steps WHERE run_id = ?", (run_id,)).fetchall())
+    # status shows at most 1000 journal entries; read the whole journal from the store.
+    completions = [step for (step,) in query(db, "SELECT step FROM journal WHERE kind = 'step_completed'")]
+    stored = dict(query(db, f"SELECT step, output FROM steps WHERE run_id = '{run_id}'"))
 
     steps = {step["step"]: step for step in status["steps"]}
     assert set(steps) == set(stored)

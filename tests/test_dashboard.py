@@ -25,6 +25,12 @@ pytestmark = pytest.mark.anyio
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 
 
+@pytest.fixture
+def db(db_path: Path) -> str:
+    """SQLite only: a browser is slow to drive, and the dashboard reads the store through the engine."""
+    return str(db_path)
+
+
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:

@@ -1,4 +1,4 @@
-"""The primitives' semantics, through the engine on a real SQLite file."""
+"""The primitives' semantics, through the engine on each real store (a SQLite file, a PostgreSQL schema)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""Events, waits and sleeps through the engine, on real SQLite files (one store per process)."""
+"""Events, waits and sleeps through the engine, on each real store (one store per process)."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -23,7 +22,8 @@ from mcp_orchestrator.models import (
     StepStatus,
     WaitForEventInput,
 )
-from mcp_orchestrator.store.sqlite import SQLiteStore
+
+from .conftest import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +82,7 @@ async def test_any_of_several_names(engine: Engine) -> None:
     assert result.event.name == "rejected"
 
 
-async def test_the_same_id_twice_is_stored_once(engine: Engine, db_path: Path) -> None:
+async def test_the_same_id_twice_is_stored_once(engine: Engine) -> None:
     run_id = await start(engine)
     await wait(engine, run_id, "a", "ping")
     await wait(engine, run_id, "b", "ping")
@@ -146,8 +146,8 @@ async def test_a_blocked_wait_wakes_when_the_event_arrives(engine: Engine) -> No
     assert results["took"] < 5, "woken by the send, not by block_s running out"
 
 
-async def test_a_wait_in_one_process_is_woken_by_a_send_from_another(db_path: Path) -> None:
-    async with SQLiteStore(db_path) as one, SQLiteStore(db_path) as two:
+async def test_a_wait_in_one_process_is_woken_by_a_send_from_another(db: str) -> None:
+    async with open_store(db) as one, open_store(db) as two:
         waiter, sender = Engine(one), Engine(two)
         run_id = await start(waiter)
         results = {}

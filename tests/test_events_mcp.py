@@ -5,26 +5,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from .conftest import call, cli, eventually, server_pids, stdio_server
+from .conftest import call, cli, eventually, query, server_pids, stdio_server
 
 pytestmark = pytest.mark.anyio
 
 
-def run_status(db_path: Path, run_id: str) -> dict[str, Any]:
-    return json.loads(cli(db_path, "status", run_id, "--json").stdout)
+def run_status(db: str, run_id: str) -> dict[str, Any]:
+    return json.loads(cli(db, "status", run_id, "--json").stdout)
 
 
-async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as waiter, Client(stdio_server(db_path)) as sender:
+async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(db: str) -> None:
+    async with Client(stdio_server(db)) as waiter, Client(stdio_server(db)) as sender:
         run_id = (await call(waiter, "start_run", name="review"))["run"]["run_id"]
         results: dict[str, Any] = {}
         progress: list[tuple[float, float | None, str | None]] = []
@@ -57,7 +55,7 @@ async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(d
             group.start_soon(wait_for, "deploy", "deployed")
             await anyio.sleep(0.5)
             sent = await anyio.to_thread.run_sync(
-                lambda: cli(db_path, "send-event", "deployed", "--data", '{"env": "prod"}', "--json")
+                lambda: cli(db, "send-event", "deployed", "--data", '{"env": "prod"}', "--json")
             )
             assert json.loads(sent.stdout)["woken_run_ids"] == [run_id]
         deployed, _ = results["deploy"]
@@ -69,10 +67,10 @@ async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(d
         assert duplicate["deduplicated"] is True
 
 
-async def test_a_wait_survives_a_sigkilled_server(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as client:
+async def test_a_wait_survives_a_sigkilled_server(db: str) -> None:
+    async with Client(stdio_server(db)) as client:
         run_id = (await call(client, "start_run", name="patient"))["run"]["run_id"]
-        (pid,) = server_pids(db_path)
+        (pid,) = server_pids(db)
 
         async def kill_soon() -> None:
             await anyio.sleep(0.5)
@@ -85,38 +83,38 @@ async def test_a_wait_survives_a_sigkilled_server(db_path: Path) -> None:
                     "wait_for_event", {"run_id": run_id, "step": "approve", "event": "approval", "block_s": 30}
                 )
 
-    status = run_status(db_path, run_id)
+    status = run_status(db, run_id)
     assert status["run"]["status"] == "waiting"
     assert [w["step"] for w in status["waits"]] == ["approve"]
-    table = cli(db_path, "status", run_id).stdout
+    table = cli(db, "status", run_id).stdout
     assert "WAIT" in table and "approval" in table and "waiting" in table
-    cli(db_path, "send-event", "approval", "--data", '{"by": "bob"}')  # while no server runs
-    async with Client(stdio_server(db_path)) as client:
+    cli(db, "send-event", "approval", "--data", '{"by": "bob"}')  # while no server runs
+    async with Client(stdio_server(db)) as client:
         result = await call(client, "wait_for_event", run_id=run_id, step="approve", event="approval")
     assert result["status"] == "received" and result["event"]["data"] == {"by": "bob"}
 
 
-async def test_a_client_that_gives_up_mid_wait_loses_nothing(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as client:
+async def test_a_client_that_gives_up_mid_wait_loses_nothing(db: str) -> None:
+    async with Client(stdio_server(db)) as client:
         run_id = (await call(client, "start_run", name="impatient"))["run"]["run_id"]
         with anyio.move_on_after(0.5):  # the client cancels its call (as on a timeout or Esc)
             await client.call_tool("wait_for_event", {"run_id": run_id, "step": "s", "event": "done", "block_s": 30})
-        cli(db_path, "send-event", "done", "--data", "1")
+        cli(db, "send-event", "done", "--data", "1")
         result = await call(client, "wait_for_event", run_id=run_id, step="s", event="done")
         assert result["status"] == "received" and result["event"]["data"] == 1
         assert (await call(client, "status", run_id=run_id))["run"]["status"] == "running"
 
 
-async def test_timeouts_and_sleeps_fire_with_no_client_calling(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as client:
+async def test_timeouts_and_sleeps_fire_with_no_client_calling(db: str) -> None:
+    async with Client(stdio_server(db)) as client:
         run_id = (await call(client, "start_run", name="timers"))["run"]["run_id"]
         pending = await call(client, "wait_for_event", run_id=run_id, step="w", event="never", timeout_s=1, block_s=0)
         assert pending["status"] == "waiting" and pending["timeout_at"]
         asleep = await call(client, "sleep", run_id=run_id, step="nap", seconds=1, block_s=0)
         assert asleep["status"] == "sleeping"
 
-        def fired() -> bool:  # read straight from the file: only the server's own timer can fire them
-            steps = {s["step"]: s for s in run_status_without_firing(db_path, run_id)}
+        def fired() -> bool:  # read straight from the store: only the server's own timer can fire them
+            steps = {s["step"]: s for s in run_status_without_firing(db, run_id)}
             return steps["w"]["status"] == "completed" and steps["nap"]["status"] == "completed"
 
         await eventually(fired, timeout=10)
@@ -124,24 +122,23 @@ async def test_timeouts_and_sleeps_fire_with_no_client_calling(db_path: Path) ->
         assert (await call(client, "sleep", run_id=run_id, step="nap", seconds=1))["status"] == "done"
 
 
-def run_status_without_firing(db_path: Path, run_id: str) -> list[dict[str, Any]]:
-    with sqlite3.connect(db_path) as conn:
-        rows = conn.execute("SELECT step, status FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+def run_status_without_firing(db: str, run_id: str) -> list[dict[str, Any]]:
+    rows = query(db, f"SELECT step, status FROM steps WHERE run_id = '{run_id}'")
     return [{"step": step, "status": status} for step, status in rows]
 
 
-async def test_a_timeout_that_came_due_while_no_server_ran_is_honoured(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as client:
+async def test_a_timeout_that_came_due_while_no_server_ran_is_honoured(db: str) -> None:
+    async with Client(stdio_server(db)) as client:
         run_id = (await call(client, "start_run", name="offline"))["run"]["run_id"]
         await call(client, "wait_for_event", run_id=run_id, step="w", event="never", timeout_s=0.5, block_s=0)
     await anyio.sleep(1)
-    status = run_status(db_path, run_id)  # reading the run fires what is due
+    status = run_status(db, run_id)  # reading the run fires what is due
     assert [s["output"] for s in status["steps"]] == [{"status": "timed_out"}]
     assert status["run"]["status"] == "running" and status["waits"] == []
 
 
-async def test_cancel_on_and_any_of_across_servers(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as one, Client(stdio_server(db_path)) as two:
+async def test_cancel_on_and_any_of_across_servers(db: str) -> None:
+    async with Client(stdio_server(db)) as one, Client(stdio_server(db)) as two:
         bot = await call(one, "start_run", name="pr-bot", cancel_on=[{"event": "pr.closed", "match": {"data.pr": 42}}])
         bot_id = bot["run"]["run_id"]
         child_id = (await call(one, "start_run", name="reviewer", parent_run_id=bot_id))["run"]["run_id"]
@@ -163,8 +160,8 @@ async def test_cancel_on_and_any_of_across_servers(db_path: Path) -> None:
         assert (await call(one, "status", run_id=child_id))["run"]["status"] == "cancelled"
 
 
-async def test_fan_in_over_two_servers(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as planner, Client(stdio_server(db_path)) as workers:
+async def test_fan_in_over_two_servers(db: str) -> None:
+    async with Client(stdio_server(db)) as planner, Client(stdio_server(db)) as workers:
         parent = (await call(planner, "start_run", name="planner"))["run"]["run_id"]
         children = [
             (await call(workers, "start_run", name=f"worker-{i}", parent_run_id=parent))["run"]["run_id"]

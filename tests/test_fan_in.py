@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -19,7 +18,8 @@ from mcp_orchestrator.models import (
     StatusInput,
     WaitForRunsInput,
 )
-from mcp_orchestrator.store.sqlite import SQLiteStore
+
+from .conftest import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -104,8 +104,8 @@ async def test_watching_without_a_step_blocks_until_a_run_ends(engine: Engine) -
     assert results["r"].status == "done" and results["r"].runs[0].output == "ok"
 
 
-async def test_a_fan_in_is_woken_by_a_run_ending_in_another_process(db_path: Path) -> None:
-    async with SQLiteStore(db_path) as one, SQLiteStore(db_path) as two:
+async def test_a_fan_in_is_woken_by_a_run_ending_in_another_process(db: str) -> None:
+    async with open_store(db) as one, open_store(db) as two:
         waiter, worker = Engine(one), Engine(two)
         parent = await start(waiter, "parent")
         child = await start(waiter, "child", parent)

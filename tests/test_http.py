@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_runs_over_http_are_shared_with_stdio(
-    http_server: Callable[..., str], db_path: Path, private_state_dir: Path, mode: str
+    http_server: Callable[..., str], db: str, private_state_dir: Path, mode: str
 ) -> None:
     base = http_server()
     with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
@@ -35,7 +35,7 @@ async def test_runs_over_http_are_shared_with_stdio(
         assert bad.is_error and "at least 1 character" in bad.content[0].text
 
     # Another process (a stdio session) sees the same run in the same store.
-    async with Client(stdio_server(db_path)) as other:
+    async with Client(stdio_server(db)) as other:
         status = (await other.call_tool("status", {"run_id": run_id})).structured_content
         assert [(s["step"], s["output"]) for s in status["steps"]] == [("one", {"via": "http"})]
 

@@ -39,8 +39,8 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_tools_are_described_for_a_model(db_path: Path, mode: str) -> None:
-    async with Client(stdio_server(db_path), mode=mode) as client:
+async def test_tools_are_described_for_a_model(db: str, mode: str) -> None:
+    async with Client(stdio_server(db), mode=mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert set(tools) == CONTRACT_TOOLS
         for tool in tools.values():
@@ -60,9 +60,9 @@ async def test_tools_are_described_for_a_model(db_path: Path, mode: str) -> None
         assert [t.uri_template for t in templates] == ["run://{run_id}", "runs://{status}"]
 
 
-async def test_a_run_survives_its_session_and_resumes(db_path: Path, tmp_path: Path) -> None:
+async def test_a_run_survives_its_session_and_resumes(db: str, tmp_path: Path) -> None:
     workspace = str(tmp_path / "project")
-    async with Client(stdio_server(db_path, CLAUDE_PROJECT_DIR=workspace)) as first_session:
+    async with Client(stdio_server(db, CLAUDE_PROJECT_DIR=workspace)) as first_session:
         started = await call(first_session, "start_run", name="fix-issue", key="fix-42", input={"issue": 42})
         run_id = started["run"]["run_id"]
         assert started["created"] and started["run"]["workspace"] == workspace
@@ -71,7 +71,7 @@ async def test_a_run_survives_its_session_and_resumes(db_path: Path, tmp_path: P
         assert begun["step"]["status"] == "started" and begun["previous_outcome"] is None
         # The session ends here without finishing "edit": its outcome is unknown.
 
-    async with Client(stdio_server(db_path), mode="legacy") as second_session:
+    async with Client(stdio_server(db), mode="legacy") as second_session:
         resumed = await call(second_session, "start_run", name="fix-issue", key="fix-42")
         assert not resumed["created"] and resumed["run"]["run_id"] == run_id
         assert [(s["step"], s["status"]) for s in resumed["steps"]] == [("plan", "completed"), ("edit", "started")]
@@ -101,8 +101,8 @@ async def test_a_run_survives_its_session_and_resumes(db_path: Path, tmp_path: P
         assert json.loads(resource.contents[0].text)["run"]["status"] == "completed"
 
 
-async def test_retries_cancel_cascade_list_and_paging(db_path: Path) -> None:
-    async with Client(stdio_server(db_path)) as client:
+async def test_retries_cancel_cascade_list_and_paging(db: str) -> None:
+    async with Client(stdio_server(db)) as client:
         policy = {"max_attempts": 2, "initial_backoff_s": 5, "max_backoff_s": 5}
         root = (await call(client, "start_run", name="root", retry=policy, labels={"team": "core"}))["run"]["run_id"]
         first = await call(client, "checkpoint", run_id=root, step="flaky", error="boom")
@@ -135,8 +135,8 @@ async def test_retries_cancel_cascade_list_and_paging(db_path: Path) -> None:
         assert "is cancelled" in await call_error(client, "checkpoint", run_id=root, step="more", output=1)
 
 
-async def test_bad_input_is_explained_and_nothing_stored_is_lost(db_path: Path) -> None:
-    async with Client(stdio_server(db_path, MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES="2048")) as client:
+async def test_bad_input_is_explained_and_nothing_stored_is_lost(db: str) -> None:
+    async with Client(stdio_server(db, MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES="2048")) as client:
         run_id = (await call(client, "start_run", name="keep", key="keep"))["run"]["run_id"]
         await call(client, "checkpoint", run_id=run_id, step="done", output={"kept": True})
 

@@ -28,6 +28,12 @@ GENERIC_SCENARIOS = [
 ]
 
 
+@pytest.fixture
+def db(db_path: Path) -> str:
+    """SQLite only: the Node clients are slow to start, and they test the protocol, not the store."""
+    return str(db_path)
+
+
 def tools_dir() -> Path:
     found = Path(os.environ.get("MCP_ORCHESTRATOR_NODE_TOOLS", REPO / ".cache" / "node-tools"))
     if not (found / ".installed").exists():

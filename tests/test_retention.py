@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,10 +23,17 @@ from mcp_orchestrator.models import (
 )
 from mcp_orchestrator.retention import collect
 
-from .conftest import cli
+from .conftest import cli, open_store
 from .test_subagents_engine import Clock
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def sqlite_engine(db_path: Path) -> AsyncIterator[Engine]:
+    """An engine on a SQLite file, for the tests that measure the file itself (they run once)."""
+    async with open_store(db_path) as store:
+        yield Engine(store, workspace="/projects/demo")
 
 
 async def finished(engine: Engine, name: str, parent: str | None = None) -> str:
@@ -72,7 +80,8 @@ async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) 
     assert await exists(engine, live_child)  # it holds the newest journal entry: journal numbers never go back
 
 
-async def test_the_file_stops_growing_under_a_soak(engine: Engine, db_path: Path) -> None:
+async def test_the_file_stops_growing_under_a_soak(sqlite_engine: Engine, db_path: Path) -> None:
+    engine = sqlite_engine
     sizes = []
     output = {"blob": "x" * 4000}
     for _ in range(12):
@@ -91,17 +100,18 @@ async def test_the_file_stops_growing_under_a_soak(engine: Engine, db_path: Path
     assert sizes[-1] < 12 * 150 * 8000, sizes  # far less than what was written
 
 
-async def test_gc_from_the_cli(engine: Engine, db_path: Path) -> None:
+async def test_gc_from_the_cli(engine: Engine, db: str) -> None:
     await finished(engine, "a")
     keep = await finished(engine, "b")
-    printed = cli(db_path, "gc", "--older-than", "0")
+    printed = cli(db, "gc", "--older-than", "0")
     assert printed.stdout.startswith("removed 1 run(s), 0 event(s) and 0 schedule firing(s)")
     assert await exists(engine, keep)
-    refused = cli(db_path, "gc", "--older-than", "-1", check=False)
+    refused = cli(db, "gc", "--older-than", "-1", check=False)
     assert refused.returncode == 1 and "0 days or more" in refused.stderr
 
 
-async def test_a_large_step_output_is_stored_once(engine: Engine, db_path: Path) -> None:
+async def test_a_large_step_output_is_stored_once(sqlite_engine: Engine, db_path: Path) -> None:
+    engine = sqlite_engine
     run_id = (await engine.start_run(StartRunInput(name="big"))).run.run_id
     with sqlite3.connect(db_path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -117,11 +127,11 @@ async def test_a_large_step_output_is_stored_once(engine: Engine, db_path: Path)
     assert journal < 1000
 
 
-async def test_log_directories_of_removed_runs_go_too(engine: Engine, db_path: Path) -> None:
+async def test_log_directories_of_removed_runs_go_too(engine: Engine, db: str) -> None:
     from mcp_orchestrator.config import Settings
     from mcp_orchestrator.supervisor import Supervisor
 
-    settings = Settings.load(db=str(db_path))  # runs_dir is in the test's private state directory
+    settings = Settings.load(db=db)  # runs_dir is in the test's private state directory
     kept = await finished(engine, "kept")
     for run_id in (kept, "01GONEGONEGONEGONEGONEGONE", "01FRESHFRESHFRESHFRESHFRES"):
         (settings.runs_dir / run_id).mkdir(parents=True)

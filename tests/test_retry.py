@@ -85,11 +85,11 @@ async def test_a_cancelled_subagent_is_queued_again(engine: Engine, tmp_path: Pa
     assert launch.agent.run_id == run_id and launch.agent.state == AgentState.STARTING and launch.agent.failures == 0
 
 
-async def test_retry_from_the_cli(engine: Engine, db_path: Path) -> None:
+async def test_retry_from_the_cli(engine: Engine, db: str) -> None:
     run = (await engine.start_run(StartRunInput(name="nightly"))).run
     await engine.finish_run(FinishRunInput(run_id=run.run_id, error="flaky network"))
-    printed = cli(db_path, "retry", run.run_id, "--reason", "network is back")
+    printed = cli(db, "retry", run.run_id, "--reason", "network is back")
     assert printed.stdout.strip() == f"run {run.run_id} is running again"
     assert (await engine.status(StatusInput(run_id=run.run_id))).run.status == RunStatus.RUNNING
-    refused = cli(db_path, "retry", run.run_id, check=False)
+    refused = cli(db, "retry", run.run_id, check=False)
     assert refused.returncode == 1 and "still live" in refused.stderr

@@ -27,13 +27,13 @@ Supervisor = Callable[[], "subprocess.Popen[bytes]"]
 
 
 @pytest.fixture
-def supervisor(db_path: Path, tmp_path: Path) -> Iterator[Supervisor]:
+def supervisor(db: str, tmp_path: Path) -> Iterator[Supervisor]:
     """Starts ``mcp-orchestrator supervise`` processes on the test's store (with quick leases)."""
     started: list[subprocess.Popen[bytes]] = []
     env = server_env(MCP_ORCHESTRATOR_CONFIG=str(write_config(tmp_path)))
 
     def start() -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "mcp_orchestrator", "supervise", "--db", str(db_path)]
+        command = [sys.executable, "-m", "mcp_orchestrator", "supervise", "--db", db]
         started.append(subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL))
         return started[-1]
 
@@ -51,10 +51,10 @@ async def holder_pid(engine: Engine) -> int:
 
 
 async def test_three_processes_fire_each_due_time_once_through_a_sigkill(
-    db_path: Path, tmp_path: Path, supervisor: Supervisor
+    db: str, tmp_path: Path, supervisor: Supervisor
 ) -> None:
     processes = [supervisor() for _ in range(3)]
-    async with engine_on(db_path, write_config(tmp_path)) as engine:
+    async with engine_on(db, write_config(tmp_path)) as engine:
         action = {"type": "send_event", "name": "beat"}
         await engine.schedules.schedule(ScheduleInput.model_validate({"name": "beat", "every_s": 1, "action": action}))
         first = await holder_pid(engine)
@@ -81,16 +81,16 @@ async def test_three_processes_fire_each_due_time_once_through_a_sigkill(
 
 
 async def test_schedules_survive_a_restart_of_every_process_and_skip_overlaps(
-    db_path: Path, tmp_path: Path, supervisor: Supervisor
+    db: str, tmp_path: Path, supervisor: Supervisor
 ) -> None:
     spawn = {"type": "spawn_subagent", "prompt": "slow", "agent": "command", "command": ["sleep", "3"]}
-    async with Client(stdio_server(db_path)) as client:  # a session creates it, then ends
+    async with Client(stdio_server(db)) as client:  # a session creates it, then ends
         created = await call(client, "schedule", name="slow", every_s=1, action=spawn, overlap="skip")
         assert created["created"] and len(created["next_due"]) == 3
         refused = await client.call_tool("schedule", {"name": "x", "cron": "0 25 * * *", "action": spawn})
         assert refused.is_error and "not a five-field cron expression" in refused.content[0].text
     supervisor()
-    async with engine_on(db_path, write_config(tmp_path)) as engine:
+    async with engine_on(db, write_config(tmp_path)) as engine:
         await anyio.sleep(4.5)
         await engine.schedules.set_enabled("slow", False)
         (listed,) = (await engine.schedules.list(ListSchedulesInput())).schedules

@@ -24,8 +24,8 @@ from mcp_orchestrator.models import (
     UnscheduleInput,
 )
 from mcp_orchestrator.schedules import upcoming
-from mcp_orchestrator.store.sqlite import SQLiteStore
 
+from .conftest import open_store
 from .test_subagents_engine import Clock
 
 pytestmark = pytest.mark.anyio
@@ -67,8 +67,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def engine(db_path: Path, clock: Clock, tmp_path: Path) -> AsyncIterator[Engine]:
-    async with SQLiteStore(db_path) as store:
+async def engine(db: str, clock: Clock, tmp_path: Path) -> AsyncIterator[Engine]:
+    async with open_store(db) as store:
         yield Engine(store, workspace=str(tmp_path), clock=clock)
 
 

@@ -1,4 +1,4 @@
-"""Sub-agents end to end: real servers supervise real agent processes on one SQLite store."""
+"""Sub-agents end to end: real servers supervise real agent processes on one store (each kind)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def supervised(tmp_path: Path, db_path: Path, http_server: Callable[..., str]) -> AsyncIterator[Engine]:
+async def supervised(tmp_path: Path, db: str, http_server: Callable[..., str]) -> AsyncIterator[Engine]:
     """An engine on the test's store, which a running HTTP server supervises with the fake profiles."""
     config = write_config(tmp_path)
     http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
-    async with engine_on(db_path, config) as engine:
+    async with engine_on(db, config) as engine:
         yield engine
 
 
@@ -48,7 +48,7 @@ def fake_task(**task: Any) -> str:
 
 
 async def test_ten_subagents_fan_in_all_and_any(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str], private_state_dir: Path
+    tmp_path: Path, db: str, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:
     config = write_config(tmp_path)
     base = http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
@@ -94,11 +94,11 @@ async def test_ten_subagents_fan_in_all_and_any(
 
 
 async def test_limits_hold_per_profile_and_per_concurrency_key(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str]
+    tmp_path: Path, db: str, http_server: Callable[..., str]
 ) -> None:
     config = write_config(tmp_path, extra="[profiles.command]\nmax_concurrent = 3\n", max_concurrent=4)
     http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
-    async with engine_on(db_path, config) as engine:
+    async with engine_on(db, config) as engine:
         sleeper = ["sh", "-c", "sleep 0.4"]
         by_profile = [
             await engine.subagents.spawn(SpawnSubagentInput(prompt=f"p{i}", agent="command", command=sleeper))
@@ -172,7 +172,7 @@ async def test_timeout_kills_the_process_group_and_crashes_retry_with_backoff(
     assert recovered.run.output == {"output": "ok", "attempt": 2}
 
 
-async def test_cancel_from_another_process_kills_the_agents_and_cascades(db_path: Path, supervised: Engine) -> None:
+async def test_cancel_from_another_process_kills_the_agents_and_cascades(db: str, supervised: Engine) -> None:
     engine = supervised
     parent = await engine.subagents.spawn(
         SpawnSubagentInput(prompt="parent", agent="command", command=["sleep", "300"])
@@ -192,7 +192,7 @@ async def test_cancel_from_another_process_kills_the_agents_and_cascades(db_path
         await anyio.sleep(0.05)
     assert not any(pid_gone(pgid) for pgid in live)
 
-    printed = cli(db_path, "cancel", parent.run.run_id, "--reason", "not needed")
+    printed = cli(db, "cancel", parent.run.run_id, "--reason", "not needed")
     assert "cancelled 2 run(s)" in printed.stdout
     await eventually(lambda: all(pid_gone(pgid) for pgid in live), timeout=15)
     for spawned in (parent, child):
@@ -203,14 +203,14 @@ async def test_cancel_from_another_process_kills_the_agents_and_cascades(db_path
 
 
 async def test_agents_outlive_a_sigkilled_server_and_another_server_takes_over(
-    tmp_path: Path, db_path: Path, private_state_dir: Path
+    tmp_path: Path, db: str, private_state_dir: Path
 ) -> None:
     config = write_config(tmp_path)
     env = server_env(MCP_ORCHESTRATOR_CONFIG=str(config))
-    command = [sys.executable, "-m", "mcp_orchestrator", "supervise", "--db", str(db_path)]
+    command = [sys.executable, "-m", "mcp_orchestrator", "supervise", "--db", db]
     first = subprocess.Popen([*command], env=env, stderr=subprocess.DEVNULL)
     try:
-        async with engine_on(db_path, config) as engine:
+        async with engine_on(db, config) as engine:
             spawned = await engine.subagents.spawn(
                 SpawnSubagentInput(prompt=fake_task(sleep=2, steps=["a"], output="survived"), agent="fake")
             )
@@ -243,7 +243,7 @@ async def test_agents_outlive_a_sigkilled_server_and_another_server_takes_over(
 
 
 async def test_a_waiting_agent_exits_and_is_resumed_with_its_session_when_the_event_arrives(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str], private_state_dir: Path
+    tmp_path: Path, db: str, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:
     config = write_config(tmp_path)
     fake_claude = fake_claude_on_path(tmp_path)
@@ -281,10 +281,10 @@ async def test_a_waiting_agent_exits_and_is_resumed_with_its_session_when_the_ev
     assert kinds.count("process_started") == 2 and "event_received" in kinds
 
 
-async def test_bad_spawns_are_refused_with_what_to_fix(tmp_path: Path, db_path: Path) -> None:
+async def test_bad_spawns_are_refused_with_what_to_fix(tmp_path: Path, db: str) -> None:
     from .conftest import stdio_server
 
-    async with Client(stdio_server(db_path)) as client:
+    async with Client(stdio_server(db)) as client:
 
         async def refused(**arguments: Any) -> str:
             result = await client.call_tool("spawn_subagent", arguments)
@@ -302,13 +302,11 @@ async def test_bad_spawns_are_refused_with_what_to_fix(tmp_path: Path, db_path: 
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[limits]\nmax_concurrent = 0\n")
-    printed = cli(db_path, "agents", "--config", str(bad), check=False)
+    printed = cli(db, "agents", "--config", str(bad), check=False)
     assert printed.returncode == 1 and "max_concurrent" in printed.stderr and str(bad) in printed.stderr
 
 
-async def test_worktree_logs_and_status_from_the_cli(
-    tmp_path: Path, db_path: Path, http_server: Callable[..., str]
-) -> None:
+async def test_worktree_logs_and_status_from_the_cli(tmp_path: Path, db: str, http_server: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
@@ -320,7 +318,7 @@ async def test_worktree_logs_and_status_from_the_cli(
     http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
     script = "pwd; git rev-parse --abbrev-ref HEAD; echo line-$MCP_ORCHESTRATOR_ATTEMPT; sleep 0.5; echo bye"
     printed = subprocess.run(
-        [*cli_command("spawn", db_path), "task", "--agent", "command", "--worktree", "--cwd", str(repo), "--json",
+        [*cli_command("spawn", db), "task", "--agent", "command", "--worktree", "--cwd", str(repo), "--json",
          "--command", "sh", "-c", script],
         capture_output=True, text=True, timeout=60, env=server_env(), check=True,
     )  # fmt: skip
@@ -332,7 +330,7 @@ async def test_worktree_logs_and_status_from_the_cli(
     assert "mcp-orchestrator/" not in subprocess.run([*git, "status", "--short"], capture_output=True, text=True).stdout
 
     followed = subprocess.run(
-        [*cli_command("logs", db_path), run_id, "--follow"],
+        [*cli_command("logs", db), run_id, "--follow"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -340,14 +338,14 @@ async def test_worktree_logs_and_status_from_the_cli(
     )
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout.splitlines() == [tree, f"mcp-orchestrator/{run_id}", "line-1", "bye"]
-    shown = cli(db_path, "status", run_id).stdout
+    shown = cli(db, "status", run_id).stdout
     assert "process:" in shown and "exit 0" in shown and "bye" in shown
-    assert "--- attempt 1 started" in cli(db_path, "logs", run_id, "--stderr").stdout
-    assert cli(db_path, "logs", run_id, "--tail", "1").stdout.strip() == "bye"
+    assert "--- attempt 1 started" in cli(db, "logs", run_id, "--stderr").stdout
+    assert cli(db, "logs", run_id, "--tail", "1").stdout.strip() == "bye"
 
 
-def cli_command(command: str, db_path: Path) -> list[str]:
-    return [str(Path(sys.executable).with_name("mcp-orchestrator")), command, "--db", str(db_path)]
+def cli_command(command: str, db: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("mcp-orchestrator")), command, "--db", db]
 
 
 def test_the_runner_needs_no_server(tmp_path: Path) -> None:

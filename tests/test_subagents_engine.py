@@ -21,7 +21,8 @@ from mcp_orchestrator.models import (
     StatusInput,
     WaitForEventInput,
 )
-from mcp_orchestrator.store.sqlite import SQLiteStore
+
+from .conftest import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -45,9 +46,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def engine(db_path: Path, clock: Clock, tmp_path: Path) -> AsyncIterator[Engine]:
+async def engine(db: str, clock: Clock, tmp_path: Path) -> AsyncIterator[Engine]:
     config = AgentsConfig(max_concurrent=3, concurrency_keys={"db": 2}, retry_backoff_s=10)
-    async with SQLiteStore(db_path) as store:
+    async with open_store(db) as store:
         yield Engine(store, workspace=str(tmp_path), clock=clock, agents=config)
 
 

@@ -38,17 +38,17 @@ def sign(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def stored_events(db_path: Path) -> list[dict[str, Any]]:
-    return json.loads(cli(db_path, "events", "--json", "--limit", "200").stdout)["events"]
+def stored_events(db: str) -> list[dict[str, Any]]:
+    return json.loads(cli(db, "events", "--json", "--limit", "200").stdout)["events"]
 
 
 async def test_every_route_but_health_needs_the_token(
-    http_server: Callable[..., str], private_state_dir: Path, db_path: Path
+    http_server: Callable[..., str], private_state_dir: Path, db: str
 ) -> None:
     base = http_server()
     token = http_token(private_state_dir)
     assert (private_state_dir / "token").stat().st_mode & 0o777 == 0o600
-    assert cli(db_path, "token").stdout.strip() == token
+    assert cli(db, "token").stdout.strip() == token
 
     with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
         assert response.status == 200
@@ -57,15 +57,15 @@ async def test_every_route_but_health_needs_the_token(
         assert status == 401 and "bearer token" in answer["message"], headers
         status, answer = post(f"{base}/mcp", b"{}", headers)
         assert status == 401
-    assert stored_events(db_path) == []
+    assert stored_events(db) == []
 
 
 async def test_events_wake_runs_and_are_stored_once(
-    http_server: Callable[..., str], private_state_dir: Path, db_path: Path
+    http_server: Callable[..., str], private_state_dir: Path, db: str
 ) -> None:
     base = http_server()
     auth = {"Authorization": f"Bearer {http_token(private_state_dir)}"}
-    async with Client(stdio_server(db_path)) as client:
+    async with Client(stdio_server(db)) as client:
         run_id = (await client.call_tool("start_run", {"name": "deploy"})).structured_content["run"]["run_id"]
         waiting = await client.call_tool(
             "wait_for_event", {"run_id": run_id, "step": "ci", "event": "ci.done", "block_s": 0}
@@ -85,7 +85,7 @@ async def test_events_wake_runs_and_are_stored_once(
     batch = [{"name": "a", "data": 1}, {"name": "b", "data": 2}]
     status, answer = post(f"{base}/events", json.dumps(batch).encode(), auth)
     assert status == 200 and len(answer) == 2
-    assert [e["name"] for e in stored_events(db_path)] == ["b", "a", "ci.done"]
+    assert [e["name"] for e in stored_events(db)] == ["b", "a", "ci.done"]
 
     for body, code in [
         (b"{not json", "invalid_json"),
@@ -103,10 +103,10 @@ async def test_events_wake_runs_and_are_stored_once(
     response = connection.getresponse()
     assert response.status == 413 and json.load(response)["error"] == "too_large"
     connection.close()
-    assert len(stored_events(db_path)) == 3, "a rejected request stores nothing"
+    assert len(stored_events(db)) == 3, "a rejected request stores nothing"
 
 
-async def test_signed_webhooks_are_verified(http_server: Callable[..., str], db_path: Path) -> None:
+async def test_signed_webhooks_are_verified(http_server: Callable[..., str], db: str) -> None:
     base = http_server(MCP_ORCHESTRATOR_WEBHOOK_SECRET=SECRET)
 
     body = json.dumps({"name": "deploy.done", "data": {"env": "prod"}}).encode()
@@ -117,7 +117,7 @@ async def test_signed_webhooks_are_verified(http_server: Callable[..., str], db_
     headers = {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d-42", "X-Hub-Signature-256": sign(github)}
     status, answer = post(f"{base}/events", github, headers)
     assert status == 200 and answer["event_id"] == "d-42"
-    newest = stored_events(db_path)[0]
+    newest = stored_events(db)[0]
     assert (newest["name"], newest["data"]["number"], newest["source"]) == ("github.pull_request", 42, "webhook")
 
     for bad in (sign(github, "another-secret-entirely"), "sha256=00", "nonsense"):
@@ -128,12 +128,12 @@ async def test_signed_webhooks_are_verified(http_server: Callable[..., str], db_
     tampered = github.replace(b"42", b"43")
     status, _ = post(f"{base}/events", tampered, {**headers, "X-GitHub-Delivery": "d-44"})
     assert status == 401
-    assert [e["event_id"] for e in stored_events(db_path)][:1] == ["d-42"] and len(stored_events(db_path)) == 2
+    assert [e["event_id"] for e in stored_events(db)][:1] == ["d-42"] and len(stored_events(db)) == 2
 
 
-async def test_signatures_need_a_configured_secret(http_server: Callable[..., str], db_path: Path) -> None:
+async def test_signatures_need_a_configured_secret(http_server: Callable[..., str], db: str) -> None:
     base = http_server()
     body = json.dumps({"name": "x"}).encode()
     status, answer = post(f"{base}/events", body, {"X-Signature-256": sign(body)})
     assert status == 401 and "MCP_ORCHESTRATOR_WEBHOOK_SECRET" in answer["message"]
-    assert stored_events(db_path) == []
+    assert stored_events(db) == []

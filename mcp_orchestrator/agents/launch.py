@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,6 @@ from ..subagents import Launch
 from .profiles import render
 
 ENV_ATTEMPT = "MCP_ORCHESTRATOR_ATTEMPT"
-HOST = socket.gethostname()
 
 
 def orchestrator_server(settings: Settings, run_id: str) -> tuple[list[str], dict[str, str]]:
@@ -76,6 +74,7 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
         "stderr": str(log_path(run_dir, "stderr")),
         "output": profile.output,
         "db": settings.db,
+        "node": settings.node,
         "config": None if settings.config_file is None else str(settings.config_file),
     }
     spec_path = _write_private(run_dir / f"attempt-{agent.attempt}.json", spec)

@@ -124,6 +124,9 @@ class AgentsConfig(BaseModel):
 
     default_agent: str = "claude"
     max_concurrent: int = Field(4, ge=1, le=1000, description="Sub-agent processes at once, all profiles together.")
+    node_max_concurrent: int | None = Field(
+        None, ge=1, le=1000, description="Sub-agent processes at once on one node (machine); unset: no more than all."
+    )
     concurrency_keys: dict[str, int] = Field(
         default_factory=dict, description="Limits of named concurrency keys (a key not named here: 1)."
     )

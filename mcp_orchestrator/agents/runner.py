@@ -73,7 +73,7 @@ async def _attend(
     from ..config import Settings
     from ..logs import tail_lines
     from ..runtime import open_engine
-    from .launch import HOST, group_alive, kill_group
+    from .launch import group_alive, kill_group
 
     settings = Settings.load(db=spec["db"], config=spec["config"])
     run_id, attempt = spec["run_id"], spec["attempt"]
@@ -85,7 +85,7 @@ async def _attend(
         at = datetime.fromtimestamp(started, UTC)
         log_dir = str(Path(spec["stdout"]).parent)
         verdict = await agents.started(
-            run_id, attempt, pid=os.getpid(), pgid=process.pid, host=HOST, at=at, log_dir=log_dir
+            run_id, attempt, pid=os.getpid(), pgid=process.pid, host=spec["node"], at=at, log_dir=log_dir
         )
         exit_code = asyncio.ensure_future(asyncio.to_thread(process.wait))
         while verdict == "continue":

@@ -31,6 +31,15 @@ class Transaction(Protocol):
 
     def get_run_by_key(self, key: str) -> Run | None: ...
 
+    def peek_runs(self, run_ids: Sequence[str], *, settle: bool = False) -> list[Run | None]:
+        """Runs (without input, output and error) that the transaction looks at but does not change,
+        such as the runs a fan-in awaits, in the order given. ``get_run`` may take its run for change
+        (where writers run at once, a run read in a write transaction is locked until it ends); these
+        are not taken, so transactions looking at each other's runs cannot block one another. With
+        ``settle``, a change another transaction is making to one of them is waited for first: a
+        fan-in that has just registered its wait then sees any run that ended meanwhile, while the
+        transaction ending it, not seeing the wait yet, left it to this one."""
+
     def insert_run(self, run: Run) -> None: ...
 
     def list_runs(self, query: RunFilter) -> list[Run]:
@@ -210,6 +219,10 @@ class Store(Protocol):
         """Connect and bring the schema up to date."""
 
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
 
     async def write(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in a write transaction and return its result once committed.

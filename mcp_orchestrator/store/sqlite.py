@@ -127,6 +127,9 @@ class SQLiteTransaction:
         row = self._conn.execute(f"{_SELECT_RUN} WHERE key = ?", (key,)).fetchone()
         return None if row is None else Run.model_validate_json(row[0])
 
+    def peek_runs(self, run_ids: Sequence[str], *, settle: bool = False) -> list[Run | None]:
+        return [self.get_run(run_id, payloads=False) for run_id in run_ids]  # writers take turns: nothing to settle
+
     def insert_run(self, run: Run) -> None:
         self._conn.execute(
             f"INSERT INTO runs ({_RUN_COLUMNS}, events_after) "
