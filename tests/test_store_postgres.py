@@ -4,7 +4,6 @@ stores sharing a schema, migrations, the location shown in messages, and journal
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -201,7 +200,7 @@ async def test_a_key_inserted_meanwhile_runs_the_function_again_which_then_finds
     """Two stores check for a run by key at the same moment, both find none and both insert: the
     second insert meets the first's key, and its function runs again and finds the run (the
     idempotency of start_run and send_event rests on this)."""
-    both_checked = threading.Barrier(2, timeout=5)
+    both_checked = asyncio.Barrier(2)
     attempts: list[str] = []
 
     def create(run_id: str) -> Callable[[PostgresTransaction], tuple[str, str]]:
@@ -211,7 +210,7 @@ async def test_a_key_inserted_meanwhile_runs_the_function_again_which_then_finds
             if existing is not None:
                 return "found", existing.run_id
             if attempts.count(run_id) == 1:
-                both_checked.wait()
+                tx._await(asyncio.wait_for(both_checked.wait(), 5))
             tx.insert_run(new_run(run_id).model_copy(update={"key": "deploy-42"}))
             return "created", run_id
 
@@ -282,13 +281,13 @@ async def test_two_stores_claiming_at_once_take_turns_and_keep_the_limit(url: st
             args = SpawnSubagentInput(prompt="task", agent="command", command=["sleep", "1"])
             spawned.append((await engine_a.subagents.spawn(args)).run.run_id)
 
-        picked, release = threading.Event(), threading.Event()
+        picked, release = asyncio.Event(), asyncio.Event()
         claim = engine_a.subagents._claim
 
         def held(tx: Any, node: str | None) -> Any:
             launches = claim(tx, node)
             picked.set()
-            assert release.wait(5)
+            tx._await(asyncio.wait_for(release.wait(), 5))
             return launches
 
         engine_a.subagents._claim = held  # type: ignore[method-assign]
@@ -345,12 +344,12 @@ async def test_a_search_path_without_an_existing_schema_says_to_create_it(postgr
 
 async def test_journal_after_stops_at_an_entry_of_a_transaction_still_open(url: str) -> None:
     """A journal number is taken before commit: a reader that skipped the gap would lose that entry."""
-    appended, release = threading.Event(), threading.Event()
+    appended, release = asyncio.Event(), asyncio.Event()
 
     def slow(tx: PostgresTransaction) -> None:
         tx.append_journal("r1", "step_completed", datetime.now(UTC), step="slow")
         appended.set()
-        assert release.wait(5)
+        tx._await(asyncio.wait_for(release.wait(), 5))
 
     def read(tx: PostgresTransaction) -> list[tuple[str, str | None]]:
         return [(entry.run_id, entry.step) for entry in tx.journal_after(0, ["step_completed"], 10)]
@@ -359,7 +358,7 @@ async def test_journal_after_stops_at_an_entry_of_a_transaction_still_open(url: 
         await store.write(lambda tx: [tx.insert_run(new_run(run_id)) for run_id in ("r1", "r2")])
         open_write = asyncio.create_task(store.write(slow))
         try:
-            assert await asyncio.to_thread(appended.wait, 5)
+            await asyncio.wait_for(appended.wait(), 5)
             await store.write(lambda tx: tx.append_journal("r2", "step_completed", datetime.now(UTC), step="fast"))
             assert await store.read(read) == []  # the later entry waits behind the gap
         finally:

@@ -14,8 +14,11 @@ or a key inserted by someone else in the meantime runs the function again on a f
 as the ``Transaction`` contract allows. Reads run ``REPEATABLE READ READ ONLY``: one consistent
 snapshot.
 
-The transaction function is synchronous (see ``store.base``): it runs on a worker thread, and each
-of its statements hops to the event loop, where asyncpg talks to the server.
+The transaction function is synchronous (see ``store.base``) and asyncpg is not: the function runs
+in a greenlet of its own on the event loop's thread, and each statement switches back to the loop
+for asyncpg to run it (the bridge SQLAlchemy's asyncio support uses). A switch costs about a
+microsecond, where handing each statement from a worker thread to the loop and back costs two
+thread wake-ups.
 
 Wake-ups: every write transaction sends ``NOTIFY`` on the store's channel; it is delivered when the
 transaction commits, to every node listening (one connection per process, opened when something
@@ -34,14 +37,14 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import greenlet
 
-from ..errors import StoreBusy, StoreError
+from ..errors import SchemaTooNew, StoreBusy, StoreError
 from ..ids import new_id
 from ..models import (
     LIVE_RUN_STATUSES,
@@ -123,16 +126,15 @@ def _placeholders(start: int, count: int) -> str:
 
 
 class PostgresTransaction:
-    """Row reads and writes inside one PostgreSQL transaction (see ``store.base``); called on a
-    worker thread, each statement runs on the event loop that owns the connection."""
+    """Row reads and writes inside one PostgreSQL transaction (see ``store.base``); called in the
+    transaction's greenlet (see ``_run_in_greenlet``), each statement is awaited on the event loop."""
 
-    def __init__(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop, *, writable: bool) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, writable: bool) -> None:
         self._conn = conn
-        self._loop = loop
         self._writable = writable
 
     def _await(self, awaitable: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self._loop).result()
+        return _await_from_greenlet(awaitable)
 
     def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return self._await(self._conn.fetch(sql, *args))
@@ -650,8 +652,36 @@ class PostgresTransaction:
         return [Firing.model_validate_json(row[0]) for row in rows]
 
 
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+class _Awaiting:
+    """What a transaction's greenlet hands to the event loop: something to await for it."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+
+def _await_from_greenlet(awaitable: Awaitable[T]) -> T:
+    """Await on the event loop from synchronous code running in ``_run_in_greenlet``."""
+    parent = greenlet.getcurrent().parent
+    if parent is None:
+        raise RuntimeError("a PostgreSQL transaction function ran outside its store")
+    return parent.switch(_Awaiting(awaitable))  # type: ignore[no-any-return]
+
+
+async def _run_in_greenlet(fn: Callable[[PostgresTransaction], T], tx: PostgresTransaction) -> T:
+    """Run ``fn(tx)`` in a greenlet; every awaitable it hands over is awaited here, and its outcome
+    (value or exception) sent back in."""
+    child = greenlet.greenlet(fn)
+    handed = child.switch(tx)
+    while not child.dead:
+        try:
+            value = await handed.awaitable
+        except BaseException as exc:  # into fn, which may handle it
+            handed = child.throw(exc)
+        else:
+            handed = child.switch(value)
+    return handed  # type: ignore[no-any-return]
 
 
 class _CommitUnknown(Exception):
@@ -673,7 +703,6 @@ class PostgresStore:
         self._pool_size = pool_size
         self._retry_s = retry_s
         self._pool: asyncpg.Pool | None = None
-        self._threads: ThreadPoolExecutor | None = None
         self._token = new_id()  # marks this process's notifications
         self._channel = "mcp_orchestrator"
         self._generation = 0
@@ -693,19 +722,18 @@ class PostgresStore:
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot connect to the store {self.location}: {exc}") from exc
-        self._threads = ThreadPoolExecutor(self._pool_size, thread_name_prefix="postgres-tx")
         try:
             async with self._pool.acquire() as conn:
                 schema = await self._migrate(conn)
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            if isinstance(exc, asyncpg.PostgresError | OSError | asyncpg.InterfaceError):
+                raise StoreError(f"cannot prepare the store {self.location}: {exc}") from exc
             raise
         # One channel per schema: stores that share a database under different search paths stay apart.
         self._channel = f"mcp_orchestrator_{schema}"
 
     async def _migrate(self, conn: asyncpg.Connection) -> str:
-        from ..errors import SchemaTooNew
-
         schema = await conn.fetchval("SELECT current_schema()")
         if schema is None:
             path = await conn.fetchval("SHOW search_path")
@@ -737,9 +765,6 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-        if self._threads is not None:
-            self._threads.shutdown(wait=False)
-            self._threads = None
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -807,8 +832,8 @@ class PostgresStore:
     async def _run(self, fn: Callable[[PostgresTransaction], T], *, writable: bool) -> T:
         if self._pool is None:
             raise StoreError(f"the store {self.location} is not open")
-        # The transaction finishes even if the caller is cancelled: its function is running on a
-        # thread with a connection in hand, and its outcome must be settled either way.
+        # The transaction finishes even if the caller is cancelled: its function may be midway, with
+        # a connection in hand, and its outcome must be settled either way.
         task = asyncio.get_running_loop().create_task(self._with_retries(fn, writable))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -873,14 +898,12 @@ class PostgresStore:
             await asyncio.sleep(0.05)
 
     async def _once(self, fn: Callable[[PostgresTransaction], T], writable: bool) -> T:
-        assert self._pool is not None and self._threads is not None
-        loop = asyncio.get_running_loop()
+        assert self._pool is not None
         async with self._pool.acquire() as conn:
             xid: int | None = None  # set once COMMIT may be on its way
             try:
                 await conn.execute(_BEGIN_WRITE if writable else _BEGIN_READ)
-                tx = PostgresTransaction(conn, loop, writable=writable)
-                result = await loop.run_in_executor(self._threads, fn, tx)
+                result = await _run_in_greenlet(fn, PostgresTransaction(conn, writable=writable))
                 if writable:  # the notification is delivered to every listener when (and only if) this commits
                     number = await conn.fetchval(
                         "SELECT txid_current() FROM pg_notify($1, $2)", self._channel, self._token
