@@ -37,6 +37,7 @@ from mcp import Client, StdioServerParameters
 
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
+from mcp_orchestrator.store import Store
 from mcp_orchestrator.store.sqlite import SQLiteStore
 from mcp_orchestrator.store.sqlite_schema import MIGRATIONS
 
@@ -135,8 +136,9 @@ def commit_loop(
     return Figures(label, latencies, elapsed, commits * per_commit)
 
 
-async def engine_figures(path: Path, n: int) -> tuple[Figures, Figures]:
-    async with SQLiteStore(path) as store:
+async def engine_figures(opened: Store, n: int) -> tuple[Figures, Figures]:
+    """Checkpoints through the engine on an opened store (closed here): one run, then 16 at once."""
+    async with opened as store:
         engine = Engine(store)
         run_id = (await engine.start_run(StartRunInput(name="bench"))).run.run_id
 
@@ -189,7 +191,7 @@ async def main() -> None:
         raw = raw_sqlite(root / "raw.db", args.n)
         rows = raw_checkpoint_rows(root / "rows.db", args.n)
         rows_batched = raw_checkpoint_rows(root / "rows16.db", 4 * args.n, batch=CONCURRENCY)
-        sequential, concurrent = await engine_figures(root / "engine.db", args.n)
+        sequential, concurrent = await engine_figures(SQLiteStore(root / "engine.db"), args.n)
         baseline, tool = await stdio_figures(root / "stdio.db", max(500, args.n // 3))
 
     print(f"mcp-orchestrator checkpoint benchmark: {args.n} checkpoints of {len(PAYLOAD)} bytes, on {sys.platform}")

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
-from checkpoint import CONCURRENCY, PAYLOAD, Figures, stdio_figures, timed
+from checkpoint import CONCURRENCY, PAYLOAD, Figures, engine_figures, stdio_figures, timed
 
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.ids import new_id
@@ -56,16 +56,12 @@ async def raw_checkpoint(conn: asyncpg.Connection, run: str, step: str) -> None:
         )
 
 
-async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> tuple[int, float]:
-    """A checkpoint's rows by raw asyncpg on ``lanes`` connections for ``seconds``; how many committed."""
-    pool = await asyncpg.create_pool(url, min_size=lanes, max_size=lanes)
-    runs = [f"raw-{new_id()}" for _ in range(lanes)]
-    async with pool.acquire() as conn:
-        await conn.executemany(
-            "INSERT INTO runs (run_id, name, status, retry, created_at) VALUES ($1, 'n', 'running', '{}', now())",
-            [(run,) for run in runs],
-        )
-    await asyncio.sleep(max(0.0, start_at - time.time()))  # every node starts writing at the same moment
+async def write_for(
+    seconds: float, start_at: float, runs: list[str], write: Callable[[str, int], Awaitable[object]]
+) -> tuple[int, float]:
+    """``write(run, number)`` on every run at once, from ``start_at`` (the same instant in every node)
+    for ``seconds``; how many were written, and the CPU seconds this process spent meanwhile."""
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     done = 0
     cpu = time.process_time()
     deadline = time.monotonic() + seconds
@@ -73,54 +69,41 @@ async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> t
     async def lane(run: str) -> None:
         nonlocal done
         number = 0
-        async with pool.acquire() as conn:
-            while time.monotonic() < deadline:
-                number += 1
-                await raw_checkpoint(conn, run, f"s{number}")
-                done += 1
+        while time.monotonic() < deadline:
+            number += 1
+            await write(run, number)
+            done += 1
 
     await asyncio.gather(*(lane(run) for run in runs))
-    cpu = time.process_time() - cpu
-    await pool.close()
-    return done, cpu
+    return done, time.process_time() - cpu
+
+
+async def raw_writer(url: str, seconds: float, lanes: int, start_at: float) -> tuple[int, float]:
+    """A checkpoint's rows by raw asyncpg on ``lanes`` connections."""
+    async with asyncpg.create_pool(url, min_size=lanes, max_size=lanes) as pool:
+        runs = [f"raw-{new_id()}" for _ in range(lanes)]
+        await pool.executemany(
+            "INSERT INTO runs (run_id, name, status, retry, created_at) VALUES ($1, 'n', 'running', '{}', now())",
+            [(run,) for run in runs],
+        )
+
+        async def write(run: str, number: int) -> None:
+            async with pool.acquire() as conn:
+                await raw_checkpoint(conn, run, f"s{number}")
+
+        return await write_for(seconds, start_at, runs, write)
 
 
 async def engine_writer(url: str, seconds: float, lanes: int, start_at: float) -> tuple[int, float]:
-    """Engine checkpoints on ``lanes`` runs of their own for ``seconds``; how many."""
+    """Engine checkpoints on ``lanes`` runs of their own."""
     async with PostgresStore(url, pool_size=lanes) as store:
         engine = Engine(store)
         runs = [(await engine.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(lanes)]
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        done = 0
-        cpu = time.process_time()
-        deadline = time.monotonic() + seconds
 
-        async def lane(run: str) -> None:
-            nonlocal done
-            number = 0
-            while time.monotonic() < deadline:
-                number += 1
-                await engine.checkpoint(CheckpointInput(run_id=run, step=f"s{number}", output=PAYLOAD))
-                done += 1
+        async def write(run: str, number: int) -> None:
+            await engine.checkpoint(CheckpointInput(run_id=run, step=f"s{number}", output=PAYLOAD))
 
-        await asyncio.gather(*(lane(run) for run in runs))
-        cpu = time.process_time() - cpu
-    return done, cpu
-
-
-async def engine_figures(url: str, n: int) -> tuple[Figures, Figures]:
-    async with PostgresStore(url, pool_size=CONCURRENCY) as store:
-        engine = Engine(store)
-        run_id = (await engine.start_run(StartRunInput(name="bench"))).run.run_id
-
-        def call(run: str, step: str) -> Callable[[], Awaitable[object]]:
-            return lambda: engine.checkpoint(CheckpointInput(run_id=run, step=step, output=PAYLOAD))
-
-        sequential = await timed("engine, sequential", [call(run_id, f"s{i}") for i in range(n)])
-        runs = [(await engine.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(CONCURRENCY)]
-        calls = [call(run, f"s{i}") for i in range(max(1, 2 * n // CONCURRENCY)) for run in runs]
-        concurrent = await timed(f"engine, {CONCURRENCY} concurrent runs", calls, lanes=CONCURRENCY)
-    return sequential, concurrent
+        return await write_for(seconds, start_at, runs, write)
 
 
 async def raw_figures(url: str, n: int) -> tuple[Figures, Figures]:
@@ -167,7 +150,7 @@ def node_processes(kind: str, url: str, nodes: int, seconds: float) -> tuple[int
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(nodes)]
     time.sleep(max(0.0, start_at - time.time()) + 0.5)
     busy_before, total_before = machine_busy()
-    time.sleep(seconds - 1.0)  # the middle of the window, away from its edges
+    time.sleep(max(0.1, seconds - 1.0))  # the middle of the window, away from its edges
     busy_after, total_after = machine_busy()
     reports = [worker.communicate()[0].split() for worker in workers]
     done = sum(int(report[-2]) for report in reports)
@@ -192,7 +175,7 @@ async def postgres_main() -> None:
     async with fresh_schema(args.db) as url:
         raw_sequential, raw_concurrent = await raw_figures(url, args.n)
     async with fresh_schema(args.db) as url:
-        sequential, concurrent = await engine_figures(url, args.n)
+        sequential, concurrent = await engine_figures(PostgresStore(url, pool_size=CONCURRENCY), args.n)
     async with fresh_schema(args.db) as url:
         baseline, tool = await stdio_figures(url, max(500, args.n // 3))
     scaling = []

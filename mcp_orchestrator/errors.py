@@ -83,6 +83,15 @@ class StoreBusy(StoreError):
 class SchemaTooNew(StoreError):
     code = "schema_too_new"
 
+    @classmethod
+    def of(cls, location: str, version: int, known: int, other: str) -> SchemaTooNew:
+        """The refusal to open a store that a newer release migrated (``other``: "file", "database")."""
+        return cls(
+            f"the store {location} has schema version {version}, newer than this mcp-orchestrator "
+            f"knows ({known}); upgrade mcp-orchestrator, or point --db at another {other}",
+            version=version,
+        )
+
 
 def invalid_input_from(exc: ValidationError, what: str = "arguments") -> InvalidInput:
     """One readable sentence per problem, naming the field, the value given and what is expected."""

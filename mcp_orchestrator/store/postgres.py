@@ -743,11 +743,7 @@ class PostgresStore:
             await conn.execute(CREATE_VERSION_TABLE)
             version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
             if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"the store {self.location} has schema version {version}, newer than this mcp-orchestrator "
-                    f"knows ({SCHEMA_VERSION}); upgrade mcp-orchestrator, or point --db at another database",
-                    version=version,
-                )
+                raise SchemaTooNew.of(self.location, version, SCHEMA_VERSION, "database")
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[number - 1]:
                     await conn.execute(statement)

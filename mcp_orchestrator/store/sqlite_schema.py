@@ -194,11 +194,7 @@ def migrate(conn: sqlite3.Connection, location: str) -> int:
     """Apply the missing migrations; the caller holds an IMMEDIATE transaction."""
     version = current_version(conn)
     if version > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"the store {location} has schema version {version}, newer than this mcp-orchestrator "
-            f"knows ({SCHEMA_VERSION}); upgrade mcp-orchestrator, or point --db at another file",
-            version=version,
-        )
+        raise SchemaTooNew.of(location, version, SCHEMA_VERSION, "file")
     for number in range(version + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[number - 1]:
             conn.execute(statement)
