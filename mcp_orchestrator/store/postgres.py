@@ -881,16 +881,20 @@ class PostgresStore:
             pause = min(pause * 2, 1.0)
 
     async def _transaction_status(self, xid: int, deadline: float) -> str | None:
-        """'committed', 'aborted' or 'in progress' (PostgreSQL's txid_status), or None if the server
-        could not be asked before ``deadline``."""
+        """'committed' or 'aborted' (PostgreSQL's txid_status), or None if the server could not tell
+        before ``deadline`` (a transaction whose backend is still winding down is 'in progress')."""
         assert self._pool is not None
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    return await conn.fetchval("SELECT txid_status($1)", xid)
+                    status = await conn.fetchval("SELECT txid_status($1)", xid)
+                if status != "in progress":  # None: too old to tell
+                    return None if status is None else str(status)
             except Exception as exc:
-                if not _connection_lost(exc) or time.monotonic() > deadline:
+                if not _connection_lost(exc):
                     return None
+            if time.monotonic() > deadline:
+                return None
             await asyncio.sleep(0.05)
 
     async def _once(self, fn: Callable[[PostgresTransaction], T], writable: bool) -> T:
