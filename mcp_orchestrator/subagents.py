@@ -367,7 +367,9 @@ class Subagents:
             tx.save_agent(agent.model_copy(update={"heartbeat_at": now}))
             return "continue"
 
-        return await self.engine.store.write(beat)
+        # Every live agent beats every second: waking every waiter of every node for it would cost
+        # each of them a read per beat, for news nobody waits on (a lost runner is found by time).
+        return await self.engine.store.write(beat, wake=False)
 
     async def exited(
         self,

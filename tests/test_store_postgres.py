@@ -266,6 +266,23 @@ async def test_a_commit_on_one_store_wakes_a_waiter_on_another_promptly(url: str
         assert store_a.generation == generation_a + 2
 
 
+async def test_a_write_marked_quiet_wakes_no_waiter_on_another_store(url: str) -> None:
+    """Heartbeats are written with wake=False: a waiter elsewhere sleeps through them, and still
+    wakes for the next ordinary write."""
+    async with PostgresStore(url) as store_a, PostgresStore(url) as store_b:
+        await store_b.wait_for_change(timeout=5, since=store_b.generation)  # the listener is up
+        since = store_b.generation
+        waiter = asyncio.create_task(store_b.wait_for_change(timeout=10, since=since))
+        await store_a.write(lambda tx: tx.set_cursor("beat", 1), wake=False)
+        await asyncio.sleep(0.5)
+        assert not waiter.done()
+        started = time.monotonic()
+        await store_a.write(lambda tx: tx.set_cursor("beat", 2))
+        await asyncio.wait_for(waiter, 5)
+        assert time.monotonic() - started < 2
+        assert store_b.generation == since + 1
+
+
 # Claims across stores.
 
 

@@ -226,11 +226,13 @@ class Store(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
-    async def write(self, fn: Callable[[Transaction], T]) -> T:
+    async def write(self, fn: Callable[[Transaction], T], *, wake: bool = True) -> T:
         """Run ``fn`` in a write transaction and return its result once committed.
 
         If ``fn`` raises, its writes are undone and the exception propagates; other writers
-        batched into the same commit are unaffected.
+        batched into the same commit are unaffected. ``wake=False`` says nobody waits for this
+        write (a heartbeat): where the store can tell, it wakes no waiter, here or in other
+        processes (SQLite's other processes see every commit regardless).
         """
 
     async def read(self, fn: Callable[[Transaction], T]) -> T:

@@ -77,6 +77,7 @@ _JOURNAL_SETTLE_S = 10.0
 _EVENTS_PAGE = 200
 _BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_XID_AND_NOTIFY = "SELECT txid_current() FROM pg_notify($1, $2)"
 
 
 def _dump(value: Any) -> str | None:
@@ -769,11 +770,11 @@ class PostgresStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def write(self, fn: Callable[[PostgresTransaction], T]) -> T:
-        return await self._run(fn, writable=True)
+    async def write(self, fn: Callable[[PostgresTransaction], T], *, wake: bool = True) -> T:
+        return await self._run(fn, writable=True, wake=wake)
 
     async def read(self, fn: Callable[[PostgresTransaction], T]) -> T:
-        return await self._run(fn, writable=False)
+        return await self._run(fn, writable=False, wake=False)
 
     @property
     def generation(self) -> int:
@@ -825,23 +826,23 @@ class PostgresStore:
         if payload != self._token:
             self._notify()
 
-    async def _run(self, fn: Callable[[PostgresTransaction], T], *, writable: bool) -> T:
+    async def _run(self, fn: Callable[[PostgresTransaction], T], *, writable: bool, wake: bool) -> T:
         if self._pool is None:
             raise StoreError(f"the store {self.location} is not open")
         # The transaction finishes even if the caller is cancelled: its function may be midway, with
         # a connection in hand, and its outcome must be settled either way.
-        task = asyncio.get_running_loop().create_task(self._with_retries(fn, writable))
+        task = asyncio.get_running_loop().create_task(self._with_retries(fn, writable, wake))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
 
-    async def _with_retries(self, fn: Callable[[PostgresTransaction], T], writable: bool) -> T:
+    async def _with_retries(self, fn: Callable[[PostgresTransaction], T], writable: bool, wake: bool) -> T:
         deadline = time.monotonic() + self._retry_s
         pause = 0.002
         key_taken = 0
         while True:
             try:
-                result = await self._once(fn, writable)
+                result = await self._once(fn, writable, wake)
             except _RETRYABLE as exc:
                 self.conflicts += 1
                 if time.monotonic() > deadline:
@@ -859,7 +860,8 @@ class PostgresStore:
                 # not made (run it again), or, if the server cannot tell, say so.
                 outcome = await self._transaction_status(exc.xid, deadline)
                 if outcome == "committed":
-                    self._notify()
+                    if wake:
+                        self._notify()
                     return exc.result
                 if outcome != "aborted":
                     raise StoreError(
@@ -874,7 +876,7 @@ class PostgresStore:
             except asyncpg.PostgresError as exc:
                 raise StoreError(f"the store {self.location} failed: {exc}") from exc
             else:
-                if writable:
+                if wake:
                     self._notify()
                 return result
             await asyncio.sleep(random.uniform(pause / 2, pause))
@@ -897,18 +899,17 @@ class PostgresStore:
                 return None
             await asyncio.sleep(0.05)
 
-    async def _once(self, fn: Callable[[PostgresTransaction], T], writable: bool) -> T:
+    async def _once(self, fn: Callable[[PostgresTransaction], T], writable: bool, wake: bool) -> T:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             xid: int | None = None  # set once COMMIT may be on its way
             try:
                 await conn.execute(_BEGIN_WRITE if writable else _BEGIN_READ)
                 result = await _run_in_greenlet(fn, PostgresTransaction(conn, writable=writable))
-                if writable:  # the notification is delivered to every listener when (and only if) this commits
-                    number = await conn.fetchval(
-                        "SELECT txid_current() FROM pg_notify($1, $2)", self._channel, self._token
-                    )
-                    xid = int(number)
+                if writable and wake:  # the notification reaches every listener when (and only if) this commits
+                    xid = int(await conn.fetchval(_XID_AND_NOTIFY, self._channel, self._token))
+                elif writable:
+                    xid = int(await conn.fetchval("SELECT txid_current()"))
                 await conn.execute("COMMIT")
                 return result
             except BaseException as exc:

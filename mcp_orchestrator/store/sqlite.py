@@ -630,7 +630,9 @@ class SQLiteStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def write(self, fn: Callable[[SQLiteTransaction], T]) -> T:
+    async def write(self, fn: Callable[[SQLiteTransaction], T], *, wake: bool = True) -> T:
+        # ``wake`` goes unused: other processes see every commit in the WAL index, and a batch
+        # commits quiet and other writes together.
         if self._writer_task is None:
             raise StoreError(f"the store {self.location} is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
