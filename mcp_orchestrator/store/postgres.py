@@ -20,13 +20,17 @@ for asyncpg to run it (the bridge SQLAlchemy's asyncio support uses). A switch c
 microsecond, where handing each statement from a worker thread to the loop and back costs two
 thread wake-ups.
 
-Wake-ups: every write transaction sends ``NOTIFY`` on the store's channel; it is delivered when the
-transaction commits, to every node listening (one connection per process, opened when something
-first waits). A notification from this process is ignored: its own commits wake its waiters at once.
+Wake-ups: every write transaction but a quiet one (``wake=False``: heartbeats) sends ``NOTIFY`` on
+the store's channel; it is delivered when the transaction commits, to every node listening (one
+connection per process, opened when something first waits). A notification from this process is
+ignored: its own commits wake its waiters at once. PostgreSQL makes transactions that notify take
+turns at commit (so notifications arrive in commit order): their commits cannot be grouped.
 
 Connections that fail: a transaction whose connection is lost before ``COMMIT`` is sent is run again
-on a new connection; one lost during ``COMMIT`` may or may not have been made, and the caller gets a
-``StoreError`` that says so (nothing is retried that could be made twice).
+on a new connection. One lost during ``COMMIT`` may or may not have been made: the store asks the
+server (``txid_status`` of the transaction id taken just before) and answers with the function's
+result if it was made, runs it again if not, and raises a ``StoreError`` saying the outcome is
+unknown only if the server cannot tell (nothing is retried that could be made twice).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ from ..models import (
     Step,
     Wait,
 )
+from .common import Changes
+from .common import dump_json as _dump
 from .postgres_schema import CREATE_VERSION_TABLE, MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -78,10 +84,7 @@ _EVENTS_PAGE = 200
 _BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _XID_AND_NOTIFY = "SELECT txid_current() FROM pg_notify($1, $2)"
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_SERVER_SETTINGS = {"timezone": "UTC", "application_name": "mcp-orchestrator"}  # every connection's
 
 
 def _count(status: str) -> int:
@@ -122,10 +125,6 @@ _SELECT_JOURNAL = (
 )
 
 
-def _placeholders(start: int, count: int) -> str:
-    return ", ".join(f"${n}" for n in range(start, start + count))
-
-
 class PostgresTransaction:
     """Row reads and writes inside one PostgreSQL transaction (see ``store.base``); called in the
     transaction's greenlet (see ``_run_in_greenlet``), each statement is awaited on the event loop."""
@@ -133,6 +132,7 @@ class PostgresTransaction:
     def __init__(self, conn: asyncpg.Connection, *, writable: bool) -> None:
         self._conn = conn
         self._writable = writable
+        self._locked: set[str] = set()  # advisory locks held: taken once, kept until the end
 
     def _await(self, awaitable: Awaitable[T]) -> T:
         return _await_from_greenlet(awaitable)
@@ -160,12 +160,12 @@ class PostgresTransaction:
     def _lock_names(self, *names: str) -> None:
         """In a write transaction, take the advisory locks of these names (until it ends), in a fixed
         order so that two transactions wanting the same names cannot deadlock."""
-        if self._writable and names:
+        wanted = sorted(set(names) - self._locked)
+        if self._writable and wanted:
             self._execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext(name)) FROM unnest($2::text[]) name",
-                _LOCK_SPACE,
-                sorted(set(names)),
+                "SELECT pg_advisory_xact_lock($1, hashtext(name)) FROM unnest($2::text[]) name", _LOCK_SPACE, wanted
             )
+            self._locked.update(wanted)
 
     def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
         select = _SELECT_RUN if payloads else _SELECT_RUN_LEAN
@@ -706,11 +706,9 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._token = new_id()  # marks this process's notifications
         self._channel = "mcp_orchestrator"
-        self._generation = 0
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.conflicts = 0  # transactions run again after a deadlock or a key taken (for benchmarks)
 
     async def open(self) -> None:
         try:
@@ -719,7 +717,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self._pool_size,
                 reset=_end_transaction,
-                server_settings={"timezone": "UTC", "application_name": "mcp-orchestrator"},
+                server_settings=_SERVER_SETTINGS,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot connect to the store {self.location}: {exc}") from exc
@@ -778,23 +776,16 @@ class PostgresStore:
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return self._changes.generation
 
     async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
         """Return after a commit by any node (this process's at once, others' by notification), or after
         ``timeout``; at once if a commit was seen since ``generation`` was ``since``."""
-        if since is not None and since != self._generation:
+        if self._changes.moved(since):
             return
-        changed = self._changed
         if self._listener is None and self._pool is not None:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="postgres-listener")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-
-    def _notify(self) -> None:
-        self._generation += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        await self._changes.wait(timeout)
 
     async def _listen(self) -> None:
         """Keep one connection listening on the channel; when it is lost, wake every waiter (they
@@ -803,7 +794,7 @@ class PostgresStore:
         while True:
             lost = asyncio.get_running_loop().create_future()
             try:
-                conn = await asyncpg.connect(self._url, server_settings={"application_name": "mcp-orchestrator"})
+                conn = await asyncpg.connect(self._url, server_settings=_SERVER_SETTINGS)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -812,19 +803,19 @@ class PostgresStore:
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.done() or lost.set_result(None))
                 await conn.add_listener(self._channel, self._on_notification)
                 delay = 0.1
-                self._notify()  # commits made while nobody listened are looked at now
+                self._changes.seen()  # commits made while nobody listened are looked at now
                 await lost
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pass
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(conn.close(timeout=1))
-            self._notify()
+            self._changes.seen()
             await asyncio.sleep(delay)
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload != self._token:
-            self._notify()
+            self._changes.seen()
 
     async def _run(self, fn: Callable[[PostgresTransaction], T], *, writable: bool, wake: bool) -> T:
         if self._pool is None:
@@ -844,7 +835,6 @@ class PostgresStore:
             try:
                 result = await self._once(fn, writable, wake)
             except _RETRYABLE as exc:
-                self.conflicts += 1
                 if time.monotonic() > deadline:
                     raise StoreBusy(
                         f"the store {self.location} kept refusing this write as conflicting with others "
@@ -854,14 +844,13 @@ class PostgresStore:
                 key_taken += 1
                 if key_taken > _KEY_TAKEN_RETRIES:
                     raise StoreError(f"the store {self.location} failed: {exc}") from exc
-                self.conflicts += 1
             except _CommitUnknown as exc:
                 # Ask the server what became of the transaction: made (answer as if nothing happened),
                 # not made (run it again), or, if the server cannot tell, say so.
                 outcome = await self._transaction_status(exc.xid, deadline)
                 if outcome == "committed":
                     if wake:
-                        self._notify()
+                        self._changes.seen()
                     return exc.result
                 if outcome != "aborted":
                     raise StoreError(
@@ -877,7 +866,7 @@ class PostgresStore:
                 raise StoreError(f"the store {self.location} failed: {exc}") from exc
             else:
                 if wake:
-                    self._notify()
+                    self._changes.seen()
                 return result
             await asyncio.sleep(random.uniform(pause / 2, pause))
             pause = min(pause * 2, 1.0)

@@ -42,6 +42,8 @@ from ..models import (
     Step,
     Wait,
 )
+from .common import Changes
+from .common import dump_json as _dump
 from .sqlite_schema import migrate
 
 T = TypeVar("T")
@@ -65,10 +67,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 _RUN_COLUMNS = (
@@ -573,12 +571,11 @@ class SQLiteStore:
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
+        self._changes = Changes()  # the commits seen: ours, and others' the poller noticed
         self._watchers = 0
         self._shm: int | None = None  # the WAL index file, read to see commits (see _version)
         self._seen: bytes | int | None = None  # the version waiters last saw
         self._local_commits = 0
-        self._generation = 0  # counts the commits seen (ours, and others' the poller noticed)
         self._poller: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -649,7 +646,7 @@ class SQLiteStore:
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return self._changes.generation
 
     async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
         """Return after a commit to the store by anyone (this process or another), or after ``timeout``;
@@ -658,23 +655,15 @@ class SQLiteStore:
         Commits in this process wake waiters at once; another process's commits are seen by polling
         the WAL index's change counter every few milliseconds, and only while somebody waits.
         """
-        if since is not None and since != self._generation:
+        if self._changes.moved(since):
             return
-        changed = self._changed
         self._watchers += 1
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_foreign_commits(), name="sqlite-poller")
         try:
-            await asyncio.wait_for(changed.wait(), timeout)
-        except TimeoutError:
-            pass
+            await self._changes.wait(timeout)
         finally:
             self._watchers -= 1
-
-    def _notify(self) -> None:
-        self._generation += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     async def _version(self) -> bytes | int:
         """Changes with every commit by any process. The WAL index (the -shm file) starts with a
@@ -697,7 +686,7 @@ class SQLiteStore:
                 self._seen = current
                 if self._local_commits == local:  # another process is busy: look often for a while
                     changed_at = time.monotonic()
-                self._notify()
+                self._changes.seen()
             local = self._local_commits
             if self._watchers == 0:
                 return
@@ -820,7 +809,7 @@ class SQLiteStore:
             else:
                 future.set_exception(value)
         self._local_commits += 1
-        self._notify()
+        self._changes.seen()
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
