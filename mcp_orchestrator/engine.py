@@ -22,6 +22,7 @@ from .ids import new_id
 from .logs import read_log_tails
 from .models import (
     LABEL_KEY_PATTERN,
+    LIST_INDEX,
     AgentState,
     CancelRunInput,
     CancelRunResult,
@@ -589,10 +590,7 @@ class Engine:
 
     async def list_events(self, args: ListEventsInput) -> ListEventsResult:
         """Events newest first, one page at a time."""
-        try:
-            before = int(args.cursor) if args.cursor is not None else None
-        except ValueError:
-            raise InvalidInput(f"cursor {args.cursor!r} is not one this command printed; leave it out") from None
+        before = None if args.cursor is None else _event_cursor(args.cursor)
         rows = await self.store.read(lambda tx: tx.list_events(args.name, args.limit + 1, before))
         cursor = str(rows[args.limit - 1][0]) if len(rows) > args.limit else None
         return ListEventsResult(events=[event for _, event in rows[: args.limit]], next_cursor=cursor)
@@ -740,7 +738,7 @@ class Engine:
             return
         try:
             encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidInput(f"{field} is not plain JSON ({exc}); NaN and Infinity are not allowed") from exc
         size = len(encoded.encode())
         if size > self.max_payload_bytes:
@@ -768,20 +766,41 @@ def _drop_waits(tx: Transaction, run_id: str) -> None:
 
 
 def _matches(event: Event, match: dict[str, Any]) -> bool:
-    """Every dotted path of ``match`` (e.g. 'data.pr') leads to an equal value in the event."""
+    """Every dotted path of ``match`` (e.g. 'data.pr') leads to an equal value in the event.
+
+    Total: a wait stored before its match was checked (an odd path, a value too deep to compare)
+    matches nothing, so it can never make another caller's send_event fail."""
     document = event.model_dump(mode="json")
-    for path, expected in match.items():
-        value: Any = document
-        for part in path.split("."):
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                return False
-        if value != expected:
-            return False
-    return True
+    try:
+        return all(_lookup(document, path) == (True, expected) for path, expected in match.items())
+    except (RecursionError, TypeError, ValueError, AttributeError):
+        return False
+
+
+def _lookup(document: Any, path: Any) -> tuple[bool, Any]:
+    """(True, the value at the dotted ``path``), or (False, None) when the path leads nowhere."""
+    if not isinstance(path, str):
+        return False, None
+    value = document
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and LIST_INDEX.fullmatch(part) and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+def _event_cursor(cursor: str) -> int:
+    """The event sequence number a list_events cursor names: a 64-bit integer in both stores."""
+    if not re.fullmatch(r"[0-9]{1,19}", cursor) or int(cursor) >= 2**63:
+        raise InvalidInput(
+            f"cursor: {cursor[:40]!r} is not a next_cursor a listing printed; pass next_cursor as it was "
+            "given, or leave cursor out for the newest events",
+            cursor=cursor,
+        )
+    return int(cursor)
 
 
 def _iso(value: datetime | None) -> str | None:

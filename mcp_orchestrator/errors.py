@@ -11,13 +11,16 @@ says what to do.
     ├── KeyConflict           an idempotency key already belongs to a different run
     ├── StepFailed            the step failed for good (attempts exhausted or not retryable)
     ├── ConfigError           settings or the store location are wrong
+    ├── InternalError         a bug: something failed that no rule foresaw
     └── StoreError            the store could not do its part
         ├── StoreBusy         other processes held the write lock for too long
-        └── SchemaTooNew      the store was written by a newer mcp-orchestrator
+        ├── SchemaTooNew      the store was written by a newer mcp-orchestrator
+        └── StoreFileGone     the SQLite file was removed or replaced under a running server
 """
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -72,6 +75,10 @@ class ConfigError(OrchestratorError):
     code = "config_error"
 
 
+class InternalError(OrchestratorError):
+    code = "internal_error"
+
+
 class StoreError(OrchestratorError):
     code = "store_error"
 
@@ -93,13 +100,39 @@ class SchemaTooNew(StoreError):
         )
 
 
+class StoreFileGone(StoreError):
+    """A SQLite store's file was removed or replaced under the server that has it open: that
+    server refuses every later read and write (code ``store_error``; fields ``path``, ``inode``)."""
+
+
 def invalid_input_from(exc: ValidationError, what: str = "arguments") -> InvalidInput:
     """One readable sentence per problem, naming the field, the value given and what is expected."""
     problems = []
     for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"])
+        where = ".".join(str(part) for part in error["loc"] if not _union_member(part))
         message = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
-        shown = "" if isinstance(given, dict) or error["type"] == "missing" else f" (got {given!r:.80})"
+        shown = "" if isinstance(given, dict) or error["type"] == "missing" else f" (got {shown_value(given)})"
         problems.append(f"{where}: {message}{shown}" if where else message)
     return InvalidInput(f"invalid {what}: " + "; ".join(problems), problems=problems)
+
+
+def _union_member(part: int | str) -> bool:
+    """A location part that names which member of a union was tried ('list[str]'), not a field."""
+    return isinstance(part, str) and ("[" in part or part in _UNION_MEMBERS)
+
+
+_UNION_MEMBERS = {"str", "int", "float", "bool", "constrained-str", "constrained-int", "constrained-float"}
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 60, 60, 4, 4
+
+
+def shown_value(value: Any, limit: int = 80) -> str:
+    """A caller's value, quoted for a message: short, and safe for values too deep or too long to print."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"  # repr of a huge int is slow or refused
+    try:
+        text = _SHORT.repr(value)
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

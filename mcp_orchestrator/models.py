@@ -6,11 +6,25 @@ are what a model reads in the tool schemas, so they are written for it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 NAME_MAX = 200
 STEP_MAX = 200
@@ -19,6 +33,155 @@ LABELS_MAX = 32
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
 LABEL_VALUE_MAX = 200
 LIST_LIMIT_MAX = 200
+SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+# Arrays and objects nested in each other, at most, in any JSON value a caller gives. Stored values
+# come back wrapped in a few more levels (a wait's output holds the event, a status holds the
+# step, a journal entry holds the error), and every reader must still take them: pydantic's JSON
+# reader stops at 200 levels, Python's json module near 1000. 64 leaves room for any wrapping.
+JSON_DEPTH_MAX = 64
+# Longer integers cannot even be written as text by Python (sys.int_info.default_max_str_digits).
+INT_DIGITS_MAX = 4300
+_INT_LIMIT = 10**INT_DIGITS_MAX
+# A match path: dotted parts into the event (e.g. 'data.items.0.id'); a list index is ASCII digits.
+MATCH_PATH_MAX = 1000
+MATCH_PATH_PARTS_MAX = JSON_DEPTH_MAX + 1  # the event's own field, then one part per level of its data
+LIST_INDEX = re.compile(r"[0-9]{1,9}")
+# Instants a caller gives keep a day away from the ends of the calendar, so converting them to UTC
+# and the short durations added to them (grace periods, offsets for display) never overflow.
+CALENDAR_MIN, CALENDAR_MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+TIME_MIN, TIME_MAX = CALENDAR_MIN + timedelta(days=1), CALENDAR_MAX - timedelta(days=1)
+
+
+def text_problem(text: str, *, nul: bool = False) -> str | None:
+    """Why ``text`` cannot be stored as it is on both stores, or None.
+
+    A NUL fits in JSON data (both stores keep it escaped, as ``\\u0000``: ``nul=True``) but not in a
+    text column: PostgreSQL refuses it there. A lone surrogate fits nowhere: it is not UTF-8."""
+    if not nul and "\x00" in text:
+        return "holds a NUL character (U+0000), which the stores cannot keep in text; remove it"
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return (
+            f"holds a lone surrogate ({text[exc.start]!r} at position {exc.start}), which is not valid Unicode "
+            "text; send well-formed UTF-8"
+        )
+    return None
+
+
+def _plain_text(value: Any) -> Any:
+    if isinstance(value, str) and (problem := text_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _plain_texts(value: Any) -> Any:
+    """Text, or a list of texts, checked before a union tries its members (so the error names the field)."""
+    for index, item in enumerate(value if isinstance(value, list) else [value]):
+        if isinstance(item, str) and (problem := text_problem(item)) is not None:
+            raise ValueError(problem if isinstance(value, str) else f"item {index} {problem}")
+    return value
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` is not JSON every store and reader takes, or None; walked without recursion."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth >= JSON_DEPTH_MAX:
+                return (
+                    f"nests arrays and objects more than {JSON_DEPTH_MAX} levels deep; flatten it, or store "
+                    "the data in a file and pass its path"
+                )
+            if isinstance(item, dict):
+                for key in item:
+                    if isinstance(key, str) and (problem := text_problem(key, nul=True)) is not None:
+                        return f"key {key!r:.60} {problem}"
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if (problem := text_problem(item, nul=True)) is not None:
+                return f"a string {problem}"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"holds {item}, which JSON cannot carry; send a finite number (or null, or a string)"
+        elif isinstance(item, int) and not isinstance(item, bool) and not -_INT_LIMIT < item < _INT_LIMIT:
+            return f"holds an integer of more than {INT_DIGITS_MAX} digits; send it as a string"
+    return None
+
+
+def _plain_json(value: Any) -> Any:
+    if (problem := json_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _schedule_name(name: str) -> str:
+    """A name that is one safe URL path segment as it is (the dashboard and the API address schedules by it)."""
+    if not re.fullmatch(SCHEDULE_NAME_PATTERN, name) or ".." in name:
+        raise ValueError(
+            f"{name!r:.140} is not a schedule name: use 1 to 128 letters, digits and . _ : - (a letter or digit "
+            "first, no '..'; no spaces, '/', '?' or '#'), e.g. 'nightly-triage'"
+        )
+    return name
+
+
+def _match_path(path: str) -> str:
+    """A dotted path into the event, checked where a wait or a cancel trigger is made, not when events arrive."""
+    if len(path) > MATCH_PATH_MAX:
+        raise ValueError(f"a match path is at most {MATCH_PATH_MAX} characters; this one has {len(path)}")
+    parts = path.split(".")
+    if len(parts) > MATCH_PATH_PARTS_MAX:
+        raise ValueError(f"a match path has at most {MATCH_PATH_PARTS_MAX} dotted parts; this one has {len(parts)}")
+    for part in parts:
+        if not part:
+            raise ValueError(
+                f"match path {path!r:.80} has an empty part; write parts joined by single dots, e.g. 'data.pr'"
+            )
+        if part.isdigit() and not LIST_INDEX.fullmatch(part):
+            raise ValueError(
+                f"match path {path!r:.80} has the part {part!r:.20}, which looks like a list index but is not one; "
+                "a list index is 1 to 9 ASCII digits (e.g. 'data.items.0')"
+            )
+    return path
+
+
+def _within(low: datetime, high: datetime) -> Callable[[datetime], datetime]:
+    """A check that a time converts to UTC and lies from ``low`` to ``high`` there."""
+
+    def check(value: datetime) -> datetime:
+        try:
+            utc: datetime | None = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            utc = None
+        if utc is None or not low <= utc <= high:
+            raise ValueError(
+                f"{value.isoformat()} is out of range; give a time between {low.date().isoformat()} and "
+                f"{high.date().isoformat()} in UTC, e.g. 2026-01-01T09:00:00Z"
+            )
+        return value
+
+    return check
+
+
+# Placed after a field's length and pattern constraints (so they stay string constraints, with their
+# own messages): `name: Text = Field(max_length=...)` does that; in an alias, put PLAIN_TEXT last, and
+# use OptionalText for `| None`, since Field(max_length=...) on `Text | None` would not be.
+PLAIN_TEXT = BeforeValidator(_plain_text)
+Text = Annotated[str, PLAIN_TEXT]
+"""Text a caller gives: no NUL, no lone surrogates (neither store can hold them alike)."""
+OptionalText = Annotated[str | None, PLAIN_TEXT]
+PLAIN_TEXTS = BeforeValidator(_plain_texts)
+Json = Annotated[JsonValue, BeforeValidator(_plain_json)]
+"""A JSON value a caller gives: nested at most JSON_DEPTH_MAX deep, finite numbers, plain text."""
+MatchPath = Annotated[Text, AfterValidator(_match_path)]
+Match = Annotated[dict[MatchPath, Json], Field(max_length=20)]
+Instant = Annotated[datetime, AfterValidator(_within(TIME_MIN, TIME_MAX))]
+"""A time a caller gives for something to happen: convertible to UTC, a day inside the calendar's range."""
+Since = Annotated[datetime, AfterValidator(_within(CALENDAR_MIN, CALENDAR_MAX))]
+"""A time a caller filters by: convertible to UTC (0001-01-01T00:00:00Z is 'from the start')."""
 
 
 def utcnow() -> datetime:
@@ -198,7 +361,11 @@ class Agent(BaseModel):
 
 # Inputs: one model per primitive. Field descriptions become the tool argument descriptions.
 
-RunId = Annotated[str, Field(min_length=1, max_length=64, description="The run's id, as start_run returned it.")]
+RunId = Annotated[
+    str,
+    Field(min_length=1, max_length=64, description="The run's id, as start_run returned it."),
+    PLAIN_TEXT,
+]
 StepName = Annotated[
     str,
     Field(
@@ -206,9 +373,13 @@ StepName = Annotated[
         max_length=STEP_MAX,
         description="The step's name, unique within the run, stable across sessions (e.g. 'fetch-issues').",
     ),
+    PLAIN_TEXT,
 ]
 Labels = Annotated[
-    dict[Annotated[str, Field(pattern=LABEL_KEY_PATTERN)], Annotated[str, Field(max_length=LABEL_VALUE_MAX)]],
+    dict[
+        Annotated[str, Field(pattern=LABEL_KEY_PATTERN), PLAIN_TEXT],
+        Annotated[str, Field(max_length=LABEL_VALUE_MAX), PLAIN_TEXT],
+    ],
     Field(max_length=LABELS_MAX),
 ]
 
@@ -218,25 +389,25 @@ class _Input(BaseModel):
 
 
 class CancelOn(_Input):
-    event: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^\S+$", description="The event's name.")
-    match: dict[str, JsonValue] | None = Field(
-        None, max_length=20, description="Only events whose dotted paths equal these values, e.g. {'data.pr': 42}."
+    event: Text = Field(min_length=1, max_length=NAME_MAX, pattern=r"^\S+$", description="The event's name.")
+    match: Match | None = Field(
+        None, description="Only events whose dotted paths equal these values, e.g. {'data.pr': 42}."
     )
 
 
 class StartRunInput(_Input):
-    name: str = Field(
+    name: Text = Field(
         min_length=1, max_length=NAME_MAX, description="What the run does, e.g. 'fix-issue-42'. Not unique."
     )
-    input: JsonValue = Field(None, description="Any JSON the run starts from (kept as the run's input).")
-    key: str | None = Field(
+    input: Json = Field(None, description="Any JSON the run starts from (kept as the run's input).")
+    key: OptionalText = Field(
         None,
         min_length=1,
         max_length=KEY_MAX,
         description="Idempotency key. If a run with this key exists, it comes back (created=false) "
         "with its steps, instead of a new run. Use a stable key derived from the task to resume after a crash.",
     )
-    parent_run_id: str | None = Field(None, max_length=64, description="The run this one is part of.")
+    parent_run_id: OptionalText = Field(None, max_length=64, description="The run this one is part of.")
     labels: Labels = Field(default_factory=dict, description="String labels to filter by, e.g. {'repo': 'api'}.")
     retry: RetryPolicy | None = Field(None, description="Retry policy for failed steps (default: 3 attempts).")
     timeout_s: float | None = Field(
@@ -251,7 +422,7 @@ class StartRunInput(_Input):
         description="Cancel the run (and its descendants) when such an event arrives, e.g. "
         "[{'event': 'pr.closed', 'match': {'data.pr': 42}}].",
     )
-    workspace: str | None = Field(
+    workspace: OptionalText = Field(
         None,
         max_length=4096,
         description="Project directory the run belongs to (default: the client's project directory).",
@@ -261,11 +432,11 @@ class StartRunInput(_Input):
 class CheckpointInput(_Input):
     run_id: RunId
     step: StepName
-    output: JsonValue = Field(
+    output: Json = Field(
         None,
         description="The step's result (any JSON) to store. Completes the step unless error or begin is given.",
     )
-    error: JsonValue = Field(
+    error: Json = Field(
         None, description="Report a failed attempt (a message or JSON object) instead of completing the step."
     )
     retryable: bool = Field(True, description="With error: false fails the step at once, with no retry.")
@@ -286,8 +457,8 @@ class CheckpointInput(_Input):
 
 class FinishRunInput(_Input):
     run_id: RunId
-    output: JsonValue = Field(None, description="The run's final result; the run becomes completed.")
-    error: JsonValue = Field(None, description="Why the run failed; the run becomes failed.")
+    output: Json = Field(None, description="The run's final result; the run becomes completed.")
+    error: Json = Field(None, description="Why the run failed; the run becomes failed.")
 
     @model_validator(mode="after")
     def _one_outcome(self) -> FinishRunInput:
@@ -298,12 +469,12 @@ class FinishRunInput(_Input):
 
 class CancelRunInput(_Input):
     run_id: RunId
-    reason: str | None = Field(None, max_length=2000, description="Why, recorded in the journal.")
+    reason: OptionalText = Field(None, max_length=2000, description="Why, recorded in the journal.")
 
 
 class RetryRunInput(_Input):
     run_id: RunId
-    reason: str | None = Field(None, max_length=2000, description="Why, recorded in the journal.")
+    reason: OptionalText = Field(None, max_length=2000, description="Why, recorded in the journal.")
 
 
 class StatusInput(_Input):
@@ -314,15 +485,15 @@ class StatusInput(_Input):
 
 class ListRunsInput(_Input):
     status: RunStatus | list[RunStatus] | None = Field(None, description="Only runs in this status (or any of these).")
-    name: str | None = Field(None, max_length=NAME_MAX, description="Only runs with exactly this name.")
-    parent_run_id: str | None = Field(None, max_length=64, description="Only children of this run.")
-    label: str | list[str] | None = Field(
+    name: OptionalText = Field(None, max_length=NAME_MAX, description="Only runs with exactly this name.")
+    parent_run_id: OptionalText = Field(None, max_length=64, description="Only children of this run.")
+    label: Annotated[str | list[str] | None, PLAIN_TEXTS] = Field(
         None, description="'key=value' or 'key' (has the label); a list means all of them."
     )
-    workspace: str | None = Field(None, max_length=4096, description="Only runs of this project directory.")
-    since: datetime | None = Field(None, description="Only runs created at or after this time (ISO 8601).")
+    workspace: OptionalText = Field(None, max_length=4096, description="Only runs of this project directory.")
+    since: Since | None = Field(None, description="Only runs created at or after this time (ISO 8601).")
     limit: int = Field(20, ge=1, le=LIST_LIMIT_MAX, description="Page size.")
-    cursor: str | None = Field(None, max_length=64, description="next_cursor of the previous page.")
+    cursor: OptionalText = Field(None, max_length=64, description="next_cursor of the previous page.")
 
 
 EventName = Annotated[
@@ -333,6 +504,7 @@ EventName = Annotated[
         pattern=r"^\S+$",
         description="An event name without spaces, e.g. 'approval', 'ci.finished', 'github.pull_request'.",
     ),
+    PLAIN_TEXT,
 ]
 BLOCK_S_MAX = 60.0
 BLOCK_S_DEFAULT = 25.0
@@ -350,8 +522,8 @@ BlockSeconds = Annotated[
 
 class SendEventInput(_Input):
     name: EventName
-    data: JsonValue = Field(None, description="Any JSON the event carries, e.g. {'pr': 42, 'approved': true}.")
-    id: str | None = Field(
+    data: Json = Field(None, description="Any JSON the event carries, e.g. {'pr': 42, 'approved': true}.")
+    id: OptionalText = Field(
         None,
         min_length=1,
         max_length=KEY_MAX,
@@ -362,12 +534,11 @@ class SendEventInput(_Input):
 class WaitForEventInput(_Input):
     run_id: RunId
     step: StepName
-    event: EventName | Annotated[list[EventName], Field(min_length=1, max_length=20)] = Field(
+    event: Annotated[EventName | Annotated[list[EventName], Field(min_length=1, max_length=20)], PLAIN_TEXTS] = Field(
         description="The event name to wait for, or a list of names (any of them)."
     )
-    match: dict[str, JsonValue] | None = Field(
+    match: Match | None = Field(
         None,
-        max_length=20,
         description="Only events whose dotted paths equal these values, e.g. {'data.pr': 42}.",
     )
     timeout_s: float | None = Field(
@@ -398,27 +569,27 @@ class WaitForRunsInput(_Input):
 
 
 class SpawnSubagentInput(_Input):
-    prompt: str = Field(
+    prompt: Text = Field(
         min_length=1,
         max_length=200_000,
         description="The sub-agent's task, complete and self-contained: it sees nothing of this conversation.",
     )
-    agent: str | None = Field(
+    agent: OptionalText = Field(
         None,
         min_length=1,
         max_length=100,
         description="Agent profile: 'claude' (Claude Code headless), 'opencode', 'command' (any executable, "
         "see command) or one defined in the config file. Default: the config's default_agent, else 'claude'.",
     )
-    name: str | None = Field(None, min_length=1, max_length=NAME_MAX, description="The child run's name.")
-    key: str | None = Field(
+    name: OptionalText = Field(None, min_length=1, max_length=NAME_MAX, description="The child run's name.")
+    key: OptionalText = Field(
         None,
         min_length=1,
         max_length=KEY_MAX,
         description="Idempotency key: spawning again with the same key returns the same sub-agent (created=false).",
     )
-    parent_run_id: str | None = Field(None, max_length=64, description="Your run: the sub-agent becomes its child.")
-    cwd: str | None = Field(
+    parent_run_id: OptionalText = Field(None, max_length=64, description="Your run: the sub-agent becomes its child.")
+    cwd: OptionalText = Field(
         None, max_length=4096, description="Directory the sub-agent works in (default: the parent's workspace)."
     )
     timeout_s: float | None = Field(
@@ -428,7 +599,7 @@ class SpawnSubagentInput(_Input):
         None, ge=1, le=100, description="Attempts before the run fails: a crash, timeout or non-zero exit retries."
     )
     labels: Labels = Field(default_factory=dict, description="String labels to filter by, e.g. {'repo': 'api'}.")
-    concurrency_key: str | None = Field(
+    concurrency_key: OptionalText = Field(
         None,
         min_length=1,
         max_length=NAME_MAX,
@@ -441,11 +612,12 @@ class SpawnSubagentInput(_Input):
         False,
         description="Work in a new git worktree on its own branch, made from cwd's repository (kept after the run).",
     )
-    command: list[Annotated[str, Field(max_length=10_000)]] | None = Field(
+    command: list[Annotated[str, Field(max_length=10_000), PLAIN_TEXT]] | None = Field(
         None,
         min_length=1,
         max_length=200,
-        description="For agent='command' only: the argv to run (no shell); the prompt arrives on its stdin.",
+        description="For agent='command' only: the argv to run exactly as given (no shell; braces such as "
+        "{prompt} or {db} are not placeholders here); the prompt arrives on its stdin.",
     )
 
     @model_validator(mode="after")
@@ -469,7 +641,7 @@ class SendEventAction(_Input):
 
     type: Literal["send_event"]
     name: EventName
-    data: JsonValue = Field(None, description="The event's data.")
+    data: Json = Field(None, description="The event's data.")
 
 
 ScheduleAction = Annotated[SpawnAction | SendEventAction, Field(discriminator="type")]
@@ -477,10 +649,12 @@ EVERY_S_MIN = 1.0
 
 
 class ScheduleInput(_Input):
-    name: str = Field(
-        min_length=1, max_length=NAME_MAX, pattern=r"^\S+$", description="Unique name; scheduling it again updates it."
+    name: Annotated[str, PLAIN_TEXT, AfterValidator(_schedule_name)] = Field(
+        description="Unique name; scheduling it again updates it. Letters, digits and . _ : - (not first, "
+        "no '..'), at most 128 characters, e.g. 'nightly-triage'.",
+        json_schema_extra={"pattern": SCHEDULE_NAME_PATTERN},
     )
-    cron: str | None = Field(
+    cron: OptionalText = Field(
         None,
         max_length=200,
         description="Five-field cron, e.g. '0 9 * * 1-5' (weekdays 09:00), evaluated in `timezone`.",
@@ -488,12 +662,12 @@ class ScheduleInput(_Input):
     every_s: float | None = Field(
         None, ge=EVERY_S_MIN, le=WAIT_MAX_S, description="Or fire every this many seconds (at least 1)."
     )
-    at: datetime | None = Field(None, description="Or fire once at this time (ISO 8601 with offset).")
+    at: Instant | None = Field(None, description="Or fire once at this time (ISO 8601 with offset).")
     action: ScheduleAction = Field(
         description="What each firing does: {'type': 'spawn_subagent', 'prompt': ..., <spawn_subagent's "
         "arguments>} or {'type': 'send_event', 'name': ..., 'data': ...}."
     )
-    timezone: str = Field("UTC", max_length=64, description="IANA time zone for cron, e.g. 'Europe/Paris'.")
+    timezone: Text = Field("UTC", max_length=64, description="IANA time zone for cron, e.g. 'Europe/Paris'.")
     overlap: Literal["skip", "allow", "cancel_previous"] = Field(
         "skip",
         description="For spawns, when the previous firing's run is still live: skip this firing, allow "
@@ -527,6 +701,18 @@ class Firing(BaseModel):
     detail: str | None = None
 
 
+def _stored_action(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A schedule's action as read back: one stored under older, looser input rules is kept as it
+    is, so that its schedule can still be listed, paused and removed (a firing checks it again)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if not isinstance(value, dict):
+            raise
+        kind = SpawnAction if value.get("type") == "spawn_subagent" else SendEventAction
+        return kind.model_construct(**value)
+
+
 class Schedule(BaseModel):
     """Recurring or delayed work, fired by the supervisor once per due time."""
 
@@ -535,7 +721,7 @@ class Schedule(BaseModel):
     every_s: float | None = None
     at: datetime | None = None
     timezone: str = "UTC"
-    action: ScheduleAction
+    action: Annotated[ScheduleAction, WrapValidator(_stored_action)]
     overlap: Literal["skip", "allow", "cancel_previous"] = "skip"
     catch_up: Literal["skip", "latest", "all"] = "skip"
     enabled: bool = True
@@ -554,14 +740,15 @@ class ListSchedulesInput(_Input):
 
 
 class UnscheduleInput(_Input):
-    name: str = Field(min_length=1, max_length=NAME_MAX, description="The schedule's name.")
+    # Not SCHEDULE_NAME_PATTERN: a schedule stored under an older, looser rule can still be removed.
+    name: Text = Field(min_length=1, max_length=NAME_MAX, description="The schedule's name.")
 
 
 class SleepInput(_Input):
     run_id: RunId
     step: StepName
     seconds: float | None = Field(None, ge=0, le=WAIT_MAX_S, description="Sleep this long from the first call.")
-    until: datetime | None = Field(None, description="Or sleep until this time (ISO 8601 with offset).")
+    until: Instant | None = Field(None, description="Or sleep until this time (ISO 8601 with offset).")
     block_s: BlockSeconds = BLOCK_S_DEFAULT
 
     @model_validator(mode="after")
@@ -574,9 +761,9 @@ class SleepInput(_Input):
 
 
 class ListEventsInput(_Input):
-    name: str | None = Field(None, max_length=NAME_MAX, description="Only events with this name.")
+    name: OptionalText = Field(None, max_length=NAME_MAX, description="Only events with this name.")
     limit: int = Field(20, ge=1, le=LIST_LIMIT_MAX, description="Page size.")
-    cursor: str | None = Field(None, max_length=32, description="next_cursor of the previous page.")
+    cursor: OptionalText = Field(None, max_length=32, description="next_cursor of the previous page.")
 
 
 class RunFilter(BaseModel):

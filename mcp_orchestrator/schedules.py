@@ -19,14 +19,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
+from pydantic import ValidationError
 
-from .errors import InvalidInput, OrchestratorError
+from .errors import InvalidInput, OrchestratorError, invalid_input_from
 from .ids import new_id
 from .models import (
     Firing,
     ListSchedulesInput,
     ListSchedulesResult,
+    Run,
     Schedule,
     ScheduleInput,
     ScheduleResult,
@@ -51,18 +53,37 @@ FIRE_BATCH = 200  # schedules fired per transaction
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'America' names a directory of zones
         raise InvalidInput(
-            f"timezone {name!r} is not an IANA time zone; use a name like 'UTC', 'Europe/Paris' or 'America/New_York'"
+            f"timezone: {name!r} is not an IANA time zone; use a name like 'UTC', 'Europe/Paris' or 'America/New_York'",
+            timezone=name,
         ) from None
 
 
-def check_cron(expression: str) -> None:
+def check_cron(expression: str, timezone: str, now: datetime) -> None:
+    """Refuse an expression croniter cannot read, or one that names no date at all (e.g. '0 0 31 2 *')."""
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise InvalidInput(
-            f"cron {expression!r} is not a five-field cron expression (minute hour day-of-month month "
-            "day-of-week), e.g. '0 9 * * 1-5' for weekdays at 09:00"
+            f"cron: {expression!r} is not a five-field cron expression (minute hour day-of-month month "
+            "day-of-week), e.g. '0 9 * * 1-5' for weekdays at 09:00",
+            cron=expression,
         )
+    if _next_cron(expression, now.astimezone(zone(timezone))) is None:
+        raise InvalidInput(
+            f"cron: {expression!r} never fires: no date in the coming years matches it (February has no 30th "
+            "or 31st, April no 31st); choose days the chosen months have, e.g. '0 0 28 2 *'",
+            cron=expression,
+        )
+
+
+def _next_cron(expression: str, after: datetime) -> datetime | None:
+    """The next time ``expression`` names after ``after``, or None when croniter finds none
+    (it gives up after searching a bounded number of years)."""
+    try:
+        due: datetime = croniter(expression, after).get_next(datetime)
+    except (CroniterError, OverflowError):
+        return None
+    return due
 
 
 def due_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
@@ -81,7 +102,10 @@ def due_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     hourly = schedule.cron.split()[1] == "*"
     times = croniter(schedule.cron, after.astimezone(zone(schedule.timezone)))
     while True:
-        due: datetime = times.get_next(datetime)
+        try:
+            due: datetime = times.get_next(datetime)
+        except (CroniterError, OverflowError):
+            return  # no date left (a schedule stored before its cron was checked): it never fires again
         if due.fold == 1 and not hourly:
             continue  # the second occurrence of a wall-clock time on a fall-back day
         yield due.astimezone(UTC)
@@ -106,9 +130,9 @@ class Schedules:
     def _check(self, args: ScheduleInput) -> None:
         zone(args.timezone)
         if args.cron is not None:
-            check_cron(args.cron)
+            check_cron(args.cron, args.timezone, self.engine.now())
         if args.at is not None and args.at < self.engine.now() - timedelta(seconds=PAST_AT_S):
-            raise InvalidInput(f"at {args.at.isoformat()} is in the past; give a future time")
+            raise InvalidInput(f"at: {args.at.isoformat()} is in the past; give a future time", at=args.at.isoformat())
         if isinstance(args.action, SpawnAction):
             spawn = _spawn_args(args.action).model_copy(update={"parent_run_id": None})  # checked when stored
             self.engine.subagents.prepare(spawn, None, "check")
@@ -139,7 +163,7 @@ class Schedules:
         elif args.at is not None:
             schedule.next_due = None if tx.has_firing(args.name, args.at) else args.at.astimezone(UTC)
         else:
-            schedule.next_due = next(due_times(schedule, now))
+            schedule.next_due = next(due_times(schedule, now), None)
         tx.save_schedule(schedule)
         ahead = self._ahead(schedule)
         return ScheduleResult(
@@ -234,6 +258,9 @@ class Schedules:
                 firing = self._spawn(tx, schedule, action, due, now)
         except OrchestratorError as exc:  # e.g. the cwd was removed since: recorded, the schedule goes on
             firing = Firing(due_at=due, fired_at=now, outcome="failed", detail=f"{exc.code}: {exc.message}")
+        except ValidationError as exc:  # an action stored under older input rules: recorded the same way
+            error = invalid_input_from(exc, "action")
+            firing = Firing(due_at=due, fired_at=now, outcome="failed", detail=f"{error.code}: {error.message}")
         tx.insert_firing(schedule.name, firing)
         return schedule.model_copy(update={"last": firing, "firings": schedule.firings + 1})
 
@@ -246,23 +273,35 @@ class Schedules:
         return Firing(due_at=due, fired_at=now, outcome="sent", event_id=event_id)
 
     def _spawn(self, tx: Transaction, schedule: Schedule, action: SpawnAction, due: datetime, now: datetime) -> Firing:
-        previous = tx.get_run(schedule.last.run_id, payloads=False) if schedule.last and schedule.last.run_id else None
-        if previous is not None and not previous.status.terminal:
-            if schedule.overlap == "skip":
-                detail = f"the previous firing's run {previous.run_id} is still {previous.status}"
-                return Firing(due_at=due, fired_at=now, outcome="skipped", run_id=previous.run_id, detail=detail)
-            if schedule.overlap == "cancel_previous":
-                reason = f"schedule {schedule.name!r} fired again ({_iso(due)}) with overlap=cancel_previous"
-                self.engine.cancel_in(tx, previous, reason, now)
+        """Spawn the firing's run. With overlap="cancel_previous" the previous run is cancelled only once
+        the new one is written, in the same transaction: a spawn that cannot be made leaves it running."""
+        previous = _previous_run(tx, schedule)
+        live = previous if previous is not None and not previous.status.terminal else None
+        if live is not None and schedule.overlap == "skip":
+            detail = f"the previous firing's run {live.run_id} is still {live.status}"
+            return Firing(due_at=due, fired_at=now, outcome="skipped", run_id=live.run_id, detail=detail)
         args = _spawn_args(action)
         key = f"schedule:{schedule.name}:{_iso(due)}" if args.key is None else f"{args.key}:{_iso(due)}"
         labels = {**args.labels, "schedule": schedule.name[:200]}
         args = args.model_copy(update={"key": key, "labels": labels, "name": args.name or f"schedule:{schedule.name}"})
         parent = tx.get_run(args.parent_run_id) if args.parent_run_id else None
-        run_args, agent = self.engine.subagents.prepare(args, parent, new_id())
+        run_args, agent = self.engine.subagents.prepare(args, parent, new_id())  # raises before anything is written
         spawned = self.engine.subagents.spawn_in(tx, run_args, agent)
+        if live is not None and schedule.overlap == "cancel_previous" and live.run_id != spawned.run.run_id:
+            reason = f"schedule {schedule.name!r} fired again ({_iso(due)}) with overlap=cancel_previous"
+            self.engine.cancel_in(tx, live, reason, now)
         tx.append_journal(spawned.run.run_id, "scheduled", now, detail={"schedule": schedule.name, "due_at": _iso(due)})
         return Firing(due_at=due, fired_at=now, outcome="spawned", run_id=spawned.run.run_id)
+
+
+def _previous_run(tx: Transaction, schedule: Schedule) -> Run | None:
+    """The run of the latest firing that has one: a failed firing (no run) must not hide a live run
+    from the overlap policy."""
+    recent = (
+        [schedule.last] if schedule.last is not None and schedule.last.run_id else tx.list_firings(schedule.name, 20)
+    )
+    run_id = next((firing.run_id for firing in recent if firing.run_id), None)
+    return tx.get_run(run_id, payloads=False) if run_id else None
 
 
 def _to_fire(schedule: Schedule, now: datetime, grace_s: float) -> tuple[list[datetime], int]:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import InvalidInput, KeyConflict, RunNotFound, RunTerminal, StepFailed
@@ -280,8 +281,10 @@ async def test_payload_over_the_limit_is_rejected_and_nothing_changes(engine: En
 
 async def test_nan_is_not_json(engine: Engine) -> None:
     run_id = await start(engine)
-    with pytest.raises(InvalidInput, match="not plain JSON"):
+    with pytest.raises(ValidationError, match="holds nan, which JSON cannot carry"):
         await cp(engine, run_id, "x", output={"v": float("nan")})
+    with pytest.raises(InvalidInput, match="not plain JSON"):  # a value built past the model is still refused
+        await engine.checkpoint(CheckpointInput.model_construct(run_id=run_id, step="x", output=float("inf")))
 
 
 # Listing.
