@@ -13,6 +13,8 @@ result) plus an ``Agent`` record (its process). The process states:
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .agents import worktree
-from .agents.profiles import AgentProfile, AgentsConfig
+from .agents.profiles import NUL, AgentProfile, AgentsConfig, check_launchable
 from .engine import Engine, short_json
 from .errors import InvalidInput, KeyConflict, OrchestratorError
 from .ids import new_id
@@ -94,12 +96,12 @@ class Subagents:
             return existing
         parent = await engine.store.read(lambda tx: tx.get_run(args.parent_run_id)) if args.parent_run_id else None
         run_args, agent = self.prepare(args, parent, new_id())
-        tree = worktree.create(agent.cwd, agent.run_id) if args.worktree else None
+        tree = await worktree.create(agent.cwd, agent.run_id) if args.worktree else None  # never blocks the loop
         if tree is not None:
             agent = agent.model_copy(update={"cwd": str(tree.path), "worktree": str(tree.path), "branch": tree.branch})
         result = await engine.store.write(lambda tx: self.spawn_in(tx, run_args, agent))
         if tree is not None and not result.created:
-            worktree.remove(tree)  # another spawn with the same key won the race
+            await worktree.remove(tree)  # another spawn with the same key won the race
         return result
 
     def profile_for(self, args: SpawnSubagentInput) -> tuple[str, AgentProfile]:
@@ -117,10 +119,14 @@ class Subagents:
     def prepare(self, args: SpawnSubagentInput, parent: Run | None, run_id: str) -> tuple[StartRunInput, Agent]:
         """Check a spawn's arguments and build its run and its process record (nothing is written)."""
         profile_name, profile = self.profile_for(args)
-        self.engine.check_payload("prompt", args.prompt)
         if args.parent_run_id and parent is None:
             raise InvalidInput(f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id")
         cwd = _directory(args.cwd or (parent.workspace if parent else None) or self.engine.workspace or ".")
+        # What exec would refuse is refused here, whatever the faces' own models let through.
+        check_launchable(
+            profile_name, profile, args.command or [], {"prompt": args.prompt, "task": args.prompt, "cwd": cwd}
+        )
+        self.engine.check_payload("prompt", args.prompt)
         agent = Agent(
             run_id=run_id,
             profile=profile_name,
@@ -195,7 +201,9 @@ class Subagents:
             tx.put_lease(name, holder, now + timedelta(seconds=self.config.lease_ttl_s))
             return True
 
-        return await self.engine.store.write(hold)
+        # Quiet: nobody waits for a renewal (a process waiting to take a lease over polls by time), and
+        # waking every waiter (dashboards included) every few seconds for it would cost each a read.
+        return await self.engine.store.write(hold, wake=False)
 
     async def release_lease(self, holder: str, name: str = LEASE) -> None:
         await self.engine.store.write(lambda tx: tx.delete_lease(name, holder))
@@ -284,7 +292,9 @@ class Subagents:
         if done:
             notes.append(f"Completed steps (their outputs are stored; do not redo them): {', '.join(done[:50])}.")
         notes.append(f'Continue the task; call finish_run(run_id="{agent.run_id}", output=...) when it is done.')
-        resume = "\n".join(notes)
+        # What a wait delivered and the step names are stored data, not the caller's checked prompt: made
+        # passable, so that a resume under a profile that puts the prompt in argv can always be launched.
+        resume = "\n".join(notes).replace(NUL, "\\x00").encode("utf-8", "backslashreplace").decode()
         return resume if use_session else f"{first}\n\n{resume}"
 
     async def next_start(self) -> datetime | None:
@@ -381,13 +391,15 @@ class Subagents:
         output: Any = None,
         session_id: str | None = None,
         message: str | None = None,
+        retry: bool = True,
     ) -> None:
         """The agent's process ended. Unless the agent finished its run itself, its exit decides:
         0 completes the run with ``output``, anything else is a failed attempt (retried while
-        attempts remain). A run that waits keeps waiting without a process."""
+        attempts remain, unless ``retry`` is False: a launch that would fail the same way again).
+        A run that waits keeps waiting without a process."""
         self.engine.check_payload("output", output)
         await self.engine.store.write(
-            lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message)
+            lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message, retry)
         )
 
     def _exit(
@@ -400,6 +412,7 @@ class Subagents:
         session_id: str | None,
         how: ExitHow,
         message: str | None,
+        retry: bool = True,
     ) -> None:
         agent = tx.get_agent(run_id)
         if agent is None or agent.attempt != attempt or agent.state not in ACTIVE_AGENT_STATES:
@@ -425,25 +438,30 @@ class Subagents:
             state = AgentState.DONE
         else:
             agent = agent.model_copy(update={"failures": agent.failures + 1, "resume": True})
-            agent = agent.model_copy(update={"start_after": self._failed_attempt(tx, run, agent, how, message, now)})
+            retry_at = self._failed_attempt(tx, run, agent, how, message, now, retry)
+            agent = agent.model_copy(update={"start_after": retry_at})
             state = AgentState.DONE if agent.start_after is None else AgentState.QUEUED
         tx.save_agent(agent.model_copy(update={"state": state}))
 
     def _failed_attempt(
-        self, tx: Transaction, run: Run, agent: Agent, how: ExitHow, message: str | None, now: datetime
+        self, tx: Transaction, run: Run, agent: Agent, how: ExitHow, message: str | None, now: datetime, retry: bool
     ) -> datetime | None:
-        """Fail the run when this was the last attempt (None); else queue a retry, returning when."""
+        """Fail the run when this was the last attempt or another cannot help (None); else queue a
+        retry, returning when."""
         error = {"type": how, "exit_code": agent.exit_code, "attempt": agent.attempt, "message": message or how}
-        if agent.failures >= agent.max_attempts:
-            error["message"] = f"{error['message']} (failure {agent.failures} of {agent.max_attempts} allowed)"
-            self.engine.end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_failed", {"error": error}, error=error)
-            return None
-        retry_at = now + timedelta(seconds=run.retry.backoff_s(agent.failures))
-        detail = {"error": error, "retry_at": retry_at.isoformat()}
-        tx.append_journal(run.run_id, "attempt_failed", now, attempt=agent.attempt, detail=detail)
-        if run.status == RunStatus.RUNNING:
-            tx.set_runs_status([run.run_id], RunStatus.QUEUED, now)
-        return retry_at
+        if retry and agent.failures < agent.max_attempts:
+            retry_at = now + timedelta(seconds=run.retry.backoff_s(agent.failures))
+            detail = {"error": error, "retry_at": retry_at.isoformat()}
+            tx.append_journal(run.run_id, "attempt_failed", now, attempt=agent.attempt, detail=detail)
+            if run.status == RunStatus.RUNNING:
+                tx.set_runs_status([run.run_id], RunStatus.QUEUED, now)
+            return retry_at
+        why = (
+            f"failure {agent.failures} of {agent.max_attempts} allowed" if retry else "not retried: it would fail again"
+        )
+        error["message"] = f"{error['message']} ({why})"
+        self.engine.end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_failed", {"error": error}, error=error)
+        return None
 
     @staticmethod
     def _waited_during(tx: Transaction, agent: Agent) -> bool:
@@ -473,8 +491,39 @@ _NO_PROCESS: dict[str, Any] = {
 }
 
 
+CWD_HINT = "give the path of an existing directory for the sub-agent to work in"
+
+
 def _directory(path: str) -> str:
-    resolved = Path(path).expanduser().resolve()
+    """``path`` resolved to an existing directory; anything else is refused naming the cwd and why."""
+    if NUL in path:
+        raise InvalidInput(
+            f"cwd {path!r:.200} holds a NUL character (\\x00), which no path can; {CWD_HINT}", field="cwd"
+        )
+    try:
+        resolved = Path(path).expanduser().resolve(strict=True)
+    except RuntimeError as exc:  # Python 3.11 raises it for a symlink loop, and for ~user naming no user
+        problem = "is a symbolic link loop" if "loop" in str(exc) else "starts with ~ but names no home directory"
+        raise InvalidInput(f"cwd {path!r:.200} {problem}; {CWD_HINT}", field="cwd") from None
+    except FileNotFoundError:
+        raise InvalidInput(f"cwd {path!r:.200} is not an existing directory; {CWD_HINT}", field="cwd") from None
+    except OSError as exc:
+        raise InvalidInput(
+            f"cwd {path!r:.200} cannot be used: {_path_problem(path, exc)}; {CWD_HINT}", field="cwd"
+        ) from None
     if not resolved.is_dir():
-        raise InvalidInput(f"cwd {path!r} is not an existing directory; give the directory the sub-agent works in")
+        raise InvalidInput(f"cwd {path!r:.200} is not an existing directory; {CWD_HINT}", field="cwd")
     return str(resolved)
+
+
+def _path_problem(path: str, exc: OSError) -> str:
+    """What is wrong with a path the file system refused, in words a caller can act on."""
+    if exc.errno == errno.ENAMETOOLONG:
+        longest = max(Path(path).parts, key=lambda part: len(os.fsencode(part)))
+        return (
+            f"too long for the file system (its longest component is {len(os.fsencode(longest))} bytes, "
+            f"the limit is usually 255; the whole path is {len(os.fsencode(path))} bytes, the limit is usually 4096)"
+        )
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link loop"
+    return exc.strerror or str(exc)

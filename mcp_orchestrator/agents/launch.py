@@ -22,7 +22,7 @@ from ..config import ENV_CONFIG, ENV_DB, ENV_RUN_ID, Settings
 from ..logs import log_path
 from ..models import Agent
 from ..subagents import Launch
-from .profiles import render
+from .profiles import launch_argv, launch_env, render
 
 ENV_ATTEMPT = "MCP_ORCHESTRATOR_ATTEMPT"
 
@@ -60,14 +60,11 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
         "cwd": agent.cwd,
         "db": settings.db,
     }
-    template = (profile.resume if item.use_session else None) or profile.command or agent.command
-    env = {**server_env, ENV_ATTEMPT: str(agent.attempt)}
-    env.update({name: render(value, values) for name, value in profile.env.items()})
     spec = {
         "run_id": agent.run_id,
         "attempt": agent.attempt,
-        "argv": [render(part, values) for part in [*template, *profile.extra_args]],
-        "env": env,
+        "argv": launch_argv(profile, agent.command, values, item.use_session),
+        "env": {**server_env, ENV_ATTEMPT: str(agent.attempt), **launch_env(profile, values)},
         "cwd": agent.cwd,
         "stdin": None if profile.stdin is None else render(profile.stdin, values),
         "stdout": str(log_path(run_dir, "stdout")),

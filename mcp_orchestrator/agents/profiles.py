@@ -14,6 +14,7 @@ environment and limits. Placeholders in braces are filled in at launch:
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -27,11 +28,68 @@ PLACEHOLDERS = frozenset(
     {"prompt", "task", "run_id", "attempt", "session_id", "mcp_config", "opencode_config", "cwd", "db"}
 )
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+NUL = "\x00"
+
+
+# The spawn argument each caller-given placeholder value comes from (the rest the orchestrator makes).
+SPAWN_FIELDS = {"prompt": "prompt", "task": "prompt", "cwd": "cwd"}
 
 
 def render(template: str, values: dict[str, str]) -> str:
-    """Fill the placeholders of one argv element (or environment value); other braces stay as they are."""
+    """Fill the placeholders of one argv element (or environment value); other braces stay as they are.
+
+    One pass over the template: a value that itself holds "{db}" or "{prompt}" is never expanded again.
+    """
     return _PLACEHOLDER.sub(lambda found: values.get(found[1], found[0]), template)
+
+
+def launch_argv(profile: AgentProfile, command: list[str], values: dict[str, str], use_session: bool) -> list[str]:
+    """The argv of one attempt: the profile's template filled in, or a caller's ``command`` exactly as
+    given (its braces are not placeholders: a caller's own argv is never rewritten), then extra_args."""
+    template = (profile.resume if use_session else None) or profile.command
+    head = [render(part, values) for part in template] if template else list(command)
+    return [*head, *(render(part, values) for part in profile.extra_args)]
+
+
+def launch_env(profile: AgentProfile, values: dict[str, str]) -> dict[str, str]:
+    """The profile's extra environment of one attempt, filled in."""
+    return {name: render(value, values) for name, value in profile.env.items()}
+
+
+def check_launchable(name: str, profile: AgentProfile, command: list[str], values: dict[str, str]) -> None:
+    """Refuse at spawn what exec would refuse at launch: an argv element or environment value that holds
+    a NUL or cannot be encoded, so that the caller hears why now rather than the run failing later.
+
+    ``values`` are the caller's placeholder values (prompt, task, cwd). The templates themselves are
+    checked when the config is loaded, so such a value comes from the caller's command or from a value
+    put into an argv or env template; stdin (the 'command' profile's prompt) may hold a NUL.
+    """
+    for index, part in enumerate(command):
+        if (problem := unpassable(part)) is not None:
+            raise InvalidInput(
+                f"command[{index}] {part!r:.100} {problem}, which no program's argument can carry; remove it",
+                field=f"command[{index}]",
+            )
+    templates = [*profile.command, *(profile.resume or []), *profile.extra_args, *profile.env.values()]
+    for placeholder in dict.fromkeys(p for template in templates for p in _PLACEHOLDER.findall(template)):
+        if (problem := unpassable(values.get(placeholder, ""))) is not None:
+            field = SPAWN_FIELDS.get(placeholder, placeholder)
+            raise InvalidInput(
+                f"{field} {problem}; agent profile {name!r} puts {{{placeholder}}} in a command-line argument "
+                "or environment value, which cannot carry it: remove it",
+                field=field,
+            )
+
+
+def unpassable(text: str) -> str | None:
+    """Why ``text`` cannot be a program's argument or environment value (None: it can)."""
+    if NUL in text:
+        return f"holds a NUL character (\\x00) at position {text.index(NUL)}"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        return f"holds {text[exc.start]!r} at position {exc.start}, which cannot be encoded ({exc.reason})"
+    return None
 
 
 class AgentProfile(BaseModel):
@@ -78,12 +136,16 @@ class AgentProfile(BaseModel):
     @field_validator("env")
     @classmethod
     def _known_in_env(cls, env: dict[str, str]) -> dict[str, str]:
-        for value in env.values():
+        for name, value in env.items():
+            if not name or "=" in name or unpassable(name) is not None:
+                raise ValueError(f"environment variable name {name!r}: give a non-empty name without '=' or NUL")
             _check_placeholders(value)
         return env
 
 
 def _check_placeholders(template: str) -> None:
+    if (problem := unpassable(template)) is not None:
+        raise ValueError(f"{template!r:.100} {problem}, which no argv, environment or stdin can carry")
     unknown = set(_PLACEHOLDER.findall(template)) - PLACEHOLDERS
     if unknown:
         raise ValueError(
@@ -112,7 +174,8 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     "command": AgentProfile(
         command=[],
         stdin="{prompt}",
-        description="Any executable: spawn_subagent's command is the argv, the prompt arrives on stdin.",
+        description="Any executable: spawn_subagent's command is the argv, exactly as given (no placeholders), "
+        "the prompt arrives on stdin.",
     ),
 }
 

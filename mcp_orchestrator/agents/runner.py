@@ -10,6 +10,7 @@ server that launched it may die meanwhile: the runner does not need it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -20,6 +21,12 @@ from typing import IO, Any
 
 OUTPUT_MAX = 64 * 1024  # the final output kept from stdout, in characters
 TAIL_READ = 4 * 1024 * 1024  # at most this much of the end of stdout is read for it
+
+
+# A launch that failed with one of these may work if tried again (resources ran short for a moment);
+# any other failure (no such file, permission denied, exec format error, a NUL in an argument) would
+# fail the same way every time, so the run fails at once with the reason.
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ETXTBSY, errno.EINTR})
 
 
 def main(argv: list[str]) -> int:
@@ -34,25 +41,46 @@ def main(argv: list[str]) -> int:
     stderr.flush()
     started = time.time()
     process: subprocess.Popen[bytes] | None = None
-    error = None
+    failure: tuple[str, bool] | None = None
     try:
-        process = subprocess.Popen(
-            spec["argv"],
-            cwd=spec["cwd"],
-            env={**os.environ, **spec["env"]},
-            stdin=subprocess.DEVNULL if spec["stdin"] is None else subprocess.PIPE,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,  # a group of its own: killing it never kills the runner
-        )
-    except OSError as exc:
-        error = f"cannot start {spec['argv'][0]!r}: {exc.strerror or exc}"
-    if process is not None and process.stdin is not None:
-        threading.Thread(target=_feed, args=(process.stdin, spec["stdin"].encode()), daemon=True).start()
+        process = _start(spec, stdout, stderr)
+    except Exception as exc:  # every way a launch can fail is reported in the run, never left to be "lost"
+        failure = _launch_failure(spec, exc)
+        stderr.write(f"--- {failure[0]}\n".encode(errors="replace"))
+        stderr.flush()
 
     import asyncio
 
-    return asyncio.run(_attend(spec, process, started, offset, error))
+    return asyncio.run(_attend(spec, process, started, offset, failure))
+
+
+def _start(spec: dict[str, Any], stdout: IO[bytes], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start the agent in a process group of its own, its prompt (if any) fed to stdin by a thread."""
+    data = None if spec["stdin"] is None else spec["stdin"].encode()
+    process = subprocess.Popen(
+        spec["argv"],
+        cwd=spec["cwd"],
+        env={**os.environ, **spec["env"]},
+        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,  # a group of its own: killing it never kills the runner
+    )
+    if process.stdin is not None and data is not None:
+        threading.Thread(target=_feed, args=(process.stdin, data), daemon=True).start()
+    return process
+
+
+def _launch_failure(spec: dict[str, Any], exc: Exception) -> tuple[str, bool]:
+    """Why the agent could not be started, and whether trying again may help."""
+    program = spec["argv"][0] if spec["argv"] else "(an empty argv)"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename not in (None, program) else ""
+        reason = f"{exc.strerror or exc}{where}"
+        retry = exc.errno in TRANSIENT_ERRNOS
+    else:
+        reason, retry = f"{type(exc).__name__}: {exc}", False
+    return f"cannot start {program!r:.200} in {spec['cwd']!r:.200}: {reason}", retry
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:
@@ -64,7 +92,11 @@ def _feed(pipe: IO[bytes], data: bytes) -> None:
 
 
 async def _attend(
-    spec: dict[str, Any], process: subprocess.Popen[bytes] | None, started: float, offset: int, error: str | None
+    spec: dict[str, Any],
+    process: subprocess.Popen[bytes] | None,
+    started: float,
+    offset: int,
+    failure: tuple[str, bool] | None,
 ) -> int:
     import asyncio
     from datetime import UTC, datetime
@@ -80,7 +112,8 @@ async def _attend(
     async with open_engine(settings) as engine:
         agents = engine.subagents
         if process is None:
-            await agents.exited(run_id, attempt, 127, how="launch_failed", message=error)
+            message, retry = failure or ("the agent was not started", False)
+            await agents.exited(run_id, attempt, 127, how="launch_failed", message=message, retry=retry)
             return 1
         at = datetime.fromtimestamp(started, UTC)
         log_dir = str(Path(spec["stdout"]).parent)
