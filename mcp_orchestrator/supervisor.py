@@ -41,14 +41,33 @@ TIMER_TICK_S = 1.0  # the longest a newly registered, nearer wake time can go un
 COLLECT_EVERY_S = 3600.0  # retention runs this often in the lease holder
 
 
+class FailureLog:
+    """Logs a duty's failure once while it repeats: a store that stays busy, unreachable or gone
+    (its file removed) would otherwise fill the log every tick. Its recovery is logged too."""
+
+    def __init__(self) -> None:
+        self._failing: dict[str, str] = {}
+
+    def failed(self, duty: str, exc: OrchestratorError) -> None:
+        if self._failing.get(duty) != exc.message:
+            self._failing[duty] = exc.message
+            log.warning("%s failed: %s (logged again only if the failure changes)", duty, exc)
+
+    def succeeded(self, duty: str) -> None:
+        if self._failing.pop(duty, None) is not None:
+            log.warning("%s works again", duty)
+
+
 async def run_timers(engine: Engine) -> None:
     """End waits whose timeout passed and sleeps whose wake time came, until cancelled."""
+    failures = FailureLog()
     while True:
         try:
             await engine.fire_due_waits()
             next_wake = await engine.next_wake()
+            failures.succeeded("firing timers")
         except OrchestratorError as exc:  # the store is busy or gone for a moment: try again
-            log.warning("firing timers failed: %s", exc)
+            failures.failed("firing timers", exc)
             next_wake = None
         except Exception:  # a bug here must not take the server (and its clients) down with it
             log.exception("firing timers failed")
@@ -72,6 +91,7 @@ class Supervisor:
         self._runners: list[subprocess.Popen[bytes]] = []
         self._next_collection = time.monotonic() + 60  # the first, a minute after taking the lease
         self._exporter = exporter_from_environment()
+        self._failures = FailureLog()
 
     async def run(self) -> None:
         renew_s = self.agents.config.lease_ttl_s / 3
@@ -87,8 +107,9 @@ class Supervisor:
                     since = self.engine.store.generation
                     try:
                         wake = await self.tick(store_wide=LEASE in held, node=node_lease(self.node) in held)
+                        self._failures.succeeded("supervising")
                     except OrchestratorError as exc:
-                        log.warning("supervising failed: %s", exc)
+                        self._failures.failed("supervising", exc)
                         wake = None
                     except Exception:  # a bug here must not take the server (and its clients) down with it
                         log.exception("supervising failed")
@@ -110,8 +131,9 @@ class Supervisor:
             try:
                 if await self.agents.hold_lease(self.holder, name):
                     held.add(name)
+                self._failures.succeeded(f"taking the lease {name}")
             except OrchestratorError as exc:
-                log.warning("taking the lease %s failed: %s", name, exc)
+                self._failures.failed(f"taking the lease {name}", exc)
         return held
 
     async def tick(self, *, store_wide: bool = True, node: bool = True) -> datetime | None:

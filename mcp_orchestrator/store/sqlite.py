@@ -9,6 +9,19 @@ once (one fsync for the batch) and only then answers each caller; a function tha
 own writes undone and leaves the others' standing. Other processes serialise on
 the file's write lock; ``busy_timeout`` and a retry with jitter make a lock held elsewhere a
 wait, never a "database is locked" error for the caller (up to ``lock_wait_s``).
+
+The files under a running server: SQLite writes on through its open file descriptors when the
+database file, its ``-wal`` or its ``-shm`` is deleted or renamed over (a backup restored with
+``mv``), so acknowledged writes would land in a file nobody else can see and that is gone when the
+process exits, or a stale log would be applied to the file that took the path. So the store
+remembers each file's (st_dev, st_ino) when it opens them and compares the paths' before every
+commit (three ``stat`` calls, a few microseconds, ~1-2% of a durable checkpoint, once per batch),
+before a read when the last look is older than ``_READ_LOOK_S``, and every ``_WATCH_S`` while idle.
+Once a file is found gone, the store refuses every read and write with ``StoreFileGone`` (nothing it
+would read is what other processes see any more), wakes its waiters so blocked calls meet that
+error, and, when the database file itself went, empties its log into the file it holds open so the
+log left at the path cannot be applied to whatever file takes it. PostgreSQL has no such files and
+is unaffected.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -23,11 +37,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiosqlite
 
-from ..errors import StoreBusy, StoreError
+from ..errors import StoreBusy, StoreError, StoreFileGone
 from ..models import (
     LIVE_RUN_STATUSES,
     Agent,
@@ -56,6 +70,13 @@ _POLL_LADDER = ((5.0, 0.05), (0.5, 0.025), (0.0, 0.005))
 # Written out, not bound as parameters, so that a query can match the partial index runs_by_deadline.
 _LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
 _STOP: Any = object()  # queued by close(): the writer finishes what came before it
+# Whether the store's files are still at their paths is looked at before every commit, before a read
+# when the last look is older than this, and by a watch task this often.
+_READ_LOOK_S = 0.05
+_WATCH_S = 0.5
+_FILES = (("", "store file"), ("-wal", "store's write-ahead log"), ("-shm", "store's shared-memory index"))
+
+log = logging.getLogger(__name__)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -577,6 +598,11 @@ class SQLiteStore:
         self._seen: bytes | int | None = None  # the version waiters last saw
         self._local_commits = 0
         self._poller: asyncio.Task[None] | None = None
+        self._opened: list[_Opened] = []  # the files, as they were when the store opened them
+        self._looked_at = 0.0  # time.monotonic() of the last look at them
+        self._gone: StoreFileGone | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._after_gone_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         try:
@@ -599,26 +625,35 @@ class SQLiteStore:
         with contextlib.suppress(OSError):
             self._shm = os.open(f"{self.location}-shm", os.O_RDONLY)
         self._seen = await self._version()
-        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name="sqlite-writer")
+        self._opened = [
+            _Opened(path, what, found) for path, what in _paths(self.location) if (found := _identity(path))
+        ]
+        self._looked_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._writer_task = loop.create_task(self._write_loop(), name="sqlite-writer")
+        self._watch = loop.create_task(self._watch_files(), name="sqlite-file-watch")
 
     async def close(self) -> None:
         """Finish the writes already queued, then close both connections."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        for task in (self._poller, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._poller = self._watch = None
         if self._writer_task is not None:
             self._queue.put_nowait(_STOP)
             await self._writer_task
             self._writer_task = None
-        if self._shm is not None:
-            os.close(self._shm)
-            self._shm = None
+        if self._after_gone_task is not None:
+            await self._after_gone_task
         for conn in (self._writer, self._reader):
             if conn is not None:
                 await conn.close()
         self._writer = self._reader = None
+        if self._shm is not None:  # after the connections: closing any descriptor of the file drops
+            os.close(self._shm)  # the process's locks on it, SQLite's included
+            self._shm = None
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -632,6 +667,7 @@ class SQLiteStore:
         # commits quiet and other writes together.
         if self._writer_task is None:
             raise StoreError(f"the store {self.location} is not open")
+        self._refuse_if_gone(max_age=float("inf"))  # the writer looks again before it commits
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((fn, future))
         return await future
@@ -639,6 +675,7 @@ class SQLiteStore:
     async def read(self, fn: Callable[[SQLiteTransaction], T]) -> T:
         if self._reader is None:
             raise StoreError(f"the store {self.location} is not open")
+        self._refuse_if_gone(max_age=_READ_LOOK_S)
         try:
             return await _on_thread(self._reader, lambda conn: self._retry_busy(conn, "BEGIN", fn))
         except sqlite3.Error as exc:
@@ -695,6 +732,68 @@ class SQLiteStore:
             quiet_for = time.monotonic() - changed_at
             await asyncio.sleep(next(pause for after, pause in _POLL_LADDER if quiet_for >= after))
 
+    # The files under a running server (see the module docstring).
+
+    def _look(self) -> StoreFileGone | None:
+        """Whether a file this store opened is no longer at its path (any thread; once gone, gone)."""
+        if self._gone is None:
+            self._looked_at = time.monotonic()
+            for opened in self._opened:
+                found = _identity(opened.path)
+                if found != opened.identity:
+                    self._gone = _gone_error(opened, found)
+                    break
+        return self._gone
+
+    def _refusal(self) -> StoreFileGone:
+        # A new exception each time: raising one instance again and again would grow its traceback.
+        assert self._gone is not None
+        return StoreFileGone(self._gone.message, **self._gone.fields)
+
+    def _refuse_if_gone(self, max_age: float) -> None:
+        """Raise ``StoreFileGone`` if a file is known gone, or found gone by a look (taken when the
+        last one is older than ``max_age`` seconds)."""
+        if self._gone is None and time.monotonic() - self._looked_at >= max_age:
+            self._look()
+        if self._gone is not None:
+            self._notice_gone()
+            raise self._refusal()
+
+    def _refuse_commit_if_gone(self) -> None:
+        # On the writer's thread, just before COMMIT: no write is acknowledged into a file that went.
+        if self._look() is not None:
+            raise self._refusal()
+
+    def _notice_gone(self) -> None:
+        """On the event loop, once: report the loss and do what follows from it."""
+        if self._gone is not None and self._after_gone_task is None:
+            self._after_gone_task = asyncio.get_running_loop().create_task(self._after_gone(), name="sqlite-gone")
+
+    async def _after_gone(self) -> None:
+        assert self._gone is not None
+        log.error("%s", self._gone.message)
+        self._changes.seen()  # blocked waits look again, and meet the refusal
+        # The database file went but its log is still at the path: empty the log into the file this
+        # process holds, so it is not applied to the file that takes the path (SQLite would apply it).
+        database, *logs = self._opened
+        if (
+            self._gone.fields["path"] == database.path
+            and self._writer is not None
+            and logs
+            and all(_identity(opened.path) == opened.identity for opened in logs)
+        ):
+            with contextlib.suppress(ValueError):  # the connection closed meanwhile: nothing to retire
+                await _on_thread(self._writer, _retire_log)
+
+    async def _watch_files(self) -> None:
+        """Look at the files every ``_WATCH_S`` even when nobody reads or writes, so a server left
+        idle reports the loss (and retires its log) soon after it happens."""
+        while True:
+            await asyncio.sleep(_WATCH_S)
+            if time.monotonic() - self._looked_at >= _WATCH_S and self._look() is not None:
+                self._notice_gone()
+                return
+
     # Everything below runs on a connection's own thread, except the write loop.
 
     def _configure(self, conn: sqlite3.Connection) -> None:
@@ -723,13 +822,21 @@ class SQLiteStore:
         self._configure(conn)
         conn.execute("PRAGMA query_only = ON")
 
-    def _retry_busy(self, conn: sqlite3.Connection, begin: str, fn: Callable[[SQLiteTransaction], T]) -> T:
+    def _retry_busy(
+        self,
+        conn: sqlite3.Connection,
+        begin: str,
+        fn: Callable[[SQLiteTransaction], T],
+        before_commit: Callable[[], None] | None = None,
+    ) -> T:
         deadline = time.monotonic() + self._lock_wait_s
         while True:
             try:
                 conn.execute(begin)
                 try:
                     result = fn(SQLiteTransaction(conn))
+                    if before_commit is not None:
+                        before_commit()
                     conn.execute("COMMIT")
                     return result
                 except BaseException:
@@ -748,12 +855,13 @@ class SQLiteStore:
         # (the engine checks before it writes), so the two extra statements per write a savepoint
         # costs are paid only when one does: then the batch is rolled back and run again with each
         # write in its own savepoint, so one caller's error leaves the others' writes standing.
+        check = self._refuse_commit_if_gone
         try:
-            return self._retry_busy(conn, "BEGIN IMMEDIATE", lambda tx: [(True, fn(tx)) for fn in fns])
+            return self._retry_busy(conn, "BEGIN IMMEDIATE", lambda tx: [(True, fn(tx)) for fn in fns], check)
         except Exception as exc:
             if len(fns) == 1:
                 return [(False, _translate(exc, self.location))]
-            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            if isinstance(exc, StoreFileGone) or (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
                 raise
 
         def isolated(tx: SQLiteTransaction) -> list[tuple[bool, Any]]:
@@ -770,7 +878,7 @@ class SQLiteStore:
                 conn.execute("RELEASE one_write")
             return outcomes
 
-        return self._retry_busy(conn, "BEGIN IMMEDIATE", isolated)
+        return self._retry_busy(conn, "BEGIN IMMEDIATE", isolated, check)
 
     async def _write_loop(self) -> None:
         assert self._writer is not None
@@ -799,8 +907,12 @@ class SQLiteStore:
         fns = [fn for fn, _ in batch]
         try:
             outcomes = await _on_thread(writer, lambda conn: self._run_batch(conn, fns))
+        except StoreFileGone:
+            outcomes = [(False, self._refusal()) for _ in batch]
         except Exception as exc:
             outcomes = [(False, _translate(exc, self.location))] * len(batch)
+        if self._gone is not None:
+            self._notice_gone()
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue  # the caller gave up while its write was being committed
@@ -810,6 +922,47 @@ class SQLiteStore:
                 future.set_exception(value)
         self._local_commits += 1
         self._changes.seen()
+
+
+def _paths(location: str) -> list[tuple[str, str]]:
+    """The store's files while it is open, each with what a message calls it. SQLite puts the log
+    and the index beside the file a symbolic link names; the database is looked for at the link."""
+    database, real = os.path.abspath(location), os.path.realpath(location)
+    return [(real + suffix if suffix else database, what) for suffix, what in _FILES]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The (st_dev, st_ino) of the file at ``path``, None if nothing can be found there. A stat, never
+    an open: closing a descriptor of the database would drop SQLite's locks on it."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+class _Opened(NamedTuple):
+    path: str
+    what: str  # what a message calls it
+    identity: tuple[int, int]  # (st_dev, st_ino)
+
+
+def _gone_error(opened: _Opened, found: tuple[int, int] | None) -> StoreFileGone:
+    now = "nothing is there now" if found is None else f"inode {found[1]} is there now"
+    return StoreFileGone(
+        f"the {opened.what} {opened.path} was removed or replaced while this server had it open "
+        f"(inode {opened.identity[1]} is no longer at that path: {now}); nothing more is written to it or "
+        "read from it: restart the server against the file you mean to use, and stop every server "
+        "before you move, delete or restore a store's files",
+        path=opened.path,
+        inode=opened.identity[1],
+    )
+
+
+def _retire_log(conn: sqlite3.Connection) -> None:
+    """Copy the write-ahead log into the database file this connection holds and empty it."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
