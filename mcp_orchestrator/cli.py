@@ -12,13 +12,14 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,7 +36,7 @@ from .config import (
     default_db_path,
 )
 from .engine import Engine
-from .errors import ConfigError, InvalidInput, OrchestratorError, invalid_input_from
+from .errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from .models import (
     Agent,
     CancelRunInput,
@@ -74,19 +75,76 @@ environment:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
+    with _printable_std_streams():
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        try:
+            settings = Settings.load(db=args.db, config=args.config)
+            return args.handler(args, settings)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except Exception as exc:  # every failure becomes `code: message`, never a traceback
+            error = _as_orchestrator_error(exc, args.command)
+            print(f"{error.code}: {error.message}", file=sys.stderr)
+            return 1
+
+
+def _as_orchestrator_error(exc: Exception, command: str) -> OrchestratorError:
+    """The one mapping of what a command raised to the error it prints."""
+    if isinstance(exc, OrchestratorError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return invalid_input_from(exc, "options")
+    if isinstance(exc, ValueError | OverflowError | RecursionError):
+        return InvalidInput(f"{exc}; check the values given ('mcp-orchestrator {command} --help' describes them)")
+    if isinstance(exc, OSError):  # a file of the state directory, a log, the store's directory ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        return ConfigError(f"{command}: {exc.strerror or exc}{where}; check that path and its permissions")
+    return InternalError(
+        f"{command} failed with {type(exc).__name__}: {exc}; this is a bug, please report it with the command line"
+    )
+
+
+# Stored text (run names, outputs, errors, event data, logs) reaches a terminal: every control
+# character but newline and tab, C1 controls, bidirectional overrides and lone surrogates are
+# shown as \uXXXX escapes, so none can clear the screen, set the window title, write the clipboard
+# (OSC 52) or reorder what is shown. The escape is valid inside JSON strings, so --json stays JSON.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: each control character made visible as ``\\uXXXX``."""
+    return _UNPRINTABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+class _PrintableStream:
+    """A text stream that passes everything written through ``printable``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _printable_std_streams() -> Iterator[None]:
+    """Every print of every command goes through ``printable``: the one place output is made safe."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PrintableStream(sys.stdout), _PrintableStream(sys.stderr)  # type: ignore[assignment]
     try:
-        settings = Settings.load(db=args.db, config=args.config)
-        return args.handler(args, settings)
-    except OrchestratorError as exc:
-        print(f"{exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,6 +293,13 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--stderr", action="store_true", help="the stderr log instead of stdout")
     logs.add_argument("--tail", type=int, help="only the last N lines")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the log's bytes as they are, terminal escape sequences included (by default control "
+        "characters but newline and tab are shown as \\uXXXX, so a log cannot clear the screen, set the title "
+        "or write the clipboard)",
+    )
     logs.set_defaults(handler=_logs)
 
     supervise = commands.add_parser(
@@ -319,9 +384,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _serve_stdio(settings: Settings) -> None:
     from .server import build_server, lend
+    from .stdio import line_limit, serve_stdio
 
     async with open_engine(settings) as engine:  # a bad store fails here, before MCP starts
-        await build_server(settings, engine_scope=lend(engine)).run_stdio_async()
+        server = build_server(settings, engine_scope=lend(engine))
+        await serve_stdio(server, line_limit(settings.max_payload_bytes))  # answers even unreadable requests
 
 
 async def _serve_http(settings: Settings, host: str, port: int, token_required: bool = True) -> None:
@@ -329,6 +396,7 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
 
     from .web import build_app
     from .web.auth import load_or_create_token
+    from .web.limits import MAX_HEADER_BYTES
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -339,13 +407,21 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     if not _is_loopback(host):
         print(
-            f"warning: serving on {host}, reachable from other machines; requests are not authenticated",
+            f"warning: serving on {host}, reachable from other machines: requests are authenticated by the token, "
+            "but the traffic is plain HTTP, readable (token included) by anyone on the network path; "
+            f"clients must use Host {f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]} exactly",
             file=sys.stderr,
         )
     token = load_or_create_token(settings.token_file) if token_required else None
     async with open_engine(settings) as engine:  # a bad store fails here, with its own message
-        app = build_app(settings, engine, token, host=host)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        app = build_app(settings, engine, token, host=host, port=sock.getsockname()[1])
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            http="h11",  # a pure-Python parser whose header limit we set
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # request line + headers, else 400
+        )
+        server = uvicorn.Server(config)
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
@@ -448,10 +524,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _send_event(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        data = json.loads(args.data)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"--data is not JSON ({exc.msg} at position {exc.pos}): {args.data!r}") from None
+    data = _json_option("--data", args.data)
     query = _validated(SendEventInput, {"name": args.name, "data": data, "id": args.id})
     result = _with_engine(settings, lambda engine: engine.send_event(query, source="cli"))
     if args.json:
@@ -557,10 +630,10 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
     log_dir = Path(status.process.log_dir) if status.process.log_dir else settings.runs_dir / status.run.run_id
     path = log_path(log_dir, "stderr" if args.stderr else "stdout")
     if args.tail is not None:
-        print("\n".join(tail_lines(path, args.tail)))
+        _write_log(("\n".join(tail_lines(path, args.tail)) + "\n").encode(), raw=args.raw)
         position = path.stat().st_size if path.exists() else 0
     else:
-        position = _copy_from(path, 0)
+        position = _copy_from(path, 0, raw=args.raw)
     if not args.follow:
         return 0
 
@@ -569,7 +642,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
         async with open_engine(settings) as engine:
             while True:
                 ended = (await engine.status(query)).run.status.terminal
-                position = _copy_from(path, position)
+                position = _copy_from(path, position, raw=args.raw)
                 if ended:
                     return
                 await engine.store.wait_for_change(0.5)
@@ -578,7 +651,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _copy_from(path: Path, position: int) -> int:
+def _copy_from(path: Path, position: int, raw: bool = False) -> int:
     """Print what the file holds past ``position``; returns the new position."""
     try:
         with path.open("rb") as file:
@@ -586,9 +659,18 @@ def _copy_from(path: Path, position: int) -> int:
             data = file.read()
     except FileNotFoundError:
         return position
-    sys.stdout.write(data.decode(errors="replace"))
-    sys.stdout.flush()
+    _write_log(data, raw)
     return position + len(data)
+
+
+def _write_log(data: bytes, raw: bool) -> None:
+    """Log bytes as text through ``printable`` (sys.stdout), or with --raw as they are."""
+    sys.stdout.flush()
+    if raw:
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data.decode(errors="replace"))
+    sys.stdout.flush()
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
@@ -612,10 +694,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 def _schedules(args: argparse.Namespace, settings: Settings) -> int:
     command = args.schedule_command
     if command == "add":
-        try:
-            action = json.loads(args.action)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"--action is not JSON ({exc.msg} at position {exc.pos}): {args.action!r}") from None
+        action = _json_option("--action", args.action)
         fields = {
             "name": args.name,
             "cron": args.cron,
@@ -676,12 +755,15 @@ def _timing(schedule: Schedule) -> str:
     return f"every {schedule.every_s:g}s" if schedule.every_s is not None else f"at {_when(schedule.at)}"
 
 
+MAX_AGE_DAYS = 36_500  # a century: older than anything stored, and a date that exists
+
+
 def _gc(args: argparse.Namespace, settings: Settings) -> int:
     from .retention import collect
 
     days = settings.agents.retention_days if args.older_than is None else args.older_than
-    if days < 0:
-        raise InvalidInput(f"--older-than {days:g}: give an age of 0 days or more")
+    if not 0 <= days <= MAX_AGE_DAYS:  # NaN fails too
+        raise InvalidInput(f"--older-than {days:g}: give an age from 0 to {MAX_AGE_DAYS} days")
     removed = _with_engine(settings, lambda engine: collect(engine, timedelta(days=days)))
     if args.json:
         return _print_json(removed)
@@ -728,6 +810,18 @@ def _with_engine(settings: Settings, call: Callable[[Engine], Awaitable[Any]]) -
             return await call(engine)
 
     return asyncio.run(run())
+
+
+def _json_option(flag: str, text: str) -> Any:
+    """An option's JSON value, or an error naming the option and what to change."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{flag} is not JSON ({exc.msg} at position {exc.pos}): {text!r:.200}") from None
+    except RecursionError:
+        raise InvalidInput(f"{flag} nests arrays and objects too deep to read; flatten it") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise InvalidInput(f"{flag} cannot be read ({exc}); send a shorter number, or a string") from None
 
 
 def _validated(model: type[BaseModel], values: dict[str, Any]) -> Any:
@@ -813,10 +907,15 @@ def _print_table(headers: list[str], rows: list[list[Any]], empty: str = "no run
     if not rows:
         print(empty)
         return
-    cells = [[str(cell) for cell in row] for row in rows]
+    cells = [[_one_line(str(cell)) for cell in row] for row in rows]
     widths = [max(len(headers[i]), *(len(row[i]) for row in cells)) for i in range(len(headers))]
     for row in [headers, *cells]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _one_line(text: str) -> str:
+    """A table cell stays on its row: a stored newline or tab cannot forge another."""
+    return text.replace("\n", "\\n").replace("\t", "\\t")
 
 
 def _when(value: datetime | None) -> str:

@@ -17,7 +17,7 @@ from .errors import OrchestratorError, RunNotFound
 from .models import ListRunsInput, RunStatus, StatusInput
 from .runtime import open_engine
 from .supervisor import Supervisor, run_timers
-from .tools import AppContext, add_tools
+from .tools import AppContext, engine_tools
 
 INSTRUCTIONS = """\
 Durable runs and checkpoints: work recorded here survives the end or crash of this session.
@@ -74,8 +74,8 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
+        tools=engine_tools(),
     )
-    add_tools(mcp)
 
     @mcp.resource(
         "run://{run_id}",

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 
+from mcp_orchestrator import cli as cli_module
+from mcp_orchestrator.cli import main
 from mcp_orchestrator.engine import Engine
-from mcp_orchestrator.models import CheckpointInput, StartRunInput
+from mcp_orchestrator.models import (
+    CancelRunInput,
+    CheckpointInput,
+    SendEventInput,
+    SpawnSubagentInput,
+    StartRunInput,
+)
 
 from .conftest import cli, query
 
@@ -101,3 +110,88 @@ async def test_status_shows_the_tree_of_descendants(engine: Engine, db: str) -> 
     header = lines.index(next(line for line in lines if line.startswith("CHILDREN")))
     assert lines[header + 1].startswith(f"{child}  ") and "child" in lines[header + 1]
     assert lines[header + 2].startswith(f"  └ {grandchild}") and "grandchild" in lines[header + 2]
+
+
+ACTION = '{"type": "send_event", "name": "tick"}'
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["runs", "--since", "0001-01-01T00:00:00+05:00"], "invalid_input: invalid options: since"),
+        (["status", "r" * 65], "invalid_input: invalid options: run_id"),
+        (["send-event", "x", "--data", "[" * 5000 + "]" * 5000], "invalid_input: --data nests"),
+        (["send-event", "x", "--data", "9" * 5000], "invalid_input: --data cannot be read"),
+        (["schedules", "add", "n", "--every", "5", "--action", "[" * 5000 + "]" * 5000], "invalid_input: --action"),
+        (["schedules", "add", "n", "--cron", "0 0 31 2 *", "--action", ACTION], "invalid_input: "),
+        (["schedules", "add", "n", "--every", "nan", "--action", ACTION], "invalid_input: invalid options: every_s"),
+        (["gc", "--older-than", "1e300"], "invalid_input: --older-than 1e+300: give an age from 0 to 36500 days"),
+        (["gc", "--older-than", "nan"], "invalid_input: --older-than nan"),
+    ],
+    ids=lambda value: " ".join(value)[:40] if isinstance(value, list) else None,
+)
+def test_bad_values_print_code_and_message_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    assert main([*argv, "--db", str(tmp_path / "store.db")]) == 1
+    printed = capsys.readouterr()
+    assert printed.err.startswith(expected), printed.err
+    assert "Traceback" not in printed.err and printed.out == ""
+
+
+def test_a_nul_read_from_stdin_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("fix the bug\x00rm -rf ~"))
+    assert main(["spawn", "-", "--cwd", str(tmp_path), "--db", str(tmp_path / "store.db")]) == 1
+    assert capsys.readouterr().err.startswith("invalid_input: invalid options: prompt: holds a NUL character")
+
+
+def test_an_unforeseen_failure_is_named_as_a_bug(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(args: object, settings: object) -> int:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(cli_module, "_runs", broken)
+    assert main(["runs", "--db", str(tmp_path / "store.db")]) == 1
+    assert capsys.readouterr().err == (
+        "internal_error: runs failed with KeyError: 'oops'; this is a bug, please report it with the command line\n"
+    )
+
+
+# Screen clear, window title, OSC 52 clipboard write, a C1 CSI, a carriage return and a bidi override.
+HOSTILE = "ok\x1b[2J\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x07\x9b31m\rfake\u202eevil"
+TERMINAL_CONTROLS = ("\x1b", "\x07", "\x9b", "\r", "\u202e")
+
+
+async def test_stored_escape_sequences_never_reach_the_terminal(engine: Engine, db: str) -> None:
+    run_id = (await engine.start_run(StartRunInput(name=HOSTILE, input={"note": HOSTILE}))).run.run_id
+    await engine.checkpoint(CheckpointInput(run_id=run_id, step="s", output={"text": HOSTILE}))
+    await engine.checkpoint(CheckpointInput(run_id=run_id, step="t", error=HOSTILE))
+    await engine.send_event(SendEventInput(name="note", data={"text": HOSTILE}), source="cli")
+
+    for argv in (["runs"], ["status", run_id], ["events"], ["runs", "--json"], ["events", "--json"]):
+        shown = cli(db, *argv).stdout
+        assert not [c for c in TERMINAL_CONTROLS if c in shown], (argv, shown)
+    assert "ok\\u001b[2J\\u001b]0;owned\\u0007" in cli(db, "runs").stdout  # made visible, not dropped
+    listed = json.loads(cli(db, "runs", "--json").stdout)  # the escapes are JSON's own: the data round-trips
+    assert listed["runs"][0]["name"] == HOSTILE
+    assert json.loads(cli(db, "events", "--json").stdout)["events"][0]["data"] == {"text": HOSTILE}
+
+
+async def test_logs_are_made_printable_unless_raw(
+    engine: Engine, db: str, private_state_dir: Path, tmp_path: Path
+) -> None:
+    spawn = SpawnSubagentInput(prompt="p", agent="command", command=["true"], cwd=str(tmp_path))
+    run_id = (await engine.subagents.spawn(spawn)).run.run_id
+    await engine.cancel_run(CancelRunInput(run_id=run_id))  # ended: --follow prints the log and stops
+    log_dir = private_state_dir / "runs" / run_id
+    log_dir.mkdir(parents=True)
+    (log_dir / "stdout.log").write_text(f"line one\n{HOSTILE}\n")
+
+    shown = cli(db, "logs", run_id, "--follow").stdout
+    assert shown.startswith("line one\nok\\u001b[2J") and not [c for c in TERMINAL_CONTROLS if c in shown], shown
+    raw = cli(db, "logs", run_id, "--follow", "--raw").stdout
+    assert raw.startswith("line one\nok\x1b[2J\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x07\x9b31m"), raw
+    assert "--raw" in cli(db, "logs", "--help").stdout

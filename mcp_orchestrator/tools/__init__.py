@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from . import agents, events, fan_in, runs, schedules, steps  # noqa: F401  (importing registers the tools)
-from ._base import TOOLS, AppContext, add_tools
+from ._base import TOOLS, AppContext, engine_tools
 
-__all__ = ["TOOLS", "AppContext", "add_tools"]
+__all__ = ["TOOLS", "AppContext", "engine_tools"]

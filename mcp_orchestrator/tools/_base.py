@@ -1,27 +1,44 @@
 """Turning engine primitives into MCP tools.
 
 A primitive is written once as ``async def name(engine, args: InputModel) -> ResultModel`` with a
-docstring for the model. ``engine_tool`` registers it; ``add_tools`` gives the MCP server a
+docstring for the model. ``engine_tool`` registers it; ``engine_tools`` gives the MCP server a
 function whose flat keyword parameters are the input model's fields (descriptions and
 constraints included), so the tool schema, the validation and the engine share one definition.
-Engine errors become ``ToolError``s whose text the model can act on.
+The input model alone validates (the SDK's own argument check is made lenient), so every refusal
+is one ``invalid_input: ...`` text; engine errors become ``ToolError``s whose text the model can
+act on, and anything unforeseen an ``internal_error: ...`` naming the tool, its traceback logged.
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from mcp.server import MCPServer
+from mcp import MCPError
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SkipValidation, ValidationError, create_model
 
 from ..engine import Engine
-from ..errors import InvalidInput, OrchestratorError, invalid_input_from
+from ..errors import InternalError, InvalidInput, OrchestratorError, invalid_input_from
+
+log = logging.getLogger(__name__)
+
+
+class _Absent(enum.Enum):
+    """An argument the caller did not send (left for the input model to default or require)."""
+
+    ABSENT = "absent"
+
+
+ABSENT = _Absent.ABSENT
 
 
 @dataclass(frozen=True)
@@ -74,12 +91,21 @@ async def call_primitive(
 ) -> BaseModel:
     try:
         args = input_model.model_validate(arguments)
+        return await fn(engine, args, *extra)
     except ValidationError as exc:
         raise ToolError(error_text(invalid_input_from(exc))) from exc
-    try:
-        return await fn(engine, args, *extra)
     except OrchestratorError as exc:
         raise ToolError(error_text(exc)) from exc
+    except MCPError:
+        raise
+    except Exception as exc:  # a bug: say so with the tool's name, keep the traceback on the server
+        log.error("tool %s failed unexpectedly", fn.__name__, exc_info=exc)
+        error = InternalError(
+            f"{fn.__name__} failed with {type(exc).__name__}, which it should not; the server's log (stderr) "
+            "has the traceback. Please report it with the arguments",
+            tool=fn.__name__,
+        )
+        raise ToolError(error_text(error)) from exc
 
 
 def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
@@ -87,6 +113,7 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
         # The SDK drops arguments the schema does not name; a misspelt one ("outptu") would
         # silently become a default, so name it instead.
         sent = (ctx.request_context.params or {}).get("arguments") or {}
+        given = {name: value for name, value in arguments.items() if value is not ABSENT}
         unknown = sorted(set(sent) - set(arguments))
         if unknown:
             named = ", ".join(map(repr, unknown))
@@ -98,7 +125,7 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
 
         app: AppContext = ctx.request_context.lifespan_context
         extra = (progress,) if tool.blocking else ()
-        return await call_primitive(tool.fn, app.engine, tool.input_model, arguments, *extra)
+        return await call_primitive(tool.fn, app.engine, tool.input_model, given, *extra)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context}
@@ -115,6 +142,23 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
     return handler
 
 
-def add_tools(mcp: MCPServer) -> None:
+def engine_tools() -> list[Tool]:
+    """The MCP tools, for ``MCPServer(tools=...)``: each one's schema from its input model, and its
+    validation left to that model (see ``_lenient``)."""
+    tools = []
     for tool in TOOLS:
-        mcp.add_tool(_as_mcp_function(tool), title=tool.title, annotations=tool.annotations)
+        mcp_tool = Tool.from_function(_as_mcp_function(tool), title=tool.title, annotations=tool.annotations)
+        mcp_tool.fn_metadata.arg_model = _lenient(mcp_tool.fn_metadata.arg_model)  # the schema is already built
+        tools.append(mcp_tool)
+    return tools
+
+
+def _lenient(strict: type[ArgModelBase]) -> type[ArgModelBase]:
+    """The SDK's argument model with no check of its own: every field optional (``ABSENT`` when not
+    sent) and unvalidated, so the input model names every problem, a missing field included, in one
+    ``invalid_input`` text instead of the SDK's pydantic dump. Field types stay, as the SDK reads them
+    to decide which string arguments to parse as JSON."""
+    fields: dict[str, Any] = {
+        name: (Annotated[field.annotation, SkipValidation], ABSENT) for name, field in strict.model_fields.items()
+    }
+    return create_model(strict.__name__, __base__=ArgModelBase, **fields)
