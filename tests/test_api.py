@@ -29,7 +29,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def api(http_server: Callable[..., str], private_state_dir: Path) -> AsyncIterator[httpx2.AsyncClient]:
     base = http_server()
-    headers = {"Authorization": f"Bearer {http_token(private_state_dir)}"}
+    headers = {"Authorization": f"Bearer {http_token(private_state_dir)}", "Content-Type": "application/json"}
     async with httpx2.AsyncClient(base_url=base, headers=headers) as client:
         yield client
 

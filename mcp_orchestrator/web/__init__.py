@@ -1,4 +1,4 @@
-"""The HTTP face: the MCP endpoint at /mcp and a health check (later: webhooks, API, dashboard)."""
+"""The HTTP face: MCP at /mcp, webhooks at /events, the JSON API, the dashboard, and /healthz."""
 
 from .app import build_app
 

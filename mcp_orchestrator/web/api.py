@@ -2,9 +2,9 @@
 
 Reads take query parameters validated by the same input models as the tools (repeat a parameter
 for a list: ``?status=running&status=waiting``); actions are POSTs with an optional JSON body.
-Every answer is the tool's result as JSON; an error is ``{"error": code, "message"}`` with a
-status that says whose fault it is (400 bad input, 404 unknown, 409 the run's state forbids it,
-503 the store is busy).
+Every answer is the tool's result as JSON. Handlers only raise: ``failures`` maps every error to
+``{"error": code, "message"}`` with its status, for every route of the app. POSTs take
+``Content-Type: application/json`` only (``auth`` refuses anything else).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..engine import Engine
-from ..errors import InvalidInput, OrchestratorError, invalid_input_from
+from ..errors import InvalidInput, invalid_input_from
 from ..models import (
     CancelRunInput,
     ListEventsInput,
@@ -29,7 +29,6 @@ from ..models import (
     StatusInput,
 )
 
-_STATUS = {"invalid_input": 400, "run_not_found": 404, "run_terminal": 409, "key_conflict": 409, "store_busy": 503}
 _LISTS = {"status", "label"}  # query parameters that may repeat
 
 Handler = Callable[[Request], Awaitable[BaseModel]]
@@ -74,10 +73,7 @@ def api_routes(engine: Engine) -> list[Route]:
 
 def _json(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        try:
-            result = await handler(request)
-        except OrchestratorError as exc:
-            return JSONResponse({"error": exc.code, "message": exc.message}, status_code=_STATUS.get(exc.code, 500))
+        result = await handler(request)  # errors go to the app's exception handlers (failures.py)
         return Response(result.model_dump_json(), media_type="application/json")
 
     return endpoint

@@ -1,38 +1,92 @@
 """The web dashboard: runs, one run, events and schedules, rendered on the server.
 
-Pages are plain HTML with one small script (``/static/dashboard.js``): it follows
-``/api/stream`` (server-sent events, one per change in the store) and swaps in the page's fresh
-``<main>``, so nothing needs a reload; and it sends the actions (cancel, retry, send an event,
-pause or resume a schedule) to the JSON API. Every asset is served from here. A browser signs in
-once at ``/login`` with the token; the server answers with an http-only, same-site cookie.
+Pages are plain HTML with one script and one style sheet (``/static/``), no inline code or style,
+so a strict Content-Security-Policy holds. The script follows ``/api/stream`` (server-sent
+events) and swaps in the page's fresh ``<main>`` when what the page shows changed, and sends the
+actions (cancel, retry, send an event, pause or resume a schedule) to the JSON API with the
+page's CSRF token. The sign-in form (``GET /login``) is rendered here; ``login.py`` handles its POST.
+
+A live stream is tied to one page: the server renders that page again after each commit and
+speaks only when the page's fingerprint changed, so commits nobody sees (lease renewals,
+heartbeats, from this process or another) wake no browser. Streams end after
+``STREAM_LIFETIME_S`` (the browser reconnects) and at most ``MAX_STREAMS`` are open at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import hashlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
+from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
 
 from .. import __version__
 from ..engine import Engine
-from ..errors import OrchestratorError, RunNotFound
+from ..errors import OrchestratorError, RunNotFound, invalid_input_from
 from ..models import ListEventsInput, ListRunsInput, ListSchedulesInput, Run, RunStatus, StatusInput, StatusResult
-from .auth import COOKIE
+from .failures import DEFAULT_STATUS, STATUS
 
 STREAM_KEEPALIVE_S = 15.0
+STREAM_SETTLE_S = 0.25  # after a commit, wait this long so that a burst of commits is one look
+STREAM_LIFETIME_S = 300.0  # then the server ends the stream and the browser opens a new one
+STREAM_RETRY_MS = 2000  # how soon the browser reconnects
+MAX_STREAMS = 32  # open at once in this process; more are refused with 503
+MAX_DEPTH_SHOWN = 8  # deeper children are indented like this depth (dashboard.css has depth-0 to -8)
+STATIC = files(__package__) / "static"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    # Not "no-referrer": under it a browser sends "Origin: null" with the dashboard's own POSTs,
+    # which the Origin check must refuse. "same-origin" still tells other sites nothing.
+    "Referrer-Policy": "same-origin",
+}
 
 
-def dashboard_routes(engine: Engine, token: str | None) -> list[Route]:
-    async def runs_page(request: Request) -> Response:
+@dataclass(frozen=True)
+class Page:
+    """What a page shows; its fingerprint tells a live stream whether a person would see a change."""
+
+    title: str
+    body: str
+    status: int = 200
+    nav: bool = True
+
+    @property
+    def fingerprint(self) -> str:
+        text = f"{self.status}\0{self.title}\0{self.body}"
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+Render = Callable[[Request], Awaitable[Page]]
+
+
+def dashboard_routes(
+    engine: Engine,
+    token: str | None,
+    *,
+    max_streams: int = MAX_STREAMS,
+    stream_lifetime_s: float = STREAM_LIFETIME_S,
+) -> list[Route]:
+    """The pages, the sign-in page (without a ``token`` it sends the browser to ``/``), the live
+    stream (bounded by ``max_streams`` and ``stream_lifetime_s``) and the static assets."""
+
+    async def runs_page(request: Request) -> Page:
         query = {key: value for key, value in request.query_params.items() if value}
         filters = {
             "status": request.query_params.getlist("status") or None,
@@ -42,18 +96,15 @@ def dashboard_routes(engine: Engine, token: str | None) -> list[Route]:
             "cursor": query.get("cursor"),
             "limit": 50,
         }
-        try:
-            listed = await engine.list_runs(ListRunsInput.model_validate({k: v for k, v in filters.items() if v}))
-        except (OrchestratorError, ValueError) as exc:
-            return _page("Runs", f'<p class="error">{escape(str(exc))}</p>', status=400)
+        listed = await engine.list_runs(ListRunsInput.model_validate({k: v for k, v in filters.items() if v}))
         rows = "".join(
-            f"<tr><td><a href='/runs/{r.run_id}'>{escape(r.name)}</a></td><td>{_badge(r.status)}</td>"
+            f"<tr><td><a href='{_run_href(r.run_id)}'>{escape(r.name)}</a></td><td>{_badge(r.status)}</td>"
             f"<td>{_labels(r.labels)}</td><td>{_when(r.created_at)}</td><td>{_when(r.updated_at)}</td>"
-            f"<td class='muted'>{escape(r.workspace or '')}</td><td class='mono muted'>{r.run_id}</td></tr>"
+            f"<td class='muted'>{escape(r.workspace or '')}</td><td class='mono muted'>{escape(r.run_id)}</td></tr>"
             for r in listed.runs
         )
         more = (
-            f"<p><a href='?{_with(request, cursor=listed.next_cursor)}'>older runs →</a></p>"
+            f"<p><a href='?{escape(_with(request, cursor=listed.next_cursor))}'>older runs →</a></p>"
             if listed.next_cursor
             else ""
         )
@@ -70,18 +121,18 @@ def dashboard_routes(engine: Engine, token: str | None) -> list[Route]:
             "<button>Filter</button></form>"
         )
         table = _table(["Run", "Status", "Labels", "Created", "Updated", "Workspace", "Id"], rows, "No runs.")
-        return _page("Runs", form + table + more)
+        return Page("Runs", form + table + more)
 
-    async def run_page(request: Request) -> Response:
+    async def run_page(request: Request) -> Page:
         run_id = request.path_params["run_id"]
         try:
             status = await engine.status(StatusInput(run_id=run_id, journal_limit=100))
         except RunNotFound:
-            return _page("Not found", f"<p class='error'>No run has the id {escape(run_id)}.</p>", status=404)
+            return Page("Not found", f"<p class='error'>No run has the id {escape(run_id)}.</p>", status=404)
         tree = await engine.descendants(status.children)
-        return _page(status.run.name, _run_detail(status, tree))
+        return Page(status.run.name, _run_detail(status, tree))
 
-    async def events_page(request: Request) -> Response:
+    async def events_page(request: Request) -> Page:
         listed = await engine.list_events(ListEventsInput(limit=100))
         rows = "".join(
             f"<tr><td>{escape(e.name)}</td><td class='mono'>{escape(_brief(e.data, 200))}</td>"
@@ -89,79 +140,193 @@ def dashboard_routes(engine: Engine, token: str | None) -> list[Route]:
             f"<td class='mono muted'>{escape(e.event_id)}</td></tr>"
             for e in listed.events
         )
-        return _page("Events", _send_form("", None) + _table(["Name", "Data", "Source", "Received", "Id"], rows))
+        return Page("Events", _send_form("", None) + _table(["Name", "Data", "Source", "Received", "Id"], rows))
 
-    async def schedules_page(request: Request) -> Response:
+    async def schedules_page(request: Request) -> Page:
         listed = await engine.schedules.list(ListSchedulesInput())
         rows = ""
         for s in listed.schedules:
             timing = f"{s.cron} ({s.timezone})" if s.cron else f"every {s.every_s:g} s" if s.every_s else f"at {s.at}"
             last = f"{s.last.outcome} {_when(s.last.fired_at)}" if s.last else ""
             verb = "pause" if s.enabled else "resume"
-            button = f"<button data-post='/api/schedules/{escape(s.name)}/{verb}'>{verb.title()}</button>"
+            button = _button(f"/api/schedules/{_segment(s.name)}/{verb}", verb.title())
             rows += (
-                f"<tr><td>{escape(s.name)}</td><td>{escape(timing)}</td><td>{s.action.type}</td>"
+                f"<tr><td>{escape(s.name)}</td><td>{escape(timing)}</td><td>{escape(s.action.type)}</td>"
                 f"<td>{'enabled' if s.enabled else 'paused'}</td><td>{escape(last)}</td>"
                 f"<td>{_when(s.upcoming[0]) if s.upcoming else ''}</td><td>{button}</td></tr>"
             )
         headers = ["Schedule", "When", "Action", "State", "Last firing", "Next due", ""]
-        return _page("Schedules", _table(headers, rows, "No schedules."))
+        return Page("Schedules", _table(headers, rows, "No schedules."))
 
     async def login_page(request: Request) -> Response:
         if token is None:  # served without a token: nothing to sign in to
             return RedirectResponse("/", status_code=303)
-        if request.method == "POST":
-            form = parse_qs((await request.body()).decode(errors="replace"))  # the form is urlencoded
-            given = (form.get("token") or [""])[0].strip()
-            if hmac.compare_digest(given.encode(), token.encode()):
-                response = RedirectResponse("/", status_code=303)
-                secure = request.url.scheme == "https"
-                response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/")
-                return response
-            return _login("That is not the token. 'mcp-orchestrator token' prints it.", status=401)
         return _login()
 
-    async def stream(request: Request) -> Response:
-        async def changes() -> AsyncIterator[str]:
-            yield "retry: 2000\n\n"
-            while not await request.is_disconnected():
-                since = engine.store.generation
-                await engine.store.wait_for_change(STREAM_KEEPALIVE_S, since)
-                if engine.store.generation != since:
-                    yield f"data: {engine.store.generation}\n\n"
-                    await asyncio.sleep(0.25)  # a burst of commits becomes one update
-                else:
-                    yield ": keepalive\n\n"
+    pages: dict[str, Render] = {
+        "/": runs_page,
+        "/runs/{run_id}": run_page,
+        "/events": events_page,
+        "/schedules": schedules_page,
+    }
+    return [
+        *(Route(path, _html(render), methods=["GET"]) for path, render in pages.items()),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/api/stream", _stream(engine, pages, max_streams, stream_lifetime_s), methods=["GET"]),
+        Route("/static/dashboard.js", _static("dashboard.js", "text/javascript"), methods=["GET"]),
+        Route("/static/dashboard.css", _static("dashboard.css", "text/css"), methods=["GET"]),
+    ]
 
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+def _html(render: Render) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return _document(await _rendered(render, request), getattr(request.state, "csrf_token", ""))
+
+    return endpoint
+
+
+async def _rendered(render: Render, request: Request) -> Page:
+    """The page, or a page that says specifically why not (a bad address, an unknown run, a busy store)."""
+    try:
+        return await render(request)
+    except ValidationError as exc:  # the address (path or query) holds a value the models refuse
+        error: OrchestratorError = invalid_input_from(exc, "address")
+    except OrchestratorError as exc:
+        error = exc
+    status = STATUS.get(error.code, DEFAULT_STATUS)
+    title = "Not found" if status == 404 else "Cannot show this page"
+    return Page(title, f"<p class='error'>{escape(error.code)}: {escape(error.message)}</p>", status=status)
+
+
+def _stream(
+    engine: Engine, pages: dict[str, Render], max_streams: int, lifetime_s: float
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /api/stream?page=<path and query>&seen=<fingerprint>``: an event whenever that page changes.
+
+    Each event's id is the page's new fingerprint, so a reconnecting browser (``Last-Event-ID``)
+    hears at once of a change it missed, and of nothing else. Without ``page``, every commit is news.
+    """
+    matchers = [(Route(path, render), render) for path, render in pages.items()]
+    open_streams = 0
+
+    def version_of(page: str | None) -> Callable[[], Awaitable[str]] | None:
+        if page is None:
+
+            async def generation() -> str:
+                return str(engine.store.generation)
+
+            return generation
+        target = urlsplit(page)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "GET",
+            "path": unquote(target.path),
+            "root_path": "",
+            "query_string": target.query.encode(),
+            "headers": [],
+        }
+        for matcher, render in matchers:
+            match, child = matcher.matches(scope)
+            if match == Match.FULL and not (target.scheme or target.netloc):
+                return _fingerprint(render, Request({**scope, **child}))
+        return None
+
+    async def stream(request: Request) -> Response:
+        page = request.query_params.get("page")
+        version = version_of(page)
+        if version is None:
+            message = f"page {page!r} is not a dashboard page; give the path of one, e.g. page=/runs/<run_id>"
+            return JSONResponse({"error": "invalid_input", "message": message}, 400, headers=SECURITY_HEADERS)
+        if open_streams >= max_streams:
+            message = (
+                f"{open_streams} live-update streams are open, the most this server keeps; "
+                "close some dashboard tabs, or reload later"
+            )
+            headers = {**SECURITY_HEADERS, "Retry-After": "30"}
+            return JSONResponse({"error": "too_many_streams", "message": message}, 503, headers=headers)
+        seen = request.headers.get("last-event-id") or request.query_params.get("seen") or await version()
+
+        async def changes() -> AsyncIterator[str]:
+            nonlocal open_streams
+            open_streams += 1
+            try:
+                async for event in _changes(engine, version, seen, time.monotonic() + lifetime_s):
+                    yield event
+            finally:
+                open_streams -= 1
+
+        headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(changes(), media_type="text/event-stream", headers=headers)
 
-    async def script(request: Request) -> Response:
-        return Response(SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+    return stream
 
-    return [
-        Route("/", runs_page, methods=["GET"]),
-        Route("/runs/{run_id}", run_page, methods=["GET"]),
-        Route("/events", events_page, methods=["GET"]),
-        Route("/schedules", schedules_page, methods=["GET"]),
-        Route("/login", login_page, methods=["GET", "POST"]),
-        Route("/api/stream", stream, methods=["GET"]),
-        Route("/static/dashboard.js", script, methods=["GET"]),
-    ]
+
+async def _changes(
+    engine: Engine, version: Callable[[], Awaitable[str]], seen: str, deadline: float
+) -> AsyncIterator[str]:
+    """Server-sent events: one when ``version()`` differs from what the browser last saw, a
+    keepalive comment when nothing happened for a while, and the end at ``deadline``."""
+    yield f"retry: {STREAM_RETRY_MS}\n\n"
+    while (left := deadline - time.monotonic()) > 0:
+        since = engine.store.generation  # read before looking, so a commit while looking is not missed
+        current = await version()
+        if current != seen:
+            seen = current
+            yield f"id: {current}\ndata: {current}\n\n"
+        await engine.store.wait_for_change(min(STREAM_KEEPALIVE_S, left), since)
+        if engine.store.generation == since:
+            yield ": keepalive\n\n"
+        else:
+            await asyncio.sleep(STREAM_SETTLE_S)
+
+
+def _fingerprint(render: Render, request: Request) -> Callable[[], Awaitable[str]]:
+    async def fingerprint() -> str:
+        return (await _rendered(render, request)).fingerprint
+
+    return fingerprint
+
+
+def _static(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    content = (STATIC / name).read_bytes()
+
+    async def asset(request: Request) -> Response:
+        return Response(content, media_type=media_type, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+    return asset
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded whole: a name holding ``/ ? # ..`` stays inside its segment."""
+    return quote(value, safe="")
+
+
+def _run_href(run_id: str) -> str:
+    return f"/runs/{_segment(run_id)}"
+
+
+def _button(action: str, label: str, confirm: str | None = None) -> str:
+    """A button the script turns into a POST to ``action`` (a path built with ``_segment``)."""
+    asked = f" data-confirm='{escape(confirm)}'" if confirm else ""
+    return f"<button data-post='{escape(action)}'{asked}>{escape(label)}</button>"
+
+
+def _run_link(run_id: str, text: str) -> str:
+    return f"<a href='{escape(_run_href(run_id))}'>{escape(text)}</a>"
 
 
 def _run_detail(status: StatusResult, tree: list[tuple[int, Run]]) -> str:
     run = status.run
     actions = ""
     if not run.status.terminal:
-        actions += f"<button data-post='/api/runs/{run.run_id}/cancel' data-confirm='Cancel this run?'>Cancel</button>"
+        actions += _button(f"/api{_run_href(run.run_id)}/cancel", "Cancel", confirm="Cancel this run?")
     if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
-        actions += f"<button data-post='/api/runs/{run.run_id}/retry'>Retry</button>"
+        actions += _button(f"/api{_run_href(run.run_id)}/retry", "Retry")
     facts = [
         ("Status", _badge(run.status)),
-        ("Id", f"<span class='mono'>{run.run_id}</span>"),
+        ("Id", f"<span class='mono'>{escape(run.run_id)}</span>"),
         ("Key", escape(run.key or "")),
-        ("Parent", f"<a href='/runs/{run.parent_run_id}'>{run.parent_run_id}</a>" if run.parent_run_id else ""),
+        ("Parent", _run_link(run.parent_run_id, run.parent_run_id) if run.parent_run_id else ""),
         ("Labels", _labels(run.labels)),
         ("Workspace", escape(run.workspace or "")),
         ("Created", _when(run.created_at)),
@@ -193,7 +358,7 @@ def _run_detail(status: StatusResult, tree: list[tuple[int, Run]]) -> str:
         html += "<h2>Waiting for</h2>" + _table(["Step", "For", "Until", ""], waits)
     if tree:
         children = "".join(
-            f"<tr><td style='padding-left:{1 + depth * 1.5}em'><a href='/runs/{c.run_id}'>{escape(c.name)}</a></td>"
+            f"<tr><td class='depth-{min(depth, MAX_DEPTH_SHOWN)}'>{_run_link(c.run_id, c.name)}</td>"
             f"<td>{_badge(c.status)}</td><td>{_when(c.ended_at)}</td></tr>"
             for depth, c in tree
         )
@@ -233,6 +398,7 @@ def _send_form(name: str, match: dict[str, Any] | None) -> str:
 
 
 def _login(message: str = "", status: int = 200) -> Response:
+    """The sign-in page (also the answer to a wrong token, from ``login.py``)."""
     error = f"<p class='error'>{escape(message)}</p>" if message else ""
     body = (
         f"{error}<form method='post' action='/login' class='login'>"
@@ -240,22 +406,26 @@ def _login(message: str = "", status: int = 200) -> Response:
         "<button>Sign in</button></form>"
         "<p class='muted'>The token is in the state directory; <code>mcp-orchestrator token</code> prints it.</p>"
     )
-    return _page("Sign in", body, status=status, nav=False)
+    return _document(Page("Sign in", body, status=status, nav=False))
 
 
-def _page(title: str, body: str, status: int = 200, nav: bool = True) -> HTMLResponse:
+def _document(page: Page, csrf_token: str = "") -> HTMLResponse:
+    """The whole HTML document, with the headers that keep other sites from framing or reading it."""
     links = (
         "<nav><a href='/'>Runs</a><a href='/events'>Events</a><a href='/schedules'>Schedules</a>"
         f"<span class='muted'>mcp-orchestrator {__version__}</span></nav>"
-        if nav
+        if page.nav
         else ""
     )
     return HTMLResponse(
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)} · mcp-orchestrator"
-        f"</title><meta name='viewport' content='width=device-width'><style>{STYLE}</style>"
-        f"<script src='/static/dashboard.js' defer></script></head><body>{links}"
-        f"<main><h1>{escape(title)}</h1>{body}</main></body></html>",
-        status_code=status,
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(page.title)} · mcp-orchestrator"
+        "</title><meta name='viewport' content='width=device-width'>"
+        f"<meta name='csrf-token' content='{escape(csrf_token)}'><link rel='icon' href='data:,'>"
+        "<link rel='stylesheet' href='/static/dashboard.css'><script src='/static/dashboard.js' defer></script>"
+        f"</head><body>{links}<main data-fingerprint='{page.fingerprint}'><h1>{escape(page.title)}</h1>{page.body}"
+        "</main></body></html>",
+        status_code=page.status,
+        headers=SECURITY_HEADERS,
     )
 
 
@@ -299,72 +469,3 @@ def _pre(value: Any) -> str:
 def _with(request: Request, **changes: str | None) -> str:
     params = {key: value for key, value in request.query_params.multi_items() if key not in changes}
     return urlencode([*params.items(), *((k, v) for k, v in changes.items() if v)])
-
-
-STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-nav{display:flex;gap:1.2em;align-items:center;padding:.7em 1.5em;background:#1d2330}
-nav a{color:#fff;text-decoration:none;font-weight:600}nav span{margin-left:auto;color:#9aa3b5}
-main{padding:1em 1.5em;max-width:1200px}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
-table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.35em .6em;
-border-bottom:1px solid #e3e6eb;vertical-align:top}th{font-weight:600;background:#eef0f4}
-.mono,pre{font-family:ui-monospace,monospace;font-size:12px}.muted{color:#6b7385}
-pre{white-space:pre-wrap;margin:0}pre.log{background:#1d2330;color:#e6e9ef;padding:.6em;max-height:20em;overflow:auto}
-.badge{padding:.1em .5em;border-radius:.8em;font-size:12px;background:#e3e6eb}
-.badge.running,.badge.started{background:#d7e8ff}.badge.waiting,.badge.queued,.badge.retrying{background:#fff1c2}
-.badge.completed{background:#d5f2dc}.badge.failed{background:#ffd9d6}.badge.cancelled{background:#e8e2f5}
-.label{background:#eef0f4;padding:0 .4em;border-radius:.3em;font-size:12px}
-dl{display:grid;grid-template-columns:8em 1fr;gap:.3em 1em}dt{color:#6b7385}dd{margin:0}
-.filters,.send-event,.actions,.login{display:flex;gap:.5em;flex-wrap:wrap;align-items:center;margin:.6em 0}
-input{padding:.3em .5em;border:1px solid #c9ced8;border-radius:.3em}
-button{padding:.3em .8em;border:0;border-radius:.3em;background:#2f5bd3;color:#fff;cursor:pointer}
-.error{color:#b42318;font-weight:600}#notice{position:fixed;bottom:1em;right:1em;background:#1d2330;color:#fff;
-padding:.5em 1em;border-radius:.3em;display:none}
-"""
-
-SCRIPT = """
-// Live updates: the server says when the store changed; the page fetches itself and swaps <main>.
-(function () {
-  function notice(text) {
-    var box = document.getElementById('notice');
-    if (!box) { box = document.createElement('div'); box.id = 'notice'; document.body.appendChild(box); }
-    box.textContent = text; box.style.display = 'block';
-    setTimeout(function () { box.style.display = 'none'; }, 4000);
-  }
-  function refresh() {
-    if (document.activeElement && document.activeElement.tagName === 'INPUT') return;  // do not eat typing
-    fetch(location.href, {credentials: 'same-origin'}).then(function (r) { return r.text(); }).then(function (html) {
-      var fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('main');
-      if (fresh) document.querySelector('main').replaceWith(fresh);
-    });
-  }
-  function post(url, body) {
-    return fetch(url, {method: 'POST', credentials: 'same-origin', headers: {'Content-Type': 'application/json'},
-                       body: JSON.stringify(body || {})}).then(function (r) {
-      return r.json().then(function (answer) {
-        if (!r.ok) throw new Error(answer.message || r.statusText);
-        return answer;
-      });
-    });
-  }
-  document.addEventListener('click', function (e) {
-    var button = e.target.closest('button[data-post]');
-    if (!button) return;
-    if (button.dataset.confirm && !confirm(button.dataset.confirm)) return;
-    post(button.dataset.post).then(function () { notice('Done'); refresh(); }, function (err) { notice(err.message); });
-  });
-  document.addEventListener('submit', function (e) {
-    var form = e.target.closest('form[data-send-event]');
-    if (!form) return;
-    e.preventDefault();
-    var data = null, raw = form.elements.data.value.trim();
-    try { data = raw ? JSON.parse(raw) : null; } catch (err) { notice('data is not JSON: ' + err.message); return; }
-    post('/events', {name: form.elements.name.value, data: data}).then(function (answer) {
-      notice('Sent; woke ' + (answer.woken_run_ids.length || 'no') + ' run(s)'); refresh();
-    }, function (err) { notice(err.message); });
-  });
-  if (window.EventSource && document.querySelector('nav')) {
-    new EventSource('/api/stream').onmessage = refresh;
-  }
-})();
-"""
