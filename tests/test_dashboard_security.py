@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from mcp_orchestrator.engine import Engine
-from mcp_orchestrator.models import RunStatus, ScheduleInput, StartRunInput, StatusInput
+from mcp_orchestrator.models import ListSchedulesInput, RunStatus, ScheduleInput, StartRunInput, StatusInput
 
 from .conftest import eventually, http_token
 from .test_dashboard import chromium
@@ -207,8 +207,10 @@ async def test_a_schedules_pause_button_stays_inside_its_own_path_segment(
         assert await button.get_attribute("data-post") == f"/api/schedules/..%2Fruns%2F{run_id}%2Fcancel%23/pause"
         async with page.expect_response(lambda r: "/pause" in r.url) as answered:
             await button.click()
-        assert not (await answered.value).url.endswith("/cancel")
+        assert not (await answered.value).url.endswith("/cancel") and (await answered.value).ok
     assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
+    (paused,) = (await engine.schedules.list(ListSchedulesInput())).schedules
+    assert paused.name == f"../runs/{run_id}/cancel#" and not paused.enabled  # the button paused its own schedule
 
 
 async def test_a_run_id_the_models_refuse_gets_a_page_that_says_why(

@@ -4,6 +4,7 @@ JSON errors. Every case here was an open hole once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -17,9 +18,12 @@ from typing import Any
 import httpx2
 import psutil
 import pytest
+import uvicorn
 
+from mcp_orchestrator.config import Settings
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListEventsInput, RunStatus, StartRunInput, StatusInput
+from mcp_orchestrator.web import build_app
 
 from .conftest import http_token, server_pids
 
@@ -376,16 +380,33 @@ async def test_errors_are_json_with_the_field_named(
     assert response.json()["error"] in ("invalid_input", "internal_error") and response.json()["message"]
 
 
-async def test_out_of_range_query_parameters_are_bad_input(
-    http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path
+async def test_an_unforeseen_failure_is_a_json_500_that_names_the_request(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base = http_server()
-    bearer = {"Authorization": f"Bearer {http_token(private_state_dir)}"}
-    for path, field in [
-        ("/api/runs?since=99999-01-01T00:00:00Z", "since"),
-        ("/api/runs?since=0001-01-01T00:00:00%2B05:00", "since"),
-        ("/api/events?cursor=" + "9" * 40, "cursor"),
-    ]:
-        response = await client.get(f"{base}{path}", headers=bearer)
-        assert response.status_code == 400, (path, response.status_code, response.text)
-        assert response.json()["error"] == "invalid_input" and field in response.json()["message"]
+    async def broken(query: Any) -> Any:  # stands for a bug anywhere below a route
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "list_runs", broken)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    token = "t" * 32
+    app = build_app(Settings.load({}, db=str(tmp_path / "unused.db")), engine, token, host="127.0.0.1", port=port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        while not server.started:
+            assert not serving.done(), "the server did not start"
+            await asyncio.sleep(0.01)
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/api/runs")
+            healthy = await client.get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        server.should_exit = True
+        await serving
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/json"
+    assert answer.json() == {
+        "error": "internal_error",
+        "message": "the server failed on GET /api/runs (RuntimeError); see its log",
+    }
+    assert healthy.status_code == 200  # one failed request leaves the server serving

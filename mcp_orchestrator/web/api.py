@@ -66,8 +66,9 @@ def api_routes(engine: Engine) -> list[Route]:
         Route("/api/runs/{run_id}/retry", _json(retry), methods=["POST"]),
         Route("/api/events", _json(events), methods=["GET"]),
         Route("/api/schedules", _json(schedules), methods=["GET"]),
-        Route("/api/schedules/{name}/pause", _json(pause), methods=["POST"]),
-        Route("/api/schedules/{name}/resume", _json(resume), methods=["POST"]),
+        # {name:path}: a name stored before names were restricted may hold '/' (sent as %2F).
+        Route("/api/schedules/{name:path}/pause", _json(pause), methods=["POST"]),
+        Route("/api/schedules/{name:path}/resume", _json(resume), methods=["POST"]),
     ]
 
 

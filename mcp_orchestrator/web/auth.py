@@ -42,8 +42,8 @@ OPEN_PATHS = frozenset({"/healthz", "/login"})
 OPEN_PREFIXES = ("/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # DELETE (an MCP session's end) carries no body
-FORM_PATHS = frozenset({"/login"})
-MCP_PATH = "/mcp"  # the sign-in form posts urlencoded, not JSON
+FORM_PATHS = frozenset({"/login"})  # the sign-in form posts urlencoded, not JSON
+MCP_PATH = "/mcp"
 CSRF_HEADER = "x-csrf-token"
 
 

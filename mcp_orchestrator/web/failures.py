@@ -2,7 +2,7 @@
 
 Every route raises; nothing maps errors itself. An ``OrchestratorError`` becomes
 ``{"error": code, "message"}`` with a status that says whose fault it is (400 bad input, 404
-unknown, 409 the run's state forbids it, 503 the store is busy); a pydantic ``ValidationError``
+unknown, 409 the run's state forbids it, 503 the store is busy or unusable); a pydantic ``ValidationError``
 is bad input naming the field; Starlette's own (404 no route, 405 method) keep their status;
 anything unexpected is a JSON 500 ``internal_error``, never a text page.
 """
@@ -23,6 +23,7 @@ STATUS = {
     "key_conflict": 409,
     "step_failed": 409,
     "store_busy": 503,
+    "store_error": 503,  # e.g. the store file was removed, or the database is unreachable
     "config_error": 500,
 }
 DEFAULT_STATUS = 500  # a store error or another failure of ours, never the caller's
