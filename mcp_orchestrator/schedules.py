@@ -13,6 +13,7 @@ every hour (`*` in the hour field), since those are an hour apart in real time.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -206,7 +207,7 @@ class Schedules:
 
         return await self.engine.store.write(change)
 
-    async def history(self, name: str, limit: int = 20) -> list[Firing]:
+    async def history(self, name: str, limit: int = 20) -> builtins.list[Firing]:  # list: the method above
         return await self.engine.store.read(lambda tx: tx.list_firings(name, limit))
 
     @staticmethod

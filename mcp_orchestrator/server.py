@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import cast
 
 import anyio
 from mcp.server import MCPServer
@@ -85,7 +86,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         mime_type="application/json",
     )
     async def run_resource(run_id: str, ctx: Context) -> str:
-        engine = ctx.request_context.lifespan_context.engine
+        engine = cast(AppContext, ctx.request_context.lifespan_context).engine
         try:
             result = await engine.status(StatusInput(run_id=run_id))
         except RunNotFound as exc:
@@ -103,7 +104,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         mime_type="application/json",
     )
     async def recent_runs(status: str, ctx: Context) -> str:
-        engine = ctx.request_context.lifespan_context.engine
+        engine = cast(AppContext, ctx.request_context.lifespan_context).engine
         try:
             query = ListRunsInput(status=None if status == "all" else RunStatus(status), limit=20)
         except ValueError:

@@ -94,7 +94,8 @@ class Subagents:
         self.profile_for(args)  # an unknown profile is named before anything else
         if args.key is not None and (existing := await self._by_key(args.key)) is not None:
             return existing
-        parent = await engine.store.read(lambda tx: tx.get_run(args.parent_run_id)) if args.parent_run_id else None
+        parent_id = args.parent_run_id
+        parent = await engine.store.read(lambda tx: tx.get_run(parent_id)) if parent_id else None
         run_args, agent = self.prepare(args, parent, new_id())
         tree = await worktree.create(agent.cwd, agent.run_id) if args.worktree else None  # never blocks the loop
         if tree is not None:

@@ -14,6 +14,7 @@ extra is installed (``pip install 'mcp-orchestrator[otel]'``); the exporter read
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -63,14 +64,18 @@ async def export_spans(engine: Engine, exporter: SpanExporter) -> int:
     sent = 0
     while True:
         cursor = await engine.store.read(lambda tx: tx.get_cursor(CURSOR))
-        entries, spans = await engine.store.read(lambda tx, after=cursor: _spans_after(tx, after))
+        entries, spans = await engine.store.read(functools.partial(_spans_after, cursor=cursor))
         if not entries:
             return sent
         if spans and await asyncio.to_thread(exporter.export, spans) != SpanExportResult.SUCCESS:
             log.warning("exporting %d span(s) failed; they are retried later", len(spans))
             return sent
-        await engine.store.write(lambda tx, last=entries[-1].seq: tx.set_cursor(CURSOR, last))
+        await engine.store.write(functools.partial(_set_cursor, seq=entries[-1].seq))
         sent += len(spans)
+
+
+def _set_cursor(tx: Transaction, seq: int) -> None:
+    tx.set_cursor(CURSOR, seq)
 
 
 def _spans_after(tx: Transaction, cursor: int) -> tuple[list[JournalEntry], list[ReadableSpan]]:

@@ -105,6 +105,7 @@ async def _attend(
     from ..config import Settings
     from ..logs import tail_lines
     from ..runtime import open_engine
+    from ..subagents import ExitHow
     from .launch import group_alive, kill_group
 
     settings = Settings.load(db=spec["db"], config=spec["config"])
@@ -126,22 +127,22 @@ async def _attend(
             if done:
                 break
             verdict = await agents.heartbeat(run_id, attempt)
-        how = "exited"
+        how: ExitHow = "exited"
         if not exit_code.done():
             how = "timed_out" if verdict == "timeout" else "stopped"
         if how != "exited" or group_alive(process.pid):  # the agent's group ends with it
             await asyncio.to_thread(kill_group, process.pid, settings.agents.kill_grace_s)
         code = await exit_code
         output, session_id = _final_output(spec, offset)
-        message = None
+        why: str | None = None
         if how == "timed_out":
-            message = "the attempt ran past its timeout; its process group was killed"
+            why = "the attempt ran past its timeout; its process group was killed"
         elif code != 0:
-            message = f"exited with code {code}" if code > 0 else f"killed by signal {-code}"
+            why = f"exited with code {code}" if code > 0 else f"killed by signal {-code}"
             last = [line for line in tail_lines(Path(spec["stderr"]), 5) if line.strip()]
             if last:
-                message += ": " + " | ".join(last)
-        await agents.exited(run_id, attempt, code, how=how, output=output, session_id=session_id, message=message)
+                why += ": " + " | ".join(last)
+        await agents.exited(run_id, attempt, code, how=how, output=output, session_id=session_id, message=why)
     return 0
 
 

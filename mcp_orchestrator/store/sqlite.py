@@ -340,7 +340,8 @@ class SQLiteTransaction:
         )
 
     def list_events(self, name: str | None, limit: int, before_seq: int | None = None) -> list[tuple[int, Event]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if name is not None:
             clauses.append("name = ?")
             params.append(name)

@@ -16,7 +16,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from mcp import MCPError
 from mcp.server.mcpserver import Context
@@ -123,14 +123,14 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)  # a no-op unless the client asked for progress
 
-        app: AppContext = ctx.request_context.lifespan_context
+        app = cast(AppContext, ctx.request_context.lifespan_context)  # what the server's lifespan yields
         extra = (progress,) if tool.blocking else ()
         return await call_primitive(tool.fn, app.engine, tool.input_model, given, *extra)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context}
     for name, field in tool.input_model.model_fields.items():
-        hint = Annotated[(field.annotation, *field.metadata, Field(description=field.description))]
+        hint = Annotated[(field.annotation, *field.metadata, Field(description=field.description))]  # type: ignore[name-defined]  # built at run time
         default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
         parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default))
         annotations[name] = hint
