@@ -17,7 +17,8 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,7 +46,6 @@ from .models import (
     ListSchedulesInput,
     RetryRunInput,
     Run,
-    Schedule,
     ScheduleInput,
     SendEventInput,
     SpawnSubagentInput,
@@ -54,6 +54,7 @@ from .models import (
     UnscheduleInput,
 )
 from .runtime import open_engine
+from .views import brief, process_facts, schedule_timing, when
 
 DESCRIPTION = f"""\
 Durable orchestration for coding agents, served over MCP.
@@ -734,8 +735,7 @@ def _schedules(args: argparse.Namespace, settings: Settings) -> int:
         [
             [
                 s.name,
-                (s.cron and f"{s.cron} {s.timezone}")
-                or (f"every {s.every_s:g}s" if s.every_s else f"at {_when(s.at)}"),
+                schedule_timing(s, terminal=True),
                 s.action.type,
                 "enabled" if s.enabled else "paused",
                 _when(s.last.fired_at) if s.last else "",
@@ -747,12 +747,6 @@ def _schedules(args: argparse.Namespace, settings: Settings) -> int:
         empty="no schedules",
     )
     return 0
-
-
-def _timing(schedule: Schedule) -> str:
-    if schedule.cron is not None:
-        return f"{schedule.cron} {schedule.timezone}"
-    return f"every {schedule.every_s:g}s" if schedule.every_s is not None else f"at {_when(schedule.at)}"
 
 
 MAX_AGE_DAYS = 36_500  # a century: older than anything stored, and a date that exists
@@ -881,18 +875,7 @@ def _print_run(run: Run) -> None:
 
 
 def _print_process(process: Agent, log_tail: dict[str, list[str]]) -> None:
-    facts = [process.profile, f"attempt {process.attempt} of up to {process.max_attempts}", str(process.state)]
-    if process.pid is not None:
-        facts.append(f"runner pid {process.pid}, group {process.pgid} on {process.host}")
-    if process.started_at is not None:
-        facts.append(f"started {_when(process.started_at)}")
-    if process.exited_at is not None:
-        facts.append(f"exit {process.exit_code} at {_when(process.exited_at)}")
-    elif process.heartbeat_at is not None:
-        facts.append(f"heartbeat {_when(process.heartbeat_at)}")
-    if process.start_after is not None and process.state == "queued":
-        facts.append(f"retry after {_when(process.start_after)}")
-    print(f"{'process:':<11}{', '.join(facts)}")
+    print(f"{'process:':<11}{', '.join(process_facts(process, terminal=True))}")
     print(f"{'cwd:':<11}{process.cwd}")
     if process.worktree:
         print(f"{'worktree:':<11}{process.worktree} (branch {process.branch})")
@@ -918,13 +901,8 @@ def _one_line(text: str) -> str:
     return text.replace("\n", "\\n").replace("\t", "\\t")
 
 
-def _when(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _brief(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_when = partial(when, terminal=True)  # the terminal's way: UTC times end in Z
+_brief = partial(brief, terminal=True)  # and a missing value reads null
 
 
 if __name__ == "__main__":
