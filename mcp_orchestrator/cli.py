@@ -141,7 +141,7 @@ class _PrintableStream:
 def _printable_std_streams() -> Iterator[None]:
     """Every print of every command goes through ``printable``: the one place output is made safe."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _PrintableStream(sys.stdout), _PrintableStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = _PrintableStream(sys.stdout), _PrintableStream(sys.stderr)
     try:
         yield
     finally:

@@ -17,7 +17,7 @@ from mcp_orchestrator.agents.profiles import load_agents_config
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, JournalEntry, StatusInput, StatusResult
 
-from .conftest import open_store
+from .support import open_store
 
 FAKE_AGENT = str(Path(__file__).with_name("fake_agent.py"))
 

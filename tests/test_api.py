@@ -21,9 +21,9 @@ from mcp_orchestrator.models import (
     StatusInput,
 )
 
-from .conftest import http_token
+from .support import http_token
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import StepFailed
 from mcp_orchestrator.models import CheckpointInput, RetryPolicy, StartRunInput, StatusInput, StepStatus
 
-from .conftest import open_store
+from .support import open_store
 
 
 @dataclass

@@ -19,7 +19,7 @@ from mcp_orchestrator.models import (
     StartRunInput,
 )
 
-from .conftest import cli, query
+from .support import cli, query
 
 pytestmark = pytest.mark.anyio
 
@@ -32,6 +32,7 @@ async def make_runs(engine: Engine) -> tuple[str, str]:
     return root, child
 
 
+@pytest.mark.processes
 async def test_runs_status_and_cancel_match_the_store(engine: Engine, db: str) -> None:
     root, child = await make_runs(engine)
 
@@ -62,6 +63,7 @@ async def test_runs_status_and_cancel_match_the_store(engine: Engine, db: str) -
     assert {s for (s,) in query(db, "SELECT status FROM runs")} == {"cancelled"}
 
 
+@pytest.mark.processes
 async def test_errors_say_what_to_fix(engine: Engine, db: str) -> None:
     missing = cli(db, "status", "ghost", check=False)
     assert missing.returncode == 1 and "run_not_found: no run has id 'ghost'" in missing.stderr
@@ -71,6 +73,7 @@ async def test_errors_say_what_to_fix(engine: Engine, db: str) -> None:
     assert bad_address.returncode == 1 and "expected HOST:PORT" in bad_address.stderr
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("command", [["runs"], ["serve"], ["serve", "--http", "127.0.0.1:0"]])
 def test_a_store_that_cannot_be_used_is_named(tmp_path: Path, command: list[str]) -> None:
     not_a_store = tmp_path / "notes.txt"
@@ -87,6 +90,7 @@ def test_a_store_that_cannot_be_used_is_named(tmp_path: Path, command: list[str]
     assert memory.returncode == 1 and "in-memory SQLite database cannot be the store" in memory.stderr
 
 
+@pytest.mark.processes
 def test_help_explains_every_command(tmp_path: Path) -> None:
     top = cli(tmp_path / "x.db", "--help").stdout
     for command in ("serve", "runs", "status", "cancel", "send-event", "events", "token", "MCP_ORCHESTRATOR_DB"):
@@ -103,6 +107,7 @@ def test_help_explains_every_command(tmp_path: Path) -> None:
         assert words in cli(tmp_path / "x.db", command, "--help").stdout
 
 
+@pytest.mark.processes
 async def test_status_shows_the_tree_of_descendants(engine: Engine, db: str) -> None:
     root, child = await make_runs(engine)
     grandchild = (await engine.start_run(StartRunInput(name="grandchild", parent_run_id=child))).run.run_id
@@ -165,6 +170,7 @@ HOSTILE = "ok\x1b[2J\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x07\x9b31m\rfake\u202eevi
 TERMINAL_CONTROLS = ("\x1b", "\x07", "\x9b", "\r", "\u202e")
 
 
+@pytest.mark.processes
 async def test_stored_escape_sequences_never_reach_the_terminal(engine: Engine, db: str) -> None:
     run_id = (await engine.start_run(StartRunInput(name=HOSTILE, input={"note": HOSTILE}))).run.run_id
     await engine.checkpoint(CheckpointInput(run_id=run_id, step="s", output={"text": HOSTILE}))
@@ -180,6 +186,7 @@ async def test_stored_escape_sequences_never_reach_the_terminal(engine: Engine, 
     assert json.loads(cli(db, "events", "--json").stdout)["events"][0]["data"] == {"text": HOSTILE}
 
 
+@pytest.mark.processes
 async def test_logs_are_made_printable_unless_raw(
     engine: Engine, db: str, private_state_dir: Path, tmp_path: Path
 ) -> None:

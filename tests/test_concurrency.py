@@ -8,9 +8,9 @@ from mcp import Client
 
 from mcp_orchestrator.store import is_postgres
 
-from .conftest import cli, query, stdio_server
+from .support import cli, query, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 STEPS = 60
 

@@ -13,9 +13,9 @@ from mcp import Client
 
 from mcp_orchestrator.store import is_postgres
 
-from .conftest import query, server_pids, stdio_server
+from .support import query, server_pids, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 WRITERS = 4
 

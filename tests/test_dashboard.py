@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from mcp_orchestrator.models import (
     WaitForEventInput,
 )
 
-from .conftest import http_token
+from .support import chromium, http_token
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 
@@ -29,13 +28,6 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboa
 def db(db_path: Path) -> str:
     """SQLite only: a browser is slow to drive, and the dashboard reads the store through the engine."""
     return str(db_path)
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("the dashboard tests need Debian's chromium (apt-get install chromium); .ci/run installs it")
-    return found
 
 
 async def run_status(engine: Engine, run_id: str) -> RunStatus:

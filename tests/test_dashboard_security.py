@@ -23,10 +23,9 @@ from starlette.routing import Route
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListSchedulesInput, RunStatus, ScheduleInput, StartRunInput, StatusInput
 
-from .conftest import eventually, http_token
-from .test_dashboard import chromium
+from .support import chromium, eventually, http_token
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from mcp_orchestrator.models import CheckpointInput, StartRunInput
 from mcp_orchestrator.subagents import LEASE
 from mcp_orchestrator.web.dashboard import dashboard_routes
 
-from .conftest import eventually, http_token
+from .support import eventually, http_token
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +63,7 @@ async def messages(client: httpx2.AsyncClient, params: dict[str, str], within: f
     return seen
 
 
+@pytest.mark.processes
 async def test_an_idle_page_hears_nothing_of_lease_renewals_and_a_checkpoint_at_once(
     engine: Engine, http_server: Callable[..., str], private_state_dir: Path, tmp_path: Path
 ) -> None:
@@ -78,14 +79,17 @@ async def test_an_idle_page_hears_nothing_of_lease_renewals_and_a_checkpoint_at_
         renewed = await lease_expiry(engine)
         assert renewed is not None and (renewed - first).total_seconds() >= LEASE_TTL_S / 3 * 2.5  # 3 renewals
 
-        async def checkpoint_soon() -> None:
-            await asyncio.sleep(0.3)
+        opened = anyio.Event()  # the stream answered: it has read the page as the browser saw it
+
+        async def checkpoint_once_open() -> None:
+            await opened.wait()
             await engine.checkpoint(CheckpointInput(run_id=run_id, step="visible", output={"n": 1}))
 
         started = time.monotonic()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(checkpoint_soon)
+            tasks.start_soon(checkpoint_once_open)
             async with client.stream("GET", "/api/stream", params=params) as response:
+                opened.set()
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
                         break

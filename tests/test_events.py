@@ -23,7 +23,7 @@ from mcp_orchestrator.models import (
     WaitForEventInput,
 )
 
-from .conftest import open_store
+from .support import eventually, has_wait, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -140,7 +140,7 @@ async def test_a_blocked_wait_wakes_when_the_event_arrives(engine: Engine) -> No
 
     async with anyio.create_task_group() as group:
         group.start_soon(waiter)
-        await anyio.sleep(0.3)
+        await eventually(lambda: has_wait(engine, run_id, "approve"))
         await send(engine, "approval", {"by": "alice"})
     assert results["wait"].status == "received" and results["wait"].event.data == {"by": "alice"}
     assert results["took"] < 5, "woken by the send, not by block_s running out"
@@ -157,7 +157,7 @@ async def test_a_wait_in_one_process_is_woken_by_a_send_from_another(db: str) ->
 
         async with anyio.create_task_group() as group:
             group.start_soon(wait_in_one)
-            await anyio.sleep(0.3)
+            await eventually(lambda: has_wait(waiter, run_id, "approve"))
             sent = await send(sender, "approval")
             assert sent.woken_run_ids == [run_id]
             started = time.monotonic()

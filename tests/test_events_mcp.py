@@ -12,9 +12,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from .conftest import call, cli, eventually, query, server_pids, stdio_server
+from .support import call, cli, eventually, query, server_pids, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 def run_status(db: str, run_id: str) -> dict[str, Any]:
@@ -41,7 +41,7 @@ async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(d
 
         async with anyio.create_task_group() as group:
             group.start_soon(wait_for, "approve", "approval", {"match": {"data.pr": 42}})
-            await anyio.sleep(3.5)  # long enough for one progress report
+            await eventually(lambda: progress)  # one progress report: the wait is registered and blocks
             miss = await call(sender, "send_event", name="approval", data={"pr": 7})
             assert miss["woken_run_ids"] == []
             hit = await call(sender, "send_event", name="approval", data={"pr": 42}, id="gh-delivery-1")
@@ -53,7 +53,7 @@ async def test_wait_in_one_server_wakes_on_sends_from_another_and_from_the_cli(d
 
         async with anyio.create_task_group() as group:
             group.start_soon(wait_for, "deploy", "deployed")
-            await anyio.sleep(0.5)
+            await eventually(lambda: anyio.to_thread.run_sync(waiting_on, db, run_id, "deploy"))
             sent = await anyio.to_thread.run_sync(
                 lambda: cli(db, "send-event", "deployed", "--data", '{"env": "prod"}', "--json")
             )
@@ -73,7 +73,7 @@ async def test_a_wait_survives_a_sigkilled_server(db: str) -> None:
         (pid,) = server_pids(db)
 
         async def kill_soon() -> None:
-            await anyio.sleep(0.5)
+            await eventually(lambda: anyio.to_thread.run_sync(waiting_on, db, run_id, "approve"))  # it blocks
             os.kill(pid, signal.SIGKILL)
 
         with pytest.raises(Exception):  # noqa: B017  (the transport reports the dead server)
@@ -120,6 +120,12 @@ async def test_timeouts_and_sleeps_fire_with_no_client_calling(db: str) -> None:
         await eventually(fired, timeout=10)
         assert (await call(client, "wait_for_event", run_id=run_id, step="w", event="never"))["status"] == "timed_out"
         assert (await call(client, "sleep", run_id=run_id, step="nap", seconds=1))["status"] == "done"
+
+
+def waiting_on(db: str, run_id: str, step: str) -> bool:
+    """Whether the run's ``step`` is a registered wait, read straight from the store: a call that wrote
+    it is blocked on it."""
+    return bool(query(db, f"SELECT 1 FROM waits WHERE run_id = '{run_id}' AND step = '{step}'"))
 
 
 def run_status_without_firing(db: str, run_id: str) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from mcp_orchestrator.models import (
     WaitForRunsInput,
 )
 
-from .conftest import open_store
+from .support import blocking_noticed, eventually, has_wait, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -97,10 +97,11 @@ async def test_watching_without_a_step_blocks_until_a_run_ends(engine: Engine) -
     async def watch() -> None:
         results["r"] = await fan_in(engine, [child], block_s=20)
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch)
-        await anyio.sleep(0.3)
-        await finish(engine, child, "ok")
+    with blocking_noticed(engine.store) as blocked:
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            await blocked.wait()
+            await finish(engine, child, "ok")
     assert results["r"].status == "done" and results["r"].runs[0].output == "ok"
 
 
@@ -116,7 +117,7 @@ async def test_a_fan_in_is_woken_by_a_run_ending_in_another_process(db: str) -> 
 
         async with anyio.create_task_group() as group:
             group.start_soon(collect)
-            await anyio.sleep(0.3)
+            await eventually(lambda: has_wait(waiter, parent, "collect"))
             await finish(worker, child, {"done": True})
         assert results["r"].status == "done" and results["r"].runs[0].output == {"done": True}
 

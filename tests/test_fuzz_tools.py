@@ -21,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from .test_stdio_hostile import RawStdio
+from .support import RawStdio
+
+pytestmark = pytest.mark.processes
 
 ANSWER_WITHIN_S = 10.0
 KNOWN_CODES = (

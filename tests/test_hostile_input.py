@@ -35,8 +35,7 @@ from mcp_orchestrator.models import (
     WaitForEventInput,
 )
 
-from .conftest import call, http_token, open_store, stdio_server
-from .test_subagents_engine import Clock
+from .support import Clock, call, http_token, open_store, stdio_server
 
 pytestmark = pytest.mark.anyio
 
@@ -356,6 +355,7 @@ async def test_a_schedule_stored_under_older_rules_can_be_listed_paused_fired_an
 # The faces: what an MCP client over stdio and an HTTP client see.
 
 
+@pytest.mark.processes
 async def test_an_mcp_client_gets_specific_errors_and_the_event_name_keeps_working(db: str) -> None:
     async with Client(stdio_server(db)) as client:
         run_id = (await call(client, "start_run", name="waiter"))["run"]["run_id"]
@@ -383,6 +383,7 @@ async def test_an_mcp_client_gets_specific_errors_and_the_event_name_keeps_worki
         assert status["steps"][0]["output"]["event"]["data"] == deep
 
 
+@pytest.mark.processes
 async def test_the_http_api_answers_out_of_range_queries_with_400(
     http_server: Callable[..., str], private_state_dir: Path
 ) -> None:

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from .conftest import http_client, http_token, stdio_server
+from .support import http_client, http_token, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -25,7 +25,7 @@ from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListEventsInput, RunStatus, StartRunInput, StatusInput
 from mcp_orchestrator.web import build_app
 
-from .conftest import http_token, server_pids
+from .support import http_token, server_pids
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +62,7 @@ async def stored_events(engine: Engine) -> list[Any]:
 # 1. A signature header is no credential, except a verified one on POST /events.
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("secret", [None, SECRET])
 async def test_a_signature_header_does_not_open_get_or_head_events(
     http_server: Callable[..., str], client: httpx2.AsyncClient, secret: str | None
@@ -74,6 +75,7 @@ async def test_a_signature_header_does_not_open_get_or_head_events(
             assert "secret" not in response.text and "<table" not in response.text
 
 
+@pytest.mark.processes
 async def test_post_events_needs_a_verified_signature(
     http_server: Callable[..., str], client: httpx2.AsyncClient, engine: Engine
 ) -> None:
@@ -93,6 +95,7 @@ async def test_post_events_needs_a_verified_signature(
 # 2. Host and Origin: only the server's own, on every route, in every mode.
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("options", [(), ("--no-token",)])
 async def test_a_foreign_host_or_origin_is_refused_everywhere(
     http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path, options: tuple[str, ...]
@@ -119,6 +122,7 @@ async def test_a_foreign_host_or_origin_is_refused_everywhere(
         assert response.status_code == 200, host
 
 
+@pytest.mark.processes
 async def test_no_token_on_another_loopback_address_keeps_mcp_guarded(
     http_server: Callable[..., str], client: httpx2.AsyncClient
 ) -> None:
@@ -167,6 +171,7 @@ async def csrf_of(client: httpx2.AsyncClient, base: str, cookie: str) -> str:
     return response.json()["csrf_token"]
 
 
+@pytest.mark.processes
 async def test_the_session_cookie_is_not_the_token_and_logout_revokes_it(
     http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path
 ) -> None:
@@ -196,6 +201,7 @@ async def test_the_session_cookie_is_not_the_token_and_logout_revokes_it(
     assert (await client.get(f"{base}/api/runs", headers=jar)).status_code == 401
 
 
+@pytest.mark.processes
 async def test_cookie_actions_need_the_origin_the_csrf_token_and_json(
     http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path, engine: Engine
 ) -> None:
@@ -230,6 +236,7 @@ async def test_cookie_actions_need_the_origin_the_csrf_token_and_json(
     assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.CANCELLED
 
 
+@pytest.mark.processes
 async def test_no_token_mode_refuses_browser_actions_without_the_csrf_token(
     http_server: Callable[..., str], client: httpx2.AsyncClient, engine: Engine
 ) -> None:
@@ -252,6 +259,7 @@ async def test_no_token_mode_refuses_browser_actions_without_the_csrf_token(
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.processes
 async def test_json_endpoints_take_only_json(
     http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path, engine: Engine
 ) -> None:
@@ -306,6 +314,7 @@ def rss(db: str) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+@pytest.mark.processes
 async def test_a_huge_chunked_body_without_a_token_is_refused_without_memory(
     http_server: Callable[..., str], db: str
 ) -> None:
@@ -330,6 +339,7 @@ async def test_a_huge_chunked_body_without_a_token_is_refused_without_memory(
     assert grown < 16 * 1024 * 1024, f"the server grew by {grown // 1024} KiB (the body limit is 4 MiB)"
 
 
+@pytest.mark.processes
 async def test_an_over_limit_chunked_body_with_the_token_gets_413(
     http_server: Callable[..., str], private_state_dir: Path, engine: Engine
 ) -> None:
@@ -347,6 +357,7 @@ async def test_an_over_limit_chunked_body_with_the_token_gets_413(
 # 5. Header cost.
 
 
+@pytest.mark.processes
 async def test_a_cookie_full_of_backslashes_is_cheap(
     http_server: Callable[..., str], client: httpx2.AsyncClient
 ) -> None:
@@ -366,6 +377,7 @@ async def test_a_cookie_full_of_backslashes_is_cheap(
 # 6. One JSON error mapping.
 
 
+@pytest.mark.processes
 async def test_errors_are_json_with_the_field_named(
     http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path
 ) -> None:

@@ -9,27 +9,9 @@ from typing import Any
 import pytest
 from mcp import Client, MCPError
 
-from .conftest import call, stdio_server
+from .support import CONTRACT_TOOLS, call, stdio_server
 
-pytestmark = pytest.mark.anyio
-
-CONTRACT_TOOLS = {
-    "start_run",
-    "spawn_subagent",
-    "retry_run",
-    "schedule",
-    "list_schedules",
-    "unschedule",
-    "checkpoint",
-    "finish_run",
-    "cancel_run",
-    "status",
-    "list_runs",
-    "send_event",
-    "wait_for_event",
-    "sleep",
-    "wait_for_runs",
-}
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:

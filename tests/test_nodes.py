@@ -22,10 +22,10 @@ import pytest
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, CheckpointInput, RunStatus, SpawnSubagentInput
 
-from .conftest import call, http_client, http_token, postgres_schema, server_env
 from .subagent_helpers import FAKE_AGENT, ended, engine_on, entries, most_at_once, until, write_config
+from .support import call, http_client, http_token, postgres_schema, server_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 # A profile that survives the loss of its process: the run is retried (on whichever node claims it).
 DURABLE = (

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import cli, http_token, server_env
-from .test_mcp_stdio import CONTRACT_TOOLS
+from .support import CONTRACT_TOOLS, cli, http_token, server_env
+
+pytestmark = pytest.mark.processes
 
 REPO = Path(__file__).resolve().parent.parent
 GENERIC_SCENARIOS = [

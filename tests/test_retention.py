@@ -23,8 +23,7 @@ from mcp_orchestrator.models import (
 )
 from mcp_orchestrator.retention import collect
 
-from .conftest import cli, open_store
-from .test_subagents_engine import Clock
+from .support import Clock, cli, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -100,6 +99,7 @@ async def test_the_file_stops_growing_under_a_soak(sqlite_engine: Engine, db_pat
     assert sizes[-1] < 12 * 150 * 8000, sizes  # far less than what was written
 
 
+@pytest.mark.processes
 async def test_gc_from_the_cli(engine: Engine, db: str) -> None:
     await finished(engine, "a")
     keep = await finished(engine, "b")

@@ -23,8 +23,7 @@ from mcp_orchestrator.models import (
     WaitForEventInput,
 )
 
-from .conftest import cli
-from .test_subagents_engine import Clock
+from .support import Clock, cli
 
 pytestmark = pytest.mark.anyio
 
@@ -85,6 +84,7 @@ async def test_a_cancelled_subagent_is_queued_again(engine: Engine, tmp_path: Pa
     assert launch.agent.run_id == run_id and launch.agent.state == AgentState.STARTING and launch.agent.failures == 0
 
 
+@pytest.mark.processes
 async def test_retry_from_the_cli(engine: Engine, db: str) -> None:
     run = (await engine.start_run(StartRunInput(name="nightly"))).run
     await engine.finish_run(FinishRunInput(run_id=run.run_id, error="flaky network"))

@@ -17,10 +17,10 @@ from mcp import Client
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListSchedulesInput, ScheduleInput
 
-from .conftest import call, server_env, stdio_server
 from .subagent_helpers import engine_on, write_config
+from .support import call, server_env, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 Supervisor = Callable[[], "subprocess.Popen[bytes]"]

@@ -25,8 +25,7 @@ from mcp_orchestrator.models import (
 )
 from mcp_orchestrator.schedules import upcoming
 
-from .conftest import open_store
-from .test_subagents_engine import Clock
+from .support import Clock, open_store
 
 pytestmark = pytest.mark.anyio
 

@@ -7,11 +7,6 @@ library refuses to encode most of them (lone surrogates, nesting 10,000 deep, hu
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import sys
-import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,80 +15,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_orchestrator.models import StatusInput, StatusResult
 from mcp_orchestrator.tools._base import call_primitive
 
-from .conftest import server_env
-
-ANSWER_WITHIN_S = 5.0
-
-
-class RawStdio:
-    """``mcp-orchestrator serve`` over stdio, driven line by line."""
-
-    def __init__(self, db: str | Path, cwd: str | Path | None = None, **env: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_orchestrator", "serve", "--db", str(db)],
-            cwd=cwd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=server_env(**env),
-        )
-        self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.next_id = 1000
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.answers.put(json.loads(line))
-
-    def send(self, line: str | bytes) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write((line.encode() if isinstance(line, str) else line) + b"\n")
-        self.process.stdin.flush()
-
-    def answer(self, request_id: Any, timeout: float = ANSWER_WITHIN_S, or_null: bool = False) -> dict[str, Any]:
-        """The next answer, which must be to ``request_id`` (requests here are sent one at a time), or
-        with ``or_null`` an error with id null (JSON-RPC's answer to a line whose id cannot be read)."""
-        try:
-            message = self.answers.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no answer to request {request_id!r} within {timeout}s") from None
-        unread = or_null and message.get("id") is None and message.get("error", {}).get("code") in (-32700, -32600)
-        assert message.get("id") == request_id or unread, message
-        return message
-
-    def request(
-        self, method: str, params: dict[str, Any] | None = None, timeout: float = ANSWER_WITHIN_S
-    ) -> dict[str, Any]:
-        self.next_id += 1
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        self.send(json.dumps(message))
-        return self.answer(self.next_id, timeout)
-
-    def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        return self.request("tools/call", {"name": name, "arguments": arguments})
-
-    def initialize(self) -> RawStdio:
-        client = {"name": "raw", "version": "1"}
-        init = self.request(
-            "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client}, 60
-        )
-        assert "result" in init, init
-        self.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        return self
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
+from .support import RawStdio
 
 
 def tool_call(request_id: int, arguments: str) -> str:
@@ -130,6 +52,7 @@ def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.mark.parametrize(
     ("line", "request_id", "code"), [case[1:] for case in UNREADABLE], ids=[c[0] for c in UNREADABLE]
 )
+@pytest.mark.processes
 def test_every_unreadable_request_is_answered(raw_server: RawStdio, line: str, request_id: Any, code: int) -> None:
     raw_server.send(line)
     answer = raw_server.answer(request_id)
@@ -139,6 +62,7 @@ def test_every_unreadable_request_is_answered(raw_server: RawStdio, line: str, r
     assert started["result"]["structuredContent"]["run"]["name"] == "after", started
 
 
+@pytest.mark.processes
 def test_a_line_over_the_limit_is_refused_without_reading_it_whole(raw_server: RawStdio) -> None:
     limit = 8 * 4096 + 64 * 1024
     raw_server.send(tool_call(9, json.dumps({"name": "x", "input": "y" * (3 * limit)})))
@@ -147,6 +71,7 @@ def test_a_line_over_the_limit_is_refused_without_reading_it_whole(raw_server: R
     assert raw_server.request("ping")["result"] == {}
 
 
+@pytest.mark.processes
 def test_a_bad_notification_gets_no_answer_and_breaks_nothing(raw_server: RawStdio) -> None:
     raw_server.send('{"jsonrpc":"2.0","method":"notifications/progress","params":{"x":"\\ud800"}}')
     assert raw_server.request("ping")["result"] == {}  # the next answer is the ping's, not one to the notification
@@ -160,6 +85,7 @@ def test_a_bad_notification_gets_no_answer_and_breaks_nothing(raw_server: RawStd
         ("status", {"run_id": {"a": 1}}, "invalid_input: invalid arguments: run_id: Input should be a valid string"),
     ],
 )
+@pytest.mark.processes
 def test_schema_refusals_are_one_specific_error(
     raw_server: RawStdio, tool: str, arguments: dict[str, Any], expected: str
 ) -> None:

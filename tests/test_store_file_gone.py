@@ -24,7 +24,7 @@ from mcp_orchestrator.models import CheckpointInput, StartRunInput, StatusInput,
 from mcp_orchestrator.store.sqlite import SQLiteStore
 from mcp_orchestrator.supervisor import FailureLog
 
-from .conftest import call, stdio_server
+from .support import call, stdio_server
 
 pytestmark = pytest.mark.anyio
 
@@ -141,6 +141,7 @@ async def test_sqlites_own_log_maintenance_is_not_a_replacement(db_path: Path) -
         assert [s.step for s in (await engine.status(StatusInput(run_id=run_id))).steps] == ["one", "two"]
 
 
+@pytest.mark.processes
 async def test_the_checkpoint_tool_answers_an_error_once_the_file_is_gone(db_path: Path) -> None:
     async with Client(stdio_server(db_path)) as client:
         run_id = (await call(client, "start_run", name="job"))["run"]["run_id"]

@@ -20,7 +20,7 @@ from mcp_orchestrator.models import AgentState, Run, RunStatus, SpawnSubagentInp
 from mcp_orchestrator.store.postgres import PostgresStore, PostgresTransaction
 from mcp_orchestrator.store.postgres_schema import SCHEMA_VERSION
 
-from .conftest import postgres_schema, query
+from .support import postgres_schema, query
 
 pytestmark = pytest.mark.anyio
 

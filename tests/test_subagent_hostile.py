@@ -29,9 +29,8 @@ from mcp_orchestrator.models import (
     StatusInput,
 )
 
-from .conftest import call, eventually, http_client, http_token, open_store, stdio_server
 from .subagent_helpers import engine_on, until, write_config
-from .test_subagents_engine import Clock
+from .support import Clock, call, eventually, http_client, http_token, open_store, stdio_server
 
 pytestmark = pytest.mark.anyio
 
@@ -76,6 +75,7 @@ async def test_what_exec_cannot_take_is_refused_at_spawn_naming_the_field(
         await engine.schedules.schedule(bad)  # the schedule's action is checked like a spawn when it is created
 
 
+@pytest.mark.processes
 async def test_nul_in_a_spawn_or_a_schedule_is_refused_over_stdio(db: str, tmp_path: Path) -> None:
     async with Client(stdio_server(db)) as client:
 
@@ -164,6 +164,7 @@ def test_a_callers_argv_is_run_as_given_and_a_prompt_is_expanded_once() -> None:
     assert claude[:3] == ["claude", "-p", "say {db}"]  # the value is not expanded again
 
 
+@pytest.mark.processes
 async def test_launch_failures_fail_the_run_at_once_and_a_callers_argv_runs_as_given(
     tmp_path: Path, db: str, http_server: Callable[..., str]
 ) -> None:
@@ -205,6 +206,7 @@ async def test_launch_failures_fail_the_run_at_once_and_a_callers_argv_runs_as_g
         assert echoed.run.status == RunStatus.COMPLETED and echoed.run.output == "{db}|{prompt}", echoed.run
 
 
+@pytest.mark.processes
 async def test_a_slow_git_worktree_does_not_stall_other_clients(
     tmp_path: Path, db: str, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:

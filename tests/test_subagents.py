@@ -18,7 +18,6 @@ from mcp import Client
 from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, CancelRunInput, RunStatus, SpawnSubagentInput
 
-from .conftest import call, cli, eventually, http_client, http_token, server_env
 from .subagent_helpers import (
     ended,
     engine_on,
@@ -30,8 +29,9 @@ from .subagent_helpers import (
     until,
     write_config,
 )
+from .support import call, cli, eventually, http_client, http_token, server_env, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 
 @pytest.fixture
@@ -282,8 +282,6 @@ async def test_a_waiting_agent_exits_and_is_resumed_with_its_session_when_the_ev
 
 
 async def test_bad_spawns_are_refused_with_what_to_fix(tmp_path: Path, db: str) -> None:
-    from .conftest import stdio_server
-
     async with Client(stdio_server(db)) as client:
 
         async def refused(**arguments: Any) -> str:

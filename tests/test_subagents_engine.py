@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,11 @@ from mcp_orchestrator.models import (
     WaitForEventInput,
 )
 
-from .conftest import open_store
+from .support import Clock, open_store
 
 pytestmark = pytest.mark.anyio
 
 SLEEP = ["sleep", "1"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

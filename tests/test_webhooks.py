@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from .conftest import cli, http_token, stdio_server
+from .support import cli, http_token, stdio_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 SECRET = "a-webhook-secret-of-some-length"
 

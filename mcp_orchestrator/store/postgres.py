@@ -667,7 +667,7 @@ def _await_from_greenlet(awaitable: Awaitable[T]) -> T:
     parent = greenlet.getcurrent().parent
     if parent is None:
         raise RuntimeError("a PostgreSQL transaction function ran outside its store")
-    return parent.switch(_Awaiting(awaitable))  # type: ignore[no-any-return]
+    return parent.switch(_Awaiting(awaitable))
 
 
 async def _run_in_greenlet(fn: Callable[[PostgresTransaction], T], tx: PostgresTransaction) -> T:
@@ -682,7 +682,7 @@ async def _run_in_greenlet(fn: Callable[[PostgresTransaction], T], tx: PostgresT
             handed = child.throw(exc)
         else:
             handed = child.switch(value)
-    return handed  # type: ignore[no-any-return]
+    return handed
 
 
 class _CommitUnknown(Exception):
