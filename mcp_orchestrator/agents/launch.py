@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ..config import ENV_CONFIG, ENV_DB, ENV_RUN_ID, Settings
 from ..logs import log_path
 from ..models import Agent
@@ -99,18 +101,14 @@ def runner_alive(agent: Agent) -> bool:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process exists on this host; a zombie (exited, not yet reaped) does not count."""
+    """Whether a process exists on this host; a zombie (exited, not yet reaped) does not count.
+    psutil tells a zombie on every platform (reading /proc would be Linux-only)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:  # another user's process: it exists
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def group_alive(pgid: int) -> bool:
