@@ -114,13 +114,13 @@ def _as_orchestrator_error(exc: Exception, command: str) -> OrchestratorError:
 
 # Stored text (run names, outputs, errors, event data, logs) reaches a terminal: every control
 # character but newline and tab, C1 controls, bidirectional overrides and lone surrogates are
-# shown as \uXXXX escapes, so none can clear the screen, set the window title, write the clipboard
+# shown as \u escapes (ESC as \u001b), so none can clear the screen, set the window title, write the clipboard
 # (OSC 52) or reorder what is shown. The escape is valid inside JSON strings, so --json stays JSON.
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: each control character made visible as ``\\uXXXX``."""
+    """``text`` safe for a terminal: each control character made visible as a ``\\u`` escape (ESC as ``\\u001b``)."""
     return _UNPRINTABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
@@ -298,8 +298,8 @@ def _parser() -> argparse.ArgumentParser:
         "--raw",
         action="store_true",
         help="print the log's bytes as they are, terminal escape sequences included (by default control "
-        "characters but newline and tab are shown as \\uXXXX, so a log cannot clear the screen, set the title "
-        "or write the clipboard)",
+        "characters but newline and tab are shown as \\u escapes such as \\u001b, so a log cannot clear "
+        "the screen, set the title or write the clipboard)",
     )
     logs.set_defaults(handler=_logs)
 
