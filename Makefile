@@ -39,10 +39,11 @@ test: setup node-tools  ## run the whole test suite
 test-fast: setup  ## the test suite without the tests marked processes (about two minutes instead of fifteen)
 	$(BIN)/python -m pytest -m "not processes"
 
-lint: setup  ## ruff check, ruff format --check and mypy (with the pydantic plugin) on the package
+lint: setup  ## ruff check, ruff format --check, mypy (with the pydantic plugin) and the import layers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, reads)
 	$(BIN)/python benchmarks/checkpoint.py

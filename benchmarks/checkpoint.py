@@ -35,8 +35,8 @@ from pathlib import Path
 
 from mcp import Client, StdioServerParameters
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store import Store
 from mcp_orchestrator.store.sqlite import SQLiteStore
 from mcp_orchestrator.store.sqlite_schema import MIGRATIONS
@@ -140,13 +140,13 @@ async def engine_figures(opened: Store, n: int) -> tuple[Figures, Figures]:
     """Checkpoints through the engine on an opened store (closed here): one run, then 16 at once."""
     async with opened as store:
         engine = Engine(store)
-        run_id = (await engine.start_run(StartRunInput(name="bench"))).run.run_id
+        run_id = (await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id
 
         def call(run: str, step: str) -> Callable[[], Awaitable[object]]:
-            return lambda: engine.checkpoint(CheckpointInput(run_id=run, step=step, output=PAYLOAD))
+            return lambda: engine.runs.checkpoint(CheckpointInput(run_id=run, step=step, output=PAYLOAD))
 
         sequential = await timed("engine, sequential", [call(run_id, f"s{i}") for i in range(n)])
-        runs = [(await engine.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(CONCURRENCY)]
+        runs = [(await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(CONCURRENCY)]
         per_run = max(1, 4 * n // CONCURRENCY)
         calls = [call(run, f"s{i}") for i in range(per_run) for run in runs]
         concurrent = await timed(f"engine, {CONCURRENCY} concurrent runs", calls, lanes=CONCURRENCY)

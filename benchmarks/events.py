@@ -22,8 +22,8 @@ from pathlib import Path
 
 from measure import percentile
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import SendEventInput, StartRunInput, WaitForEventInput
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store.sqlite import SQLiteStore
 
 
@@ -33,12 +33,12 @@ def summary(label: str, seconds: list[float]) -> str:
 
 
 async def wake_latencies(engine: Engine, n: int, send: Callable[[str], Awaitable[float]]) -> list[float]:
-    run_id = (await engine.start_run(StartRunInput(name="bench"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id
     latencies = []
     for i in range(n):
         wait = WaitForEventInput(run_id=run_id, step=f"w{i}", event=f"e{i}", block_s=30)
-        await engine.wait_for_event(wait.model_copy(update={"block_s": 0}))  # registered
-        waiter = asyncio.ensure_future(engine.wait_for_event(wait))
+        await engine.events.wait_for_event(wait.model_copy(update={"block_s": 0}))  # registered
+        waiter = asyncio.ensure_future(engine.events.wait_for_event(wait))
         await asyncio.sleep(0.02)  # let it block
         sent_at = await send(f"e{i}")
         result = await waiter
@@ -58,12 +58,12 @@ async def main() -> None:
             commits = []
             for i in range(args.n):
                 started = time.perf_counter()
-                await engine.send_event(SendEventInput(name="nobody-waits", data={"i": i}))
+                await engine.events.send_event(SendEventInput(name="nobody-waits", data={"i": i}))
                 commits.append(time.perf_counter() - started)
 
             async def send_here(name: str) -> float:
                 sent_at = time.time()
-                await engine.send_event(SendEventInput(name=name))
+                await engine.events.send_event(SendEventInput(name=name))
                 return sent_at
 
             local = await wake_latencies(engine, args.n, send_here)
@@ -89,12 +89,12 @@ async def main() -> None:
             count = 10 * args.n
             started = time.perf_counter()
             for i in range(count):
-                await engine.send_event(SendEventInput(name="throughput", data={"i": i}))
+                await engine.events.send_event(SendEventInput(name="throughput", data={"i": i}))
             one_sender = count / (time.perf_counter() - started)
             started = time.perf_counter()
             await asyncio.gather(
                 *(
-                    engine.send_event(SendEventInput(name="throughput", data={"lane": lane, "i": i}))
+                    engine.events.send_event(SendEventInput(name="throughput", data={"lane": lane, "i": i}))
                     for lane in range(16)
                     for i in range(count // 16)
                 )
@@ -128,7 +128,7 @@ def sender_process(path: str) -> None:
             print("ready", flush=True)
             while line := await asyncio.to_thread(sys.stdin.readline):
                 sent_at = time.time()
-                await engine.send_event(SendEventInput(name=line.strip()), source="bench")
+                await engine.events.send_event(SendEventInput(name=line.strip()), source="bench")
                 print(sent_at, flush=True)
 
     asyncio.run(serve())

@@ -16,9 +16,9 @@ from pathlib import Path
 import asyncpg
 from checkpoint import CONCURRENCY, PAYLOAD, Figures, engine_figures, stdio_figures, timed
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.ids import new_id
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store.postgres import PostgresStore
 from mcp_orchestrator.store.postgres_schema import MIGRATIONS
 
@@ -98,10 +98,10 @@ async def engine_writer(url: str, seconds: float, lanes: int, start_at: float) -
     """Engine checkpoints on ``lanes`` runs of their own."""
     async with PostgresStore(url, pool_size=lanes) as store:
         engine = Engine(store)
-        runs = [(await engine.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(lanes)]
+        runs = [(await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(lanes)]
 
         async def write(run: str, number: int) -> None:
-            await engine.checkpoint(CheckpointInput(run_id=run, step=f"s{number}", output=PAYLOAD))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run, step=f"s{number}", output=PAYLOAD))
 
         return await write_for(seconds, start_at, runs, write)
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from measure import cpu_seconds, percentile
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListSchedulesInput, ScheduleInput, SendEventAction, utcnow
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.subagents import LEASE
 from mcp_orchestrator.store.sqlite import SQLiteStore
 
 
@@ -60,7 +61,7 @@ async def main() -> None:
         try:
             async with SQLiteStore(db) as store:
                 engine = Engine(store, workspace=directory)
-                while await engine.subagents.lease_holder() is None:
+                while await engine.store.read(lambda tx: tx.get_lease(LEASE)) is None:
                     await asyncio.sleep(0.05)
                 baseline = await timer_lateness(200)
                 await asyncio.sleep(2)

@@ -31,9 +31,9 @@ from pathlib import Path
 import httpx2
 from measure import percentile
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.ids import new_id
 from mcp_orchestrator.models import ListRunsInput, Run, RunStatus, StatusInput, Step, StepStatus
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store.base import Transaction
 from mcp_orchestrator.store.sqlite import SQLiteStore
 
@@ -116,11 +116,13 @@ async def main() -> None:
         async with SQLiteStore(db) as store:
             engine = Engine(store)
             measures = {
-                "status of a random run": lambda: engine.status(StatusInput(run_id=random.choice(ids))),
-                "list_runs status=running": lambda: engine.list_runs(ListRunsInput(status="running")),
-                "list_runs name=task-7": lambda: engine.list_runs(ListRunsInput(name="task-7")),
-                "list_runs label=repo=repo-3": lambda: engine.list_runs(ListRunsInput(label="repo=repo-3")),
-                "list_runs status+label": lambda: engine.list_runs(ListRunsInput(status="failed", label="repo=repo-3")),
+                "status of a random run": lambda: engine.runs.status(StatusInput(run_id=random.choice(ids))),
+                "list_runs status=running": lambda: engine.runs.list_runs(ListRunsInput(status="running")),
+                "list_runs name=task-7": lambda: engine.runs.list_runs(ListRunsInput(name="task-7")),
+                "list_runs label=repo=repo-3": lambda: engine.runs.list_runs(ListRunsInput(label="repo=repo-3")),
+                "list_runs status+label": lambda: engine.runs.list_runs(
+                    ListRunsInput(status="failed", label="repo=repo-3")
+                ),
             }
             for label, call in measures.items():
                 print(line(label, await timed(args.n, call), 20, base_p99))

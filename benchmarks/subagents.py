@@ -28,15 +28,16 @@ from pathlib import Path
 
 from measure import cpu_seconds, percentile
 
-from mcp_orchestrator.agents.profiles import load_agents_config
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListRunsInput, SpawnSubagentInput, StatusInput
+from mcp_orchestrator.profiles import load_agents_config
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.subagents import LEASE
 from mcp_orchestrator.store.sqlite import SQLiteStore
 
 
 async def started_at(engine: Engine, run_id: str) -> tuple[float, float] | None:
     """(queued at, process started at) once the process started, as the journal records them."""
-    result = await engine.status(StatusInput(run_id=run_id, journal_limit=10, log_lines=0))
+    result = await engine.runs.status(StatusInput(run_id=run_id, journal_limit=10, log_lines=0))
     starts = [entry.at for entry in result.journal if entry.kind == "process_started"]
     return (result.run.created_at.timestamp(), starts[0].timestamp()) if starts else None
 
@@ -61,7 +62,7 @@ async def main() -> None:
             async with SQLiteStore(db) as store:
                 engine = Engine(store, workspace=directory, agents=load_agents_config(config))
                 spawn = engine.subagents.spawn
-                while await engine.subagents.lease_holder() is None:
+                while await engine.store.read(lambda tx: tx.get_lease(LEASE)) is None:
                     await asyncio.sleep(0.05)
                 print(f"sub-agents, supervisor pid {supervisor.pid}, limit {args.limit}\n")
 
@@ -98,13 +99,13 @@ async def main() -> None:
                     for i in range(args.agents)
                 ]
                 live = ListRunsInput(status=["queued", "running", "waiting"], limit=1)
-                while (await engine.list_runs(live)).runs:
+                while (await engine.runs.list_runs(live)).runs:
                     await asyncio.sleep(0.05)
                 wall = time.monotonic() - began
                 busy_cpu = (cpu_seconds(supervisor.pid) - busy_before) / wall
                 ideal = args.agents * args.work_s / args.limit
                 completed = ListRunsInput(status="completed", limit=200)
-                failed = set(ids) - {run.run_id for run in (await engine.list_runs(completed)).runs}
+                failed = set(ids) - {run.run_id for run in (await engine.runs.list_runs(completed)).runs}
                 print(
                     f"  {args.agents} agents x {args.work_s:g} s, limit {args.limit}        "
                     f"{wall:6.1f} s against the ideal {ideal:.1f} s: {wall / ideal:.3f}x (target within 1.10x)"

@@ -36,7 +36,6 @@ from .config import (
     default_config_path,
     default_db_path,
 )
-from .engine import Engine
 from .errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from .models import (
     Agent,
@@ -53,7 +52,7 @@ from .models import (
     StatusResult,
     UnscheduleInput,
 )
-from .runtime import open_engine
+from .runtime import Engine, open_engine
 from .views import brief, process_facts, schedule_timing, when
 
 DESCRIPTION = f"""\
@@ -454,7 +453,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
         "cursor": args.cursor,
     }
     query = _validated(ListRunsInput, {k: v for k, v in fields.items() if v is not None})
-    result = _with_engine(settings, lambda engine: engine.list_runs(query))
+    result = _with_engine(settings, lambda engine: engine.runs.list_runs(query))
     if args.json:
         return _print_json(result)
     _print_table(
@@ -473,8 +472,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     query = _validated(StatusInput, {"run_id": args.run_id, "journal_limit": args.journal})
 
     async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]]]:
-        result = await engine.status(query)
-        return result, [] if args.json else await engine.descendants(result.children)
+        result = await engine.runs.status(query)
+        return result, [] if args.json else await engine.runs.descendants(result.children)
 
     result, tree = _with_engine(settings, status_and_tree)
     if args.json:
@@ -527,7 +526,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _send_event(args: argparse.Namespace, settings: Settings) -> int:
     data = _json_option("--data", args.data)
     query = _validated(SendEventInput, {"name": args.name, "data": data, "id": args.id})
-    result = _with_engine(settings, lambda engine: engine.send_event(query, source="cli"))
+    result = _with_engine(settings, lambda engine: engine.events.send_event(query, source="cli"))
     if args.json:
         return _print_json(result)
     if result.deduplicated:
@@ -541,7 +540,7 @@ def _send_event(args: argparse.Namespace, settings: Settings) -> int:
 def _events(args: argparse.Namespace, settings: Settings) -> int:
     fields = {"name": args.name, "limit": args.limit, "cursor": args.cursor}
     query = _validated(ListEventsInput, {k: v for k, v in fields.items() if v is not None})
-    result = _with_engine(settings, lambda engine: engine.list_events(query))
+    result = _with_engine(settings, lambda engine: engine.events.list_events(query))
     if args.json:
         return _print_json(result)
     _print_table(
@@ -563,7 +562,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     query = _validated(CancelRunInput, {"run_id": args.run_id, "reason": args.reason})
-    result = _with_engine(settings, lambda engine: engine.cancel_run(query))
+    result = _with_engine(settings, lambda engine: engine.runs.cancel_run(query))
     if args.json:
         return _print_json(result)
     if result.cancelled_run_ids:
@@ -575,7 +574,7 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
     query = _validated(RetryRunInput, {"run_id": args.run_id, "reason": args.reason})
-    result = _with_engine(settings, lambda engine: engine.retry_run(query))
+    result = _with_engine(settings, lambda engine: engine.runs.retry_run(query))
     if args.json:
         return _print_json(result)
     reset = f"; steps starting over: {', '.join(result.reset_steps)}" if result.reset_steps else ""
@@ -623,7 +622,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
     from .logs import log_path, tail_lines
 
     query = _validated(StatusInput, {"run_id": args.run_id, "journal_limit": 0, "log_lines": 0})
-    status: StatusResult = _with_engine(settings, lambda engine: engine.status(query))
+    status: StatusResult = _with_engine(settings, lambda engine: engine.runs.status(query))
     if status.process is None or status.process.log_dir is None:
         what = "is not a sub-agent" if status.process is None else "has no log yet (its process has not started)"
         if status.process is None or not args.follow:
@@ -642,7 +641,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
         nonlocal position
         async with open_engine(settings) as engine:
             while True:
-                ended = (await engine.status(query)).run.status.terminal
+                ended = (await engine.runs.status(query)).run.status.terminal
                 position = _copy_from(path, position, raw=args.raw)
                 if ended:
                     return
@@ -753,7 +752,7 @@ MAX_AGE_DAYS = 36_500  # a century: older than anything stored, and a date that 
 
 
 def _gc(args: argparse.Namespace, settings: Settings) -> int:
-    from .retention import collect
+    from .services.retention import collect
 
     days = settings.agents.retention_days if args.older_than is None else args.older_than
     if not 0 <= days <= MAX_AGE_DAYS:  # NaN fails too

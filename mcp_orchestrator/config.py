@@ -1,7 +1,12 @@
 """Settings, read once from flags and the environment.
 
-Precedence: command-line flag, then environment variable, then the default. The environment is
-passed in as a mapping so tests never patch ``os.environ``.
+Precedence: command-line flag, then environment variable, then the default. ``Settings.load``
+reads ``os.environ`` unless given a mapping, so a caller can resolve settings for an environment
+other than its own.
+
+Plain pydantic rather than pydantic-settings: the flags, the variables and the TOML file of agent
+profiles each need their own precedence and error text naming the variable, which a settings
+source would have to be bent to give.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from .agents.profiles import AgentsConfig, load_agents_config
 from .errors import ConfigError
+from .profiles import AgentsConfig, load_agents_config
 
 APP_NAME = "mcp-orchestrator"
 ENV_DB = "MCP_ORCHESTRATOR_DB"

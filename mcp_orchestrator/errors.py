@@ -20,14 +20,18 @@ says what to do.
 
 from __future__ import annotations
 
+import json
 import reprlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
 
 
 class OrchestratorError(Exception):
     code: ClassVar[str] = "error"
+    # Whose fault, in HTTP's words: 4xx the caller's (400 bad input, 404 unknown, 409 the state forbids
+    # it), 503 the store's (busy or unusable: try again later), 500 ours or the setup's.
+    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -40,10 +44,12 @@ class OrchestratorError(Exception):
 
 class InvalidInput(OrchestratorError):
     code = "invalid_input"
+    http_status = 400
 
 
 class RunNotFound(OrchestratorError):
     code = "run_not_found"
+    http_status = 404
 
     def __init__(self, run_id: str) -> None:
         super().__init__(
@@ -54,6 +60,7 @@ class RunNotFound(OrchestratorError):
 
 class RunTerminal(OrchestratorError):
     code = "run_terminal"
+    http_status = 409
 
     def __init__(self, run_id: str, status: str, refused: str) -> None:
         super().__init__(
@@ -65,10 +72,12 @@ class RunTerminal(OrchestratorError):
 
 class KeyConflict(OrchestratorError):
     code = "key_conflict"
+    http_status = 409
 
 
 class StepFailed(OrchestratorError):
     code = "step_failed"
+    http_status = 409
 
 
 class ConfigError(OrchestratorError):
@@ -81,6 +90,7 @@ class InternalError(OrchestratorError):
 
 class StoreError(OrchestratorError):
     code = "store_error"
+    http_status = 503
 
 
 class StoreBusy(StoreError):
@@ -89,6 +99,7 @@ class StoreBusy(StoreError):
 
 class SchemaTooNew(StoreError):
     code = "schema_too_new"
+    http_status = 500
 
     @classmethod
     def of(cls, location: str, version: int, known: int, other: str) -> SchemaTooNew:
@@ -136,3 +147,19 @@ def shown_value(value: Any, limit: int = 80) -> str:
     except (ValueError, RecursionError):
         text = f"a {type(value).__name__}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_json(value: Any, limit: int = 200) -> str:
+    """A value as text for a message, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+T = TypeVar("T")
+
+
+def raise_or_return(outcome: T | OrchestratorError) -> T:
+    """A transaction's result, or the error it returned so that it is raised after the commit."""
+    if isinstance(outcome, OrchestratorError):
+        raise outcome
+    return outcome

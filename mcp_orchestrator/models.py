@@ -321,6 +321,7 @@ class AgentState(StrEnum):
 
 
 ACTIVE_AGENT_STATES = frozenset({AgentState.STARTING, AgentState.LIVE})
+ExitHow = Literal["exited", "timed_out", "stopped", "launch_failed", "lost"]  # how a process attempt ended
 
 
 class Agent(BaseModel):

@@ -1,13 +1,46 @@
-"""Assembling an engine from settings: the one place that opens and closes a store."""
+"""The one assembly point: the services built over one store, and the store opened and closed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from .config import Settings
-from .engine import Engine
+from .models import utcnow
+from .profiles import AgentsConfig
+from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, Context
+from .services.events import Events
+from .services.runs import Runs
+from .services.schedules import Schedules
+from .services.spawns import Spawns
+from .services.subagents import Subagents
 from .store import store_for
+from .store.base import Store
+
+
+class Engine(Context):
+    """What the faces are handed: every service, sharing this context (store, clock, limits).
+
+    ``runs`` (runs and steps), ``events`` (events, waits, sleeps, fan-ins), ``subagents`` and
+    ``schedules``; retention and traces are functions of the context (``services.retention``,
+    ``services.tracing``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        workspace: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Callable[[], datetime] = utcnow,
+        agents: AgentsConfig | None = None,
+    ) -> None:
+        super().__init__(store, workspace=workspace, max_payload_bytes=max_payload_bytes, clock=clock)
+        spawns = Spawns(self, agents or AgentsConfig())
+        self.runs = Runs(self)
+        self.events = Events(self)
+        self.subagents = Subagents(self, spawns)
+        self.schedules = Schedules(self, spawns)
 
 
 @asynccontextmanager

@@ -13,10 +13,9 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from . import __version__
 from .config import Settings
-from .engine import Engine
 from .errors import OrchestratorError, RunNotFound
 from .models import ListRunsInput, RunStatus, StatusInput
-from .runtime import open_engine
+from .runtime import Engine, open_engine
 from .supervisor import Supervisor, run_timers
 from .tools import AppContext, engine_tools
 
@@ -88,7 +87,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
     async def run_resource(run_id: str, ctx: Context) -> str:
         engine = cast(AppContext, ctx.request_context.lifespan_context).engine
         try:
-            result = await engine.status(StatusInput(run_id=run_id))
+            result = await engine.runs.status(StatusInput(run_id=run_id))
         except RunNotFound as exc:
             raise ResourceNotFoundError(exc.message) from exc
         except OrchestratorError as exc:
@@ -111,7 +110,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
             known = ", ".join(["all", *RunStatus])
             raise ResourceNotFoundError(f"runs://{status}: the status is one of {known}") from None
         try:
-            return (await engine.list_runs(query)).model_dump_json()
+            return (await engine.runs.list_runs(query)).model_dump_json()
         except OrchestratorError as exc:
             raise ResourceError(f"{exc.code}: {exc.message}") from exc
 

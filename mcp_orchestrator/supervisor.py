@@ -27,13 +27,12 @@ import anyio
 
 from .agents.launch import group_alive, kill_group, launch, runner_alive
 from .config import Settings
-from .engine import Engine
 from .errors import OrchestratorError
 from .ids import new_id
-from .models import utcnow
-from .retention import collect
-from .subagents import LEASE, node_lease
-from .tracing import export_spans, exporter_from_environment
+from .runtime import Engine
+from .services.retention import collect
+from .services.subagents import LEASE, node_lease
+from .services.tracing import export_spans, exporter_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,8 @@ async def run_timers(engine: Engine) -> None:
     failures = FailureLog()
     while True:
         try:
-            await engine.fire_due_waits()
-            next_wake = await engine.next_wake()
+            await engine.events.fire_due_waits()
+            next_wake = await engine.events.next_wake()
             failures.succeeded("firing timers")
         except OrchestratorError as exc:  # the store is busy or gone for a moment: try again
             failures.failed("firing timers", exc)
@@ -74,7 +73,7 @@ async def run_timers(engine: Engine) -> None:
             next_wake = None
         delay = TIMER_TICK_S
         if next_wake is not None:
-            delay = min(max((next_wake - utcnow()).total_seconds(), 0.005), TIMER_TICK_S)
+            delay = min(max((next_wake - engine.now()).total_seconds(), 0.005), TIMER_TICK_S)
         await asyncio.sleep(delay)
 
 
@@ -115,7 +114,7 @@ class Supervisor:
                         log.exception("supervising failed")
                         wake = None
                     if wake is not None:
-                        left = min(left, max((wake - utcnow()).total_seconds(), 0.005))
+                        left = min(left, max((wake - self.engine.now()).total_seconds(), 0.005))
                     await self.engine.store.wait_for_change(left, since)  # a spawn, an exit or a wake: early
         finally:
             with anyio.CancelScope(shield=True):

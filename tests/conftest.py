@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.ids import new_id
+from mcp_orchestrator.runtime import Engine
 
 from .support import POSTGRES_ADMIN_URL, open_store, postgres_schema, run_sync, server_env
 

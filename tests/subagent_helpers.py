@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 
 from mcp_orchestrator.agents.launch import process_alive
-from mcp_orchestrator.agents.profiles import load_agents_config
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, JournalEntry, StatusInput, StatusResult
+from mcp_orchestrator.profiles import load_agents_config
+from mcp_orchestrator.runtime import Engine
 
 from .support import open_store
 
@@ -61,7 +61,7 @@ async def engine_on(db: str, config: Path) -> AsyncIterator[Engine]:
 
 
 async def status(engine: Engine, run_id: str) -> StatusResult:
-    return await engine.status(StatusInput(run_id=run_id, journal_limit=1000))
+    return await engine.runs.status(StatusInput(run_id=run_id, journal_limit=1000))
 
 
 async def until(engine: Engine, run_id: str, done: Callable[[StatusResult], bool], timeout: float = 60) -> StatusResult:

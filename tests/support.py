@@ -33,8 +33,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import StatusInput
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.subagents import LEASE
 from mcp_orchestrator.store import Store, is_postgres, store_at
 
 POSTGRES_ADMIN_URL = os.environ.get("MCP_ORCHESTRATOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -152,8 +153,14 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
 async def has_wait(engine: Engine, run_id: str, step: str) -> bool:
     """Whether the run's step ``step`` is a registered wait: a caller blocking on it has written it
     (and a later event or run end reaches it), so a test can go on without sleeping."""
-    waits = (await engine.status(StatusInput(run_id=run_id))).waits
+    waits = (await engine.runs.status(StatusInput(run_id=run_id))).waits
     return any(wait.step == step for wait in waits)
+
+
+async def lease_holder(engine: Engine, name: str = LEASE) -> str | None:
+    """Who holds the lease (the supervisor's, by default) now: None when nobody does, or it expired."""
+    lease = await engine.store.read(lambda tx: tx.get_lease(name))
+    return lease[0] if lease is not None and lease[1] > engine.now() else None
 
 
 @contextmanager

@@ -9,7 +9,6 @@ from typing import Any
 import httpx2
 import pytest
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import (
     CheckpointInput,
     FinishRunInput,
@@ -20,6 +19,7 @@ from mcp_orchestrator.models import (
     StartRunInput,
     StatusInput,
 )
+from mcp_orchestrator.runtime import Engine
 
 from .support import http_token
 
@@ -41,11 +41,11 @@ async def get(api: httpx2.AsyncClient, path: str, **params: Any) -> Any:
 
 
 async def test_runs_run_events_and_schedules_match_the_store(engine: Engine, api: httpx2.AsyncClient) -> None:
-    parent = (await engine.start_run(StartRunInput(name="release", labels={"repo": "api"}))).run
-    child = (await engine.start_run(StartRunInput(name="notes", parent_run_id=parent.run_id))).run
-    await engine.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", output={"image": "v2"}))
-    await engine.finish_run(FinishRunInput(run_id=child.run_id, output="written"))
-    await engine.send_event(SendEventInput(name="deploy.done", data={"ok": True}, id="d-1"))
+    parent = (await engine.runs.start_run(StartRunInput(name="release", labels={"repo": "api"}))).run
+    child = (await engine.runs.start_run(StartRunInput(name="notes", parent_run_id=parent.run_id))).run
+    await engine.runs.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", output={"image": "v2"}))
+    await engine.runs.finish_run(FinishRunInput(run_id=child.run_id, output="written"))
+    await engine.events.send_event(SendEventInput(name="deploy.done", data={"ok": True}, id="d-1"))
     await engine.schedules.schedule(
         ScheduleInput.model_validate(
             {"name": "nightly", "cron": "0 2 * * *", "action": {"type": "send_event", "name": "n"}}
@@ -53,29 +53,29 @@ async def test_runs_run_events_and_schedules_match_the_store(engine: Engine, api
     )
 
     listed = await get(api, "/api/runs", status=["running", "completed"], limit=1)
-    stored = await engine.list_runs(ListRunsInput(status=["running", "completed"], limit=1))
+    stored = await engine.runs.list_runs(ListRunsInput(status=["running", "completed"], limit=1))
     assert listed == stored.model_dump(mode="json")
     assert listed["next_cursor"] is not None
     assert [run["name"] for run in (await get(api, "/api/runs", label="repo=api"))["runs"]] == ["release"]
     assert [run["run_id"] for run in (await get(api, "/api/runs", parent=parent.run_id))["runs"]] == [child.run_id]
 
     shown = await get(api, f"/api/runs/{parent.run_id}", journal=5)
-    stored_status = await engine.status(StatusInput(run_id=parent.run_id, journal_limit=5))
+    stored_status = await engine.runs.status(StatusInput(run_id=parent.run_id, journal_limit=5))
     assert shown == stored_status.model_dump(mode="json")
     assert shown["steps"][0]["output"] == {"image": "v2"} and shown["children"][0]["status"] == "completed"
 
     events = await get(api, "/api/events")
-    assert events == (await engine.list_events(ListEventsInput())).model_dump(mode="json")
+    assert events == (await engine.events.list_events(ListEventsInput())).model_dump(mode="json")
     assert events["events"][0]["event_id"] == "d-1"
     schedules = (await get(api, "/api/schedules"))["schedules"]
     assert [s["name"] for s in schedules] == ["nightly"] and len(schedules[0]["upcoming"]) == 3
 
 
 async def test_actions_cancel_retry_pause_resume(engine: Engine, api: httpx2.AsyncClient) -> None:
-    run = (await engine.start_run(StartRunInput(name="long"))).run
+    run = (await engine.runs.start_run(StartRunInput(name="long"))).run
     cancelled = await api.post(f"/api/runs/{run.run_id}/cancel", json={"reason": "from the API"})
     assert cancelled.status_code == 200 and cancelled.json()["cancelled_run_ids"] == [run.run_id]
-    assert (await engine.status(StatusInput(run_id=run.run_id))).run.error == {"reason": "from the API"}
+    assert (await engine.runs.status(StatusInput(run_id=run.run_id))).run.error == {"reason": "from the API"}
     retried = await api.post(f"/api/runs/{run.run_id}/retry")
     assert retried.status_code == 200 and retried.json()["run"]["status"] == "running"
 

@@ -9,9 +9,9 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import StepFailed
 from mcp_orchestrator.models import CheckpointInput, RetryPolicy, StartRunInput, StatusInput, StepStatus
+from mcp_orchestrator.runtime import Engine
 
 from .support import open_store
 
@@ -68,7 +68,7 @@ def test_checkpoints_follow_the_rules(db: str, ops: list[tuple[str, str, int, bo
 async def check_sequence(db: str, ops: list[tuple[str, str, int, bool]], max_attempts: int) -> None:
     async with open_store(db) as store:
         engine = Engine(store)
-        run = await engine.start_run(
+        run = await engine.runs.start_run(
             StartRunInput(name="p", retry=RetryPolicy(max_attempts=max_attempts, initial_backoff_s=0, max_backoff_s=0))
         )
         run_id = run.run.run_id
@@ -82,7 +82,7 @@ async def check_sequence(db: str, ops: list[tuple[str, str, int, bool]], max_att
             elif op == "fail":
                 fields = {"error": f"e{value}", "retryable": retryable}
             try:
-                result = await engine.checkpoint(CheckpointInput(run_id=run_id, step=name, **fields))
+                result = await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step=name, **fields))
             except StepFailed:
                 assert verdict == "error", (name, op)
                 continue
@@ -94,7 +94,7 @@ async def check_sequence(db: str, ops: list[tuple[str, str, int, bool]], max_att
                 completed_outputs.setdefault(name, result.step.output)
                 assert result.step.output == completed_outputs[name] == expected[name].output
 
-        status = await engine.status(StatusInput(run_id=run_id, journal_limit=1000))
+        status = await engine.runs.status(StatusInput(run_id=run_id, journal_limit=1000))
         stored = {step.step: step for step in status.steps}
         for name, want in expected.items():
             if want.status is None:

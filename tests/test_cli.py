@@ -10,7 +10,6 @@ import pytest
 
 from mcp_orchestrator import cli as cli_module
 from mcp_orchestrator.cli import main
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import (
     CancelRunInput,
     CheckpointInput,
@@ -18,6 +17,7 @@ from mcp_orchestrator.models import (
     SpawnSubagentInput,
     StartRunInput,
 )
+from mcp_orchestrator.runtime import Engine
 
 from .support import cli, query
 
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.anyio
 
 
 async def make_runs(engine: Engine) -> tuple[str, str]:
-    root = (await engine.start_run(StartRunInput(name="root", labels={"team": "core"}))).run.run_id
-    child = (await engine.start_run(StartRunInput(name="child", parent_run_id=root))).run.run_id
-    await engine.checkpoint(CheckpointInput(run_id=root, step="plan", output={"files": 3}))
-    await engine.checkpoint(CheckpointInput(run_id=root, step="edit", error="conflict"))
+    root = (await engine.runs.start_run(StartRunInput(name="root", labels={"team": "core"}))).run.run_id
+    child = (await engine.runs.start_run(StartRunInput(name="child", parent_run_id=root))).run.run_id
+    await engine.runs.checkpoint(CheckpointInput(run_id=root, step="plan", output={"files": 3}))
+    await engine.runs.checkpoint(CheckpointInput(run_id=root, step="edit", error="conflict"))
     return root, child
 
 
@@ -110,7 +110,7 @@ def test_help_explains_every_command(tmp_path: Path) -> None:
 @pytest.mark.processes
 async def test_status_shows_the_tree_of_descendants(engine: Engine, db: str) -> None:
     root, child = await make_runs(engine)
-    grandchild = (await engine.start_run(StartRunInput(name="grandchild", parent_run_id=child))).run.run_id
+    grandchild = (await engine.runs.start_run(StartRunInput(name="grandchild", parent_run_id=child))).run.run_id
     lines = cli(db, "status", root).stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("CHILDREN")))
     assert lines[header + 1].startswith(f"{child}  ") and "child" in lines[header + 1]
@@ -172,10 +172,10 @@ TERMINAL_CONTROLS = ("\x1b", "\x07", "\x9b", "\r", "\u202e")
 
 @pytest.mark.processes
 async def test_stored_escape_sequences_never_reach_the_terminal(engine: Engine, db: str) -> None:
-    run_id = (await engine.start_run(StartRunInput(name=HOSTILE, input={"note": HOSTILE}))).run.run_id
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="s", output={"text": HOSTILE}))
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="t", error=HOSTILE))
-    await engine.send_event(SendEventInput(name="note", data={"text": HOSTILE}), source="cli")
+    run_id = (await engine.runs.start_run(StartRunInput(name=HOSTILE, input={"note": HOSTILE}))).run.run_id
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="s", output={"text": HOSTILE}))
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="t", error=HOSTILE))
+    await engine.events.send_event(SendEventInput(name="note", data={"text": HOSTILE}), source="cli")
 
     for argv in (["runs"], ["status", run_id], ["events"], ["runs", "--json"], ["events", "--json"]):
         shown = cli(db, *argv).stdout
@@ -192,7 +192,7 @@ async def test_logs_are_made_printable_unless_raw(
 ) -> None:
     spawn = SpawnSubagentInput(prompt="p", agent="command", command=["true"], cwd=str(tmp_path))
     run_id = (await engine.subagents.spawn(spawn)).run.run_id
-    await engine.cancel_run(CancelRunInput(run_id=run_id))  # ended: --follow prints the log and stops
+    await engine.runs.cancel_run(CancelRunInput(run_id=run_id))  # ended: --follow prints the log and stops
     log_dir = private_state_dir / "runs" / run_id
     log_dir.mkdir(parents=True)
     (log_dir / "stdout.log").write_text(f"line one\n{HOSTILE}\n")

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import (
     CheckpointInput,
     RunStatus,
@@ -16,6 +15,7 @@ from mcp_orchestrator.models import (
     StatusInput,
     WaitForEventInput,
 )
+from mcp_orchestrator.runtime import Engine
 
 from .support import chromium, http_token
 
@@ -31,18 +31,18 @@ def db(db_path: Path) -> str:
 
 
 async def run_status(engine: Engine, run_id: str) -> RunStatus:
-    return (await engine.status(StatusInput(run_id=run_id))).run.status
+    return (await engine.runs.status(StatusInput(run_id=run_id))).run.status
 
 
 async def test_the_dashboard_shows_runs_and_steers_them(
     engine: Engine, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:
     base = http_server()
-    review = (await engine.start_run(StartRunInput(name="review-pr-42", labels={"repo": "api"}))).run.run_id
-    await engine.checkpoint(CheckpointInput(run_id=review, step="fetch-diff", output={"files": 3}))
+    review = (await engine.runs.start_run(StartRunInput(name="review-pr-42", labels={"repo": "api"}))).run.run_id
+    await engine.runs.checkpoint(CheckpointInput(run_id=review, step="fetch-diff", output={"files": 3}))
     approval = WaitForEventInput(run_id=review, step="approval", event="approval", match={"data.pr": 42}, block_s=0)
-    await engine.wait_for_event(approval)
-    job = (await engine.start_run(StartRunInput(name="long-job"))).run.run_id
+    await engine.events.wait_for_event(approval)
+    job = (await engine.runs.start_run(StartRunInput(name="long-job"))).run.run_id
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     async with async_playwright() as playwright:
@@ -61,7 +61,7 @@ async def test_the_dashboard_shows_runs_and_steers_them(
         assert await page.is_visible("text=long-job")
         await page.screenshot(path=ARTIFACTS / "runs.png", full_page=True)
 
-        await engine.start_run(StartRunInput(name="appears-live"))
+        await engine.runs.start_run(StartRunInput(name="appears-live"))
         await page.wait_for_selector("text=appears-live", timeout=10_000)  # no reload: the stream said so
 
         await page.click("text=review-pr-42")
@@ -73,7 +73,7 @@ async def test_the_dashboard_shows_runs_and_steers_them(
         await page.click("button:has-text('Send event')")
         await page.wait_for_selector("td:has-text('event_received')", timeout=10_000)
         assert await run_status(engine, review) == RunStatus.RUNNING
-        step = (await engine.status(StatusInput(run_id=review))).steps[-1]
+        step = (await engine.runs.status(StatusInput(run_id=review))).steps[-1]
         assert step.step == "approval" and step.output["event"]["data"] == {"pr": 42, "approved": True}
         await page.screenshot(path=ARTIFACTS / "run.png", full_page=True)
 

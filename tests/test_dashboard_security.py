@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListSchedulesInput, RunStatus, ScheduleInput, StartRunInput, StatusInput
+from mcp_orchestrator.runtime import Engine
 
 from .support import chromium, eventually, http_token
 
@@ -60,7 +60,7 @@ async def test_a_tab_loads_its_eighth_page_while_earlier_ones_sit_in_the_back_fo
 ) -> None:
     """Each page's live stream closes when the page is hidden: a tab never runs out of connections."""
     base = http_server()
-    runs = [(await engine.start_run(StartRunInput(name=f"job-{i}"))).run.run_id for i in range(4)]
+    runs = [(await engine.runs.start_run(StartRunInput(name=f"job-{i}"))).run.run_id for i in range(4)]
     async with browser() as chrome:
         page = await chrome.new_page()
         await sign_in(page, base, private_state_dir)
@@ -76,8 +76,8 @@ async def test_pages_send_security_headers_and_break_no_content_security_rule(
 ) -> None:
     """Every page forbids framing, sniffing and referrers, and runs under a CSP without inline code or style."""
     base = http_server()
-    parent = (await engine.start_run(StartRunInput(name="parent"))).run.run_id
-    await engine.start_run(StartRunInput(name="child", parent_run_id=parent))  # indented in the tree
+    parent = (await engine.runs.start_run(StartRunInput(name="parent"))).run.run_id
+    await engine.runs.start_run(StartRunInput(name="child", parent_run_id=parent))  # indented in the tree
     await engine.schedules.schedule(
         ScheduleInput(name="nightly", every_s=3600, action={"type": "send_event", "name": "tick"})
     )
@@ -102,7 +102,7 @@ async def test_pages_send_security_headers_and_break_no_content_security_rule(
             assert "<style" not in content and " style=" not in content
         await page.goto(f"{base}/runs/{parent}")
         assert await page.locator("td.depth-0 >> text=child").count() == 1
-        await engine.start_run(StartRunInput(name="grandchild-appears-live", parent_run_id=parent))
+        await engine.runs.start_run(StartRunInput(name="grandchild-appears-live", parent_run_id=parent))
         await page.wait_for_selector("text=grandchild-appears-live", timeout=10_000)
         await page.click("button:has-text('Cancel')")  # a POST with the CSRF token, the notice shown
         await page.wait_for_selector("#notice.shown", timeout=10_000)
@@ -113,7 +113,7 @@ async def test_the_dashboards_own_buttons_send_the_csrf_token(
     engine: Engine, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:
     base = http_server()
-    run_id = (await engine.start_run(StartRunInput(name="to-cancel"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="to-cancel"))).run.run_id
     async with browser() as chrome:
         page = await chrome.new_page()
         page.on("dialog", lambda dialog: dialog.accept())
@@ -127,7 +127,7 @@ async def test_the_dashboards_own_buttons_send_the_csrf_token(
         assert request.headers.get("x-csrf-token") == token
         assert request.headers.get("content-type") == "application/json"
         await page.wait_for_selector(".badge.cancelled", timeout=10_000)
-    assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.CANCELLED
+    assert (await engine.runs.status(StatusInput(run_id=run_id))).run.status == RunStatus.CANCELLED
 
 
 @asynccontextmanager
@@ -153,7 +153,7 @@ async def test_a_page_on_another_port_cannot_send_events_or_cancel_runs(
     engine: Engine, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:
     base = http_server()
-    run_id = (await engine.start_run(StartRunInput(name="victim"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="victim"))).run.run_id
     hostile = f"""<!doctype html><html><body>
 <form id="cancel" method="post" action="{base}/api/runs/{run_id}/cancel" enctype="text/plain" target="sink">
 <input name='{{"reason": "csrf' value='"}}'></form><iframe name="sink"></iframe>
@@ -194,7 +194,7 @@ async def test_a_schedules_pause_button_stays_inside_its_own_path_segment(
     engine: Engine, http_server: Callable[..., str], private_state_dir: Path
 ) -> None:
     base = http_server()
-    run_id = (await engine.start_run(StartRunInput(name="bystander"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="bystander"))).run.run_id
     action = {"type": "send_event", "name": "tick"}
     await engine.schedules.schedule(ScheduleInput(name="hostile", every_s=3600, action=action))
     await rename_schedule(engine, "hostile", f"../runs/{run_id}/cancel#")
@@ -207,7 +207,7 @@ async def test_a_schedules_pause_button_stays_inside_its_own_path_segment(
         async with page.expect_response(lambda r: "/pause" in r.url) as answered:
             await button.click()
         assert not (await answered.value).url.endswith("/cancel") and (await answered.value).ok
-    assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
+    assert (await engine.runs.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
     (paused,) = (await engine.schedules.list(ListSchedulesInput())).schedules
     assert paused.name == f"../runs/{run_id}/cancel#" and not paused.enabled  # the button paused its own schedule
 

@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
-from mcp_orchestrator.subagents import LEASE
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.subagents import LEASE
 from mcp_orchestrator.web.dashboard import dashboard_routes
 
 from .support import eventually, http_token
@@ -70,7 +70,7 @@ async def test_an_idle_page_hears_nothing_of_lease_renewals_and_a_checkpoint_at_
     config = tmp_path / "config.toml"
     config.write_text(f"[supervisor]\nlease_ttl_s = {LEASE_TTL_S}\n")
     base = http_server(MCP_ORCHESTRATOR_CONFIG=str(config))
-    run_id = (await engine.start_run(StartRunInput(name="idle"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="idle"))).run.run_id
     first = await held_lease(engine)
     headers = {"Authorization": f"Bearer {http_token(private_state_dir)}"}
     async with httpx2.AsyncClient(base_url=base, headers=headers, timeout=10) as client:
@@ -83,7 +83,7 @@ async def test_an_idle_page_hears_nothing_of_lease_renewals_and_a_checkpoint_at_
 
         async def checkpoint_once_open() -> None:
             await opened.wait()
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="visible", output={"n": 1}))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="visible", output={"n": 1}))
 
         started = time.monotonic()
         async with anyio.create_task_group() as tasks:
@@ -112,7 +112,7 @@ async def dashboard_server(engine: Engine, max_streams: int, lifetime_s: float) 
 
 
 async def test_a_stream_ends_after_its_lifetime_and_resumes_from_the_last_fingerprint(engine: Engine) -> None:
-    run_id = (await engine.start_run(StartRunInput(name="resumed"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="resumed"))).run.run_id
     async with (
         dashboard_server(engine, max_streams=4, lifetime_s=0.5) as base,
         httpx2.AsyncClient(base_url=base) as client,
@@ -123,7 +123,7 @@ async def test_a_stream_ends_after_its_lifetime_and_resumes_from_the_last_finger
         assert await messages(client, {"page": page, "seen": current}, within=5) == []
         assert time.monotonic() - started < 3  # the server ended it, not the test's bound
         # A browser that reconnects after missing a change hears of it at once (Last-Event-ID wins over seen).
-        await engine.checkpoint(CheckpointInput(run_id=run_id, step="while-away"))
+        await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="while-away"))
         async with client.stream(
             "GET", "/api/stream", params={"page": page, "seen": "0"}, headers={"Last-Event-ID": current}
         ) as response:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import InvalidInput, KeyConflict, RunNotFound, RunTerminal, StepFailed
 from mcp_orchestrator.models import (
     CancelRunInput,
@@ -22,21 +21,22 @@ from mcp_orchestrator.models import (
     StatusInput,
     StepStatus,
 )
+from mcp_orchestrator.runtime import Engine
 
 pytestmark = pytest.mark.anyio
 
 
 async def start(engine: Engine, name: str = "task", **fields) -> str:
-    result = await engine.start_run(StartRunInput(name=name, **fields))
+    result = await engine.runs.start_run(StartRunInput(name=name, **fields))
     return result.run.run_id
 
 
 async def cp(engine: Engine, run_id: str, step: str, **fields):
-    return await engine.checkpoint(CheckpointInput(run_id=run_id, step=step, **fields))
+    return await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step=step, **fields))
 
 
 async def journal_kinds(engine: Engine, run_id: str) -> list[str]:
-    status = await engine.status(StatusInput(run_id=run_id, journal_limit=1000))
+    status = await engine.runs.status(StatusInput(run_id=run_id, journal_limit=1000))
     return [entry.kind for entry in status.journal]
 
 
@@ -44,7 +44,7 @@ async def journal_kinds(engine: Engine, run_id: str) -> list[str]:
 
 
 async def test_start_run_records_workspace_labels_and_journal(engine: Engine) -> None:
-    result = await engine.start_run(StartRunInput(name="fix", input={"issue": 42}, labels={"repo": "api"}))
+    result = await engine.runs.start_run(StartRunInput(name="fix", input={"issue": 42}, labels={"repo": "api"}))
     assert result.created and result.steps == []
     run = result.run
     assert (run.status, run.input, run.labels, run.workspace) == (
@@ -57,9 +57,9 @@ async def test_start_run_records_workspace_labels_and_journal(engine: Engine) ->
 
 
 async def test_same_key_returns_the_same_run_with_its_steps(engine: Engine) -> None:
-    first = await engine.start_run(StartRunInput(name="fix", key="fix-42"))
+    first = await engine.runs.start_run(StartRunInput(name="fix", key="fix-42"))
     await cp(engine, first.run.run_id, "plan", output="the plan")
-    again = await engine.start_run(StartRunInput(name="fix", key="fix-42", input={"ignored": True}))
+    again = await engine.runs.start_run(StartRunInput(name="fix", key="fix-42", input={"ignored": True}))
     assert not again.created
     assert again.run.run_id == first.run.run_id and again.run.input is None
     assert [(s.step, s.status, s.output) for s in again.steps] == [("plan", StepStatus.COMPLETED, "the plan")]
@@ -83,18 +83,18 @@ async def test_run_ids_sort_by_creation(engine: Engine) -> None:
 
 async def test_finish_run_completes_once_and_replays(engine: Engine) -> None:
     run_id = await start(engine)
-    done = await engine.finish_run(FinishRunInput(run_id=run_id, output={"pr": 7}))
+    done = await engine.runs.finish_run(FinishRunInput(run_id=run_id, output={"pr": 7}))
     assert (done.run.status, done.run.output, done.replayed) == (RunStatus.COMPLETED, {"pr": 7}, False)
     assert done.run.ended_at is not None
-    again = await engine.finish_run(FinishRunInput(run_id=run_id, output={"pr": 8}))
+    again = await engine.runs.finish_run(FinishRunInput(run_id=run_id, output={"pr": 8}))
     assert (again.replayed, again.run.output) == (True, {"pr": 7})
     with pytest.raises(RunTerminal, match="is completed"):
-        await engine.finish_run(FinishRunInput(run_id=run_id, error="changed my mind"))
+        await engine.runs.finish_run(FinishRunInput(run_id=run_id, error="changed my mind"))
 
 
 async def test_finish_with_error_fails_the_run(engine: Engine) -> None:
     run_id = await start(engine)
-    result = await engine.finish_run(FinishRunInput(run_id=run_id, error={"message": "tests fail"}))
+    result = await engine.runs.finish_run(FinishRunInput(run_id=run_id, error={"message": "tests fail"}))
     assert (result.run.status, result.run.error) == (RunStatus.FAILED, {"message": "tests fail"})
     assert (await journal_kinds(engine, run_id))[-1] == "run_failed"
 
@@ -103,16 +103,16 @@ async def test_cancel_cascades_to_live_descendants_only(engine: Engine) -> None:
     root = await start(engine, "root")
     child = await start(engine, "child", parent_run_id=root)
     done_child = await start(engine, "done-child", parent_run_id=root)
-    await engine.finish_run(FinishRunInput(run_id=done_child, output=1))
+    await engine.runs.finish_run(FinishRunInput(run_id=done_child, output=1))
     grandchild = await start(engine, "grandchild", parent_run_id=child)
     other = await start(engine, "unrelated")
 
-    result = await engine.cancel_run(CancelRunInput(run_id=root, reason="superseded"))
+    result = await engine.runs.cancel_run(CancelRunInput(run_id=root, reason="superseded"))
 
     assert result.run.status == RunStatus.CANCELLED
     assert sorted(result.cancelled_run_ids) == sorted([root, child, grandchild])
     statuses = {
-        r: (await engine.status(StatusInput(run_id=r))).run.status for r in (child, grandchild, done_child, other)
+        r: (await engine.runs.status(StatusInput(run_id=r))).run.status for r in (child, grandchild, done_child, other)
     }
     assert statuses == {
         child: RunStatus.CANCELLED,
@@ -120,9 +120,9 @@ async def test_cancel_cascades_to_live_descendants_only(engine: Engine) -> None:
         done_child: RunStatus.COMPLETED,
         other: RunStatus.RUNNING,
     }
-    grand = await engine.status(StatusInput(run_id=grandchild))
+    grand = await engine.runs.status(StatusInput(run_id=grandchild))
     assert grand.run.error == {"reason": "superseded", "cancelled_with": root}
-    again = await engine.cancel_run(CancelRunInput(run_id=root))
+    again = await engine.runs.cancel_run(CancelRunInput(run_id=root))
     assert again.cancelled_run_ids == []
 
 
@@ -131,7 +131,7 @@ async def test_status_shows_steps_children_and_journal_in_order(engine: Engine) 
     child = await start(engine, "child", parent_run_id=root)
     await cp(engine, root, "a", output=1)
     await cp(engine, root, "b", begin=True)
-    status = await engine.status(StatusInput(run_id=root))
+    status = await engine.runs.status(StatusInput(run_id=root))
     assert [s.step for s in status.steps] == ["a", "b"]
     assert [c.run_id for c in status.children] == [child]
     assert [j.kind for j in status.journal] == ["run_created", "step_completed", "step_started"]
@@ -141,7 +141,7 @@ async def test_status_shows_steps_children_and_journal_in_order(engine: Engine) 
 
 async def test_unknown_run_is_named_in_the_error(engine: Engine) -> None:
     with pytest.raises(RunNotFound, match="no run has id 'missing'"):
-        await engine.status(StatusInput(run_id="missing"))
+        await engine.runs.status(StatusInput(run_id="missing"))
     with pytest.raises(RunNotFound):
         await cp(engine, "missing", "a")
 
@@ -217,14 +217,14 @@ async def test_non_retryable_error_fails_the_step_at_once(engine: Engine) -> Non
     assert (result.retry, result.step.status, result.step.attempt) == (False, StepStatus.FAILED, 1)
     kinds = await journal_kinds(engine, run_id)
     assert kinds[-1] == "step_failed"
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.run.status == RunStatus.RUNNING  # the agent decides what a failed step means for the run
 
 
 async def test_terminal_run_takes_no_new_checkpoints_but_replays(engine: Engine) -> None:
     run_id = await start(engine)
     await cp(engine, run_id, "a", output="A")
-    await engine.cancel_run(CancelRunInput(run_id=run_id))
+    await engine.runs.cancel_run(CancelRunInput(run_id=run_id))
     with pytest.raises(RunTerminal, match=f"run '{run_id}' is cancelled"):
         await cp(engine, run_id, "b", output="B")
     replay = await cp(engine, run_id, "a", begin=True)
@@ -239,7 +239,7 @@ async def test_overdue_run_fails_with_timeout_when_next_touched(engine: Engine) 
     clock[0] += timedelta(seconds=61)
     with pytest.raises(RunTerminal, match="timed out"):
         await cp(engine, run_id, "b", output=2)
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.run.status == RunStatus.FAILED and status.run.error["type"] == "timeout"
     assert [s.step for s in status.steps] == ["a"]
 
@@ -249,7 +249,7 @@ async def test_resuming_an_overdue_run_by_key_shows_it_timed_out(engine: Engine)
     engine._clock = lambda: clock[0]
     await start(engine, key="k", timeout_s=5)
     clock[0] += timedelta(seconds=6)
-    again = await engine.start_run(StartRunInput(name="task", key="k"))
+    again = await engine.runs.start_run(StartRunInput(name="task", key="k"))
     assert not again.created and again.run.status == RunStatus.FAILED and again.run.error["type"] == "timeout"
 
 
@@ -259,9 +259,9 @@ async def test_overdue_runs_are_failed_before_listing(engine: Engine) -> None:
     slow = await start(engine, "slow", timeout_s=10)
     fine = await start(engine, "fine")
     clock[0] += timedelta(seconds=11)
-    running = await engine.list_runs(ListRunsInput(status=RunStatus.RUNNING))
+    running = await engine.runs.list_runs(ListRunsInput(status=RunStatus.RUNNING))
     assert [r.run_id for r in running.runs] == [fine]
-    failed = await engine.list_runs(ListRunsInput(status=RunStatus.FAILED))
+    failed = await engine.runs.list_runs(ListRunsInput(status=RunStatus.FAILED))
     assert [r.run_id for r in failed.runs] == [slow]
 
 
@@ -275,7 +275,7 @@ async def test_payload_over_the_limit_is_rejected_and_nothing_changes(engine: En
         await cp(engine, run_id, "big", output="x" * 2000)
     with pytest.raises(InvalidInput, match="input is"):
         await start(engine, input=["y" * 2000])
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.steps == [] and await journal_kinds(engine, run_id) == ["run_created"]
 
 
@@ -284,7 +284,7 @@ async def test_nan_is_not_json(engine: Engine) -> None:
     with pytest.raises(ValidationError, match="holds nan, which JSON cannot carry"):
         await cp(engine, run_id, "x", output={"v": float("nan")})
     with pytest.raises(InvalidInput, match="not plain JSON"):  # a value built past the model is still refused
-        await engine.checkpoint(CheckpointInput.model_construct(run_id=run_id, step="x", output=float("inf")))
+        await engine.runs.checkpoint(CheckpointInput.model_construct(run_id=run_id, step="x", output=float("inf")))
 
 
 # Listing.
@@ -296,10 +296,10 @@ async def test_list_runs_filters_and_pages(engine: Engine) -> None:
         await start(engine, "child", parent_run_id=root, labels={"team": "core", "n": str(i)}) for i in range(5)
     ]
     other = await start(engine, "other", workspace="/elsewhere")
-    await engine.finish_run(FinishRunInput(run_id=children[0], output=None))
+    await engine.runs.finish_run(FinishRunInput(run_id=children[0], output=None))
 
     async def ids(**query) -> list[str]:
-        return [r.run_id for r in (await engine.list_runs(ListRunsInput(**query))).runs]
+        return [r.run_id for r in (await engine.runs.list_runs(ListRunsInput(**query))).runs]
 
     assert await ids(parent_run_id=root) == children[::-1]
     assert await ids(name="root") == [root]
@@ -312,12 +312,12 @@ async def test_list_runs_filters_and_pages(engine: Engine) -> None:
 
     seen, cursor = [], None
     while True:
-        page = await engine.list_runs(ListRunsInput(limit=3, cursor=cursor))
+        page = await engine.runs.list_runs(ListRunsInput(limit=3, cursor=cursor))
         seen += [r.run_id for r in page.runs]
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert seen == [other, *children[::-1], root]
 
-    later = (await engine.status(StatusInput(run_id=other))).run.created_at
+    later = (await engine.runs.status(StatusInput(run_id=other))).run.created_at
     assert await ids(since=later) == [other]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import InvalidInput, RunTerminal
 from mcp_orchestrator.models import (
     CancelRunInput,
@@ -22,6 +21,7 @@ from mcp_orchestrator.models import (
     StepStatus,
     WaitForEventInput,
 )
+from mcp_orchestrator.runtime import Engine
 
 from .support import eventually, has_wait, open_store
 
@@ -29,15 +29,15 @@ pytestmark = pytest.mark.anyio
 
 
 async def start(engine: Engine, name: str = "task") -> str:
-    return (await engine.start_run(StartRunInput(name=name))).run.run_id
+    return (await engine.runs.start_run(StartRunInput(name=name))).run.run_id
 
 
 async def send(engine: Engine, name: str, data=None, id: str | None = None):
-    return await engine.send_event(SendEventInput(name=name, data=data, id=id))
+    return await engine.events.send_event(SendEventInput(name=name, data=data, id=id))
 
 
 async def wait(engine: Engine, run_id: str, step: str, event, block_s: float = 0, **fields):
-    return await engine.wait_for_event(
+    return await engine.events.wait_for_event(
         WaitForEventInput(run_id=run_id, step=step, event=event, block_s=block_s, **fields)
     )
 
@@ -56,7 +56,7 @@ async def test_waiting_run_is_woken_by_a_matching_event_only(engine: Engine) -> 
     run_id = await start(engine)
     pending = await wait(engine, run_id, "ci", "ci.finished", match={"data.pr": 42})
     assert pending.status == "waiting" and pending.step.status == StepStatus.WAITING
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.run.status == RunStatus.WAITING
     assert [(w.step, w.events, w.match) for w in status.waits] == [("ci", ["ci.finished"], {"data.pr": 42})]
 
@@ -67,7 +67,7 @@ async def test_waiting_run_is_woken_by_a_matching_event_only(engine: Engine) -> 
 
     result = await wait(engine, run_id, "ci", "ci.finished", match={"data.pr": 42})
     assert (result.status, result.event.event_id) == ("received", hit.event_id)
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.run.status == RunStatus.RUNNING and status.waits == []
     kinds = [j.kind for j in status.journal]
     assert kinds[-2:] == ["waiting", "event_received"]
@@ -120,7 +120,7 @@ async def test_a_wait_times_out_durably_and_the_result_is_memoized(engine: Engin
     pending = await wait(engine, run_id, "approve", "approval", timeout_s=60)
     assert pending.timeout_at == clock[0] + timedelta(seconds=60)
     clock[0] += timedelta(seconds=61)
-    assert await engine.fire_due_waits() == 1  # what a server's timer does with no client connected
+    assert await engine.events.fire_due_waits() == 1  # what a server's timer does with no client connected
     late = await send(engine, "approval")
     assert late.woken_run_ids == []
     result = await wait(engine, run_id, "approve", "approval", timeout_s=60)
@@ -167,34 +167,34 @@ async def test_a_wait_in_one_process_is_woken_by_a_send_from_another(db: str) ->
 
 async def test_sleep_is_a_durable_timer(engine: Engine) -> None:
     run_id = await start(engine)
-    asleep = await engine.sleep(SleepInput(run_id=run_id, step="nap", seconds=0.3, block_s=0))
+    asleep = await engine.events.sleep(SleepInput(run_id=run_id, step="nap", seconds=0.3, block_s=0))
     assert asleep.status == "sleeping" and asleep.step.kind == "sleep"
-    done = await engine.sleep(SleepInput(run_id=run_id, step="nap", seconds=999, block_s=10))
+    done = await engine.events.sleep(SleepInput(run_id=run_id, step="nap", seconds=999, block_s=10))
     assert done.status == "done" and done.wake_at == asleep.wake_at
-    past = await engine.sleep(SleepInput(run_id=run_id, step="past", until=datetime(2020, 1, 1, tzinfo=UTC)))
+    past = await engine.events.sleep(SleepInput(run_id=run_id, step="past", until=datetime(2020, 1, 1, tzinfo=UTC)))
     assert past.status == "done"
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.run.status == RunStatus.RUNNING and status.waits == []
 
 
 async def test_waits_and_checkpoints_do_not_share_step_names(engine: Engine) -> None:
     run_id = await start(engine)
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="build", output=1))
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="build", output=1))
     with pytest.raises(InvalidInput, match="is a checkpoint step, not a event wait"):
         await wait(engine, run_id, "build", "done")
     await wait(engine, run_id, "approve", "approval")
     with pytest.raises(InvalidInput, match="is a pending event wait"):
-        await engine.checkpoint(CheckpointInput(run_id=run_id, step="approve", output="skip it"))
+        await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="approve", output="skip it"))
 
 
 async def test_cancelling_a_waiting_run_ends_its_waits(engine: Engine) -> None:
     run_id = await start(engine)
     await wait(engine, run_id, "approve", "approval")
-    await engine.cancel_run(CancelRunInput(run_id=run_id))
+    await engine.runs.cancel_run(CancelRunInput(run_id=run_id))
     with pytest.raises(RunTerminal, match="is cancelled: its wait ended unanswered"):
         await wait(engine, run_id, "approve", "approval")
     assert (await send(engine, "approval")).woken_run_ids == []
-    assert (await engine.status(StatusInput(run_id=run_id))).waits == []
+    assert (await engine.runs.status(StatusInput(run_id=run_id))).waits == []
     with pytest.raises(RunTerminal, match="takes no new waits"):
         await wait(engine, run_id, "another", "approval")
 
@@ -203,19 +203,21 @@ async def test_cancel_on_cancels_the_run_and_its_descendants(engine: Engine) -> 
     from mcp_orchestrator.models import CancelOn
 
     root = (
-        await engine.start_run(
+        await engine.runs.start_run(
             StartRunInput(name="pr-bot", cancel_on=[CancelOn(event="pr.closed", match={"data.pr": 42})])
         )
     ).run.run_id
-    child = (await engine.start_run(StartRunInput(name="reviewer", parent_run_id=root))).run.run_id
-    other = (await engine.start_run(StartRunInput(name="other-pr", cancel_on=[CancelOn(event="pr.closed")]))).run.run_id
-    await engine.finish_run(FinishRunInput(run_id=other, output="merged"))
+    child = (await engine.runs.start_run(StartRunInput(name="reviewer", parent_run_id=root))).run.run_id
+    other = (
+        await engine.runs.start_run(StartRunInput(name="other-pr", cancel_on=[CancelOn(event="pr.closed")]))
+    ).run.run_id
+    await engine.runs.finish_run(FinishRunInput(run_id=other, output="merged"))
     await wait(engine, child, "approve", "approval")
 
     assert (await send(engine, "pr.closed", {"pr": 7})).cancelled_run_ids == []
     closed = await send(engine, "pr.closed", {"pr": 42})
     assert sorted(closed.cancelled_run_ids) == sorted([root, child])
-    status = await engine.status(StatusInput(run_id=child))
+    status = await engine.runs.status(StatusInput(run_id=child))
     assert status.run.status == RunStatus.CANCELLED and status.waits == []
     assert status.run.error["cancelled_with"] == root
-    assert (await engine.status(StatusInput(run_id=other))).run.status == RunStatus.COMPLETED
+    assert (await engine.runs.status(StatusInput(run_id=other))).run.status == RunStatus.COMPLETED

@@ -8,7 +8,6 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import InvalidInput, RunNotFound
 from mcp_orchestrator.models import (
     CancelRunInput,
@@ -18,6 +17,7 @@ from mcp_orchestrator.models import (
     StatusInput,
     WaitForRunsInput,
 )
+from mcp_orchestrator.runtime import Engine
 
 from .support import blocking_noticed, eventually, has_wait, open_store
 
@@ -25,15 +25,15 @@ pytestmark = pytest.mark.anyio
 
 
 async def start(engine: Engine, name: str, parent: str | None = None) -> str:
-    return (await engine.start_run(StartRunInput(name=name, parent_run_id=parent))).run.run_id
+    return (await engine.runs.start_run(StartRunInput(name=name, parent_run_id=parent))).run.run_id
 
 
 async def finish(engine: Engine, run_id: str, output) -> None:
-    await engine.finish_run(FinishRunInput(run_id=run_id, output=output))
+    await engine.runs.finish_run(FinishRunInput(run_id=run_id, output=output))
 
 
 async def fan_in(engine: Engine, run_ids: list[str], **fields):
-    return await engine.wait_for_runs(WaitForRunsInput(run_ids=run_ids, **{"block_s": 0, **fields}))
+    return await engine.events.wait_for_runs(WaitForRunsInput(run_ids=run_ids, **{"block_s": 0, **fields}))
 
 
 async def test_a_durable_fan_in_ends_when_every_child_has_ended(engine: Engine) -> None:
@@ -41,17 +41,17 @@ async def test_a_durable_fan_in_ends_when_every_child_has_ended(engine: Engine) 
     children = [await start(engine, f"worker-{i}", parent) for i in range(3)]
     first = await fan_in(engine, children, run_id=parent, step="collect")
     assert first.status == "waiting" and first.step.kind == "runs"
-    assert (await engine.status(StatusInput(run_id=parent))).run.status == RunStatus.WAITING
+    assert (await engine.runs.status(StatusInput(run_id=parent))).run.status == RunStatus.WAITING
 
     await finish(engine, children[0], {"n": 0})
     await finish(engine, children[1], {"n": 1})
     assert (await fan_in(engine, children, run_id=parent, step="collect")).status == "waiting"
-    await engine.cancel_run(CancelRunInput(run_id=children[2], reason="not needed"))  # cancelled counts as ended
+    await engine.runs.cancel_run(CancelRunInput(run_id=children[2], reason="not needed"))  # cancelled counts as ended
 
     done = await fan_in(engine, children, run_id=parent, step="collect")
     assert done.status == "done" and done.step.output["ended"] == children
     assert [r.output for r in done.runs[:2]] == [{"n": 0}, {"n": 1}] and done.runs[2].status == RunStatus.CANCELLED
-    status = await engine.status(StatusInput(run_id=parent))
+    status = await engine.runs.status(StatusInput(run_id=parent))
     assert status.run.status == RunStatus.RUNNING and status.waits == []
     assert [j.kind for j in status.journal][-2:] == ["waiting", "runs_ended"]
     again = await fan_in(engine, children, run_id=parent, step="collect")
@@ -81,7 +81,7 @@ async def test_a_durable_fan_in_times_out(engine: Engine) -> None:
     child = await start(engine, "slow", parent)
     await fan_in(engine, [child], run_id=parent, step="s", timeout_s=30)
     clock[0] += timedelta(seconds=31)
-    assert await engine.fire_due_waits() == 1
+    assert await engine.events.fire_due_waits() == 1
     result = await fan_in(engine, [child], run_id=parent, step="s")
     assert result.status == "timed_out" and result.runs[0].status == RunStatus.RUNNING
     await finish(engine, child, "too late")

@@ -14,7 +14,6 @@ import pytest
 from mcp import Client
 from pydantic import BaseModel, ValidationError
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import InvalidInput, invalid_input_from
 from mcp_orchestrator.models import (
     JSON_DEPTH_MAX,
@@ -34,6 +33,7 @@ from mcp_orchestrator.models import (
     UnscheduleInput,
     WaitForEventInput,
 )
+from mcp_orchestrator.runtime import Engine
 
 from .support import Clock, call, http_token, open_store, stdio_server
 
@@ -58,7 +58,7 @@ def refusal(model: type[BaseModel], fields: dict[str, Any]) -> str:
 
 
 async def started(engine: Engine, name: str = "task") -> str:
-    return (await engine.start_run(StartRunInput(name=name))).run.run_id
+    return (await engine.runs.start_run(StartRunInput(name=name))).run.run_id
 
 
 # Finding 6: match paths.
@@ -98,18 +98,20 @@ async def test_a_wait_stored_with_an_odd_path_never_stops_an_event(engine: Engin
         unchecked = WaitForEventInput.model_construct(
             run_id=old_waiter, step=f"old-{len(path)}", event="ping", match={path: 1}, timeout_s=None, block_s=0
         )
-        assert (await engine.wait_for_event(unchecked)).status == "waiting"
+        assert (await engine.events.wait_for_event(unchecked)).status == "waiting"
     trigger = CancelOn.model_construct(event="ping", match={"data.²": 1})
-    old_cancel = (await engine.start_run(StartRunInput.model_construct(name="old", cancel_on=[trigger]))).run.run_id
+    old_cancel = (
+        await engine.runs.start_run(StartRunInput.model_construct(name="old", cancel_on=[trigger]))
+    ).run.run_id
     waiting = WaitForEventInput(run_id=innocent, step="ping", event="ping", match={"data.0": 1}, block_s=0)
-    assert (await engine.wait_for_event(waiting)).status == "waiting"
+    assert (await engine.events.wait_for_event(waiting)).status == "waiting"
 
-    sent = await engine.send_event(SendEventInput(name="ping", data=[1, 2, 3]))
+    sent = await engine.events.send_event(SendEventInput(name="ping", data=[1, 2, 3]))
 
     assert sent.woken_run_ids == [innocent] and sent.cancelled_run_ids == []
-    assert (await engine.wait_for_event(waiting)).event.event_id == sent.event_id
-    assert (await engine.status(StatusInput(run_id=old_waiter))).run.status == "waiting"
-    assert (await engine.status(StatusInput(run_id=old_cancel))).run.status == "running"
+    assert (await engine.events.wait_for_event(waiting)).event.event_id == sent.event_id
+    assert (await engine.runs.status(StatusInput(run_id=old_waiter))).run.status == "waiting"
+    assert (await engine.runs.status(StatusInput(run_id=old_cancel))).run.status == "running"
 
 
 # Finding 7: one depth limit on every JSON value.
@@ -153,15 +155,15 @@ async def test_data_at_the_depth_limit_is_kept_and_read_back(engine: Engine) -> 
     data = nested(JSON_DEPTH_MAX, leaf="\x00 bottom")  # a NUL inside JSON data is kept by both stores
     run_id = await started(engine)
     waiting = WaitForEventInput(run_id=run_id, step="deep", event="deep", block_s=0)
-    await engine.wait_for_event(waiting)
-    sent = await engine.send_event(SendEventInput(name="deep", data=data))
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="kept", output=data))
+    await engine.events.wait_for_event(waiting)
+    sent = await engine.events.send_event(SendEventInput(name="deep", data=data))
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="kept", output=data))
 
-    status = await engine.status(StatusInput(run_id=run_id))
+    status = await engine.runs.status(StatusInput(run_id=run_id))
     assert status.steps[0].output["event"]["data"] == data and status.steps[1].output == data
-    listed = await engine.list_events(ListEventsInput(name="deep"))
+    listed = await engine.events.list_events(ListEventsInput(name="deep"))
     assert [(event.event_id, event.data) for event in listed.events] == [(sent.event_id, data)]
-    assert (await engine.wait_for_event(waiting)).event.data == data  # and by key, through the memoized step
+    assert (await engine.events.wait_for_event(waiting)).event.data == data  # and by key, through the memoized step
 
 
 # Finding 9 and 4: text that neither store can hold alike is refused in every text field.
@@ -263,9 +265,9 @@ def test_times_out_of_range_are_refused(
 
 async def test_a_filter_from_the_start_of_the_calendar_works_on_both_stores(engine: Engine) -> None:
     run_id = await started(engine)
-    listed = await engine.list_runs(ListRunsInput(since="0001-01-01T00:00:00Z"))
+    listed = await engine.runs.list_runs(ListRunsInput(since="0001-01-01T00:00:00Z"))
     assert [run.run_id for run in listed.runs] == [run_id]
-    assert (await engine.list_runs(ListRunsInput(since="9999-12-31T23:59:59Z"))).runs == []
+    assert (await engine.runs.list_runs(ListRunsInput(since="9999-12-31T23:59:59Z"))).runs == []
 
 
 def test_durations_that_would_overflow_are_refused() -> None:
@@ -279,11 +281,11 @@ def test_durations_that_would_overflow_are_refused() -> None:
 
 
 async def test_an_event_cursor_out_of_range_is_invalid_input(engine: Engine) -> None:
-    await engine.send_event(SendEventInput(name="e"))
+    await engine.events.send_event(SendEventInput(name="e"))
     for cursor in ("9" * 20, str(2**63), "1_000", " 5", "-1", "0x10", "٣"):
         with pytest.raises(InvalidInput, match="is not a next_cursor a listing printed; pass next_cursor as it was"):
-            await engine.list_events(ListEventsInput(cursor=cursor))
-    assert (await engine.list_events(ListEventsInput(cursor=str(2**63 - 1)))).events != []
+            await engine.events.list_events(ListEventsInput(cursor=cursor))
+    assert (await engine.events.list_events(ListEventsInput(cursor=str(2**63 - 1)))).events != []
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ import pytest
 import uvicorn
 
 from mcp_orchestrator.config import Settings
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListEventsInput, RunStatus, StartRunInput, StatusInput
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.web import build_app
 
 from .support import http_token, server_pids
@@ -56,7 +56,7 @@ async def client() -> AsyncIterator[httpx2.AsyncClient]:
 
 
 async def stored_events(engine: Engine) -> list[Any]:
-    return (await engine.list_events(ListEventsInput(limit=100))).events
+    return (await engine.events.list_events(ListEventsInput(limit=100))).events
 
 
 # 1. A signature header is no credential, except a verified one on POST /events.
@@ -206,7 +206,7 @@ async def test_cookie_actions_need_the_origin_the_csrf_token_and_json(
     http_server: Callable[..., str], client: httpx2.AsyncClient, private_state_dir: Path, engine: Engine
 ) -> None:
     base = http_server()
-    run_id = (await engine.start_run(StartRunInput(name="keep-me"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="keep-me"))).run.run_id
     cookie = await sign_in(client, base, http_token(private_state_dir))
     csrf = await csrf_of(client, base, cookie)
     jar = {"Cookie": f"mcp_orchestrator_session={cookie}"}
@@ -227,13 +227,13 @@ async def test_cookie_actions_need_the_origin_the_csrf_token_and_json(
         f"{base}/events", content=b'{"name": "approval"}', headers={**jar, "Content-Type": "text/plain", "Origin": base}
     )
     assert response.status_code == 403 and await stored_events(engine) == []
-    assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
+    assert (await engine.runs.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
 
     response = await client.post(
         cancel, json={"reason": "by hand"}, headers={**jar, "Origin": base, "X-CSRF-Token": csrf}
     )
     assert response.status_code == 200, response.text
-    assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.CANCELLED
+    assert (await engine.runs.status(StatusInput(run_id=run_id))).run.status == RunStatus.CANCELLED
 
 
 @pytest.mark.processes
@@ -241,7 +241,7 @@ async def test_no_token_mode_refuses_browser_actions_without_the_csrf_token(
     http_server: Callable[..., str], client: httpx2.AsyncClient, engine: Engine
 ) -> None:
     base = http_server("--no-token")
-    run_id = (await engine.start_run(StartRunInput(name="keep-me"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="keep-me"))).run.run_id
     cancel = f"{base}/api/runs/{run_id}/cancel"
     for headers, status in [
         ({**JSON, "Origin": base}, 403),  # a page of this server's origin, but without the page's token
@@ -250,11 +250,11 @@ async def test_no_token_mode_refuses_browser_actions_without_the_csrf_token(
     ]:
         response = await client.post(cancel, content=b"{}" if headers else b"", headers=headers)
         assert response.status_code == status, (headers, response.text)
-    assert (await engine.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
+    assert (await engine.runs.status(StatusInput(run_id=run_id))).run.status == RunStatus.RUNNING
     csrf = (await client.get(f"{base}/api/session")).json()["csrf_token"]
     response = await client.post(cancel, json={}, headers={"Origin": base, "X-CSRF-Token": csrf})
     assert response.status_code == 200, response.text
-    other = (await engine.start_run(StartRunInput(name="by-a-program"))).run.run_id
+    other = (await engine.runs.start_run(StartRunInput(name="by-a-program"))).run.run_id
     response = await client.post(f"{base}/api/runs/{other}/cancel", json={})  # a local program: no Origin
     assert response.status_code == 200, response.text
 
@@ -398,7 +398,7 @@ async def test_an_unforeseen_failure_is_a_json_500_that_names_the_request(
     async def broken(query: Any) -> Any:  # stands for a bug anywhere below a route
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(engine, "list_runs", broken)
+    monkeypatch.setattr(engine.runs, "list_runs", broken)
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]

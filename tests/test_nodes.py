@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, CheckpointInput, RunStatus, SpawnSubagentInput
+from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import FAKE_AGENT, ended, engine_on, entries, most_at_once, until, write_config
 from .support import call, http_client, http_token, postgres_schema, server_env
@@ -161,7 +161,7 @@ async def test_a_node_killed_loses_nothing_and_its_agents_are_taken_over(
         for run_id in run_ids
     ]
     for run_id in run_ids:  # what the agents did before the crash: it must survive it
-        await engine.checkpoint(CheckpointInput(run_id=run_id, step="before-crash", output={"kept": run_id}))
+        await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="before-crash", output={"kept": run_id}))
 
     # The machine of the first agent's node is lost: its server and every process it started die at once.
     victim = live[0].process.host  # type: ignore[union-attr]

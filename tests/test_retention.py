@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import RunNotFound
 from mcp_orchestrator.models import (
     CheckpointInput,
@@ -21,7 +20,8 @@ from mcp_orchestrator.models import (
     StartRunInput,
     StatusInput,
 )
-from mcp_orchestrator.retention import collect
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.retention import collect
 
 from .support import Clock, cli, open_store
 
@@ -36,15 +36,15 @@ async def sqlite_engine(db_path: Path) -> AsyncIterator[Engine]:
 
 
 async def finished(engine: Engine, name: str, parent: str | None = None) -> str:
-    run_id = (await engine.start_run(StartRunInput(name=name, parent_run_id=parent))).run.run_id
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="work", output={"name": name}))
-    await engine.finish_run(FinishRunInput(run_id=run_id, output="done"))
+    run_id = (await engine.runs.start_run(StartRunInput(name=name, parent_run_id=parent))).run.run_id
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="work", output={"name": name}))
+    await engine.runs.finish_run(FinishRunInput(run_id=run_id, output="done"))
     return run_id
 
 
 async def exists(engine: Engine, run_id: str) -> bool:
     try:
-        await engine.status(StatusInput(run_id=run_id))
+        await engine.runs.status(StatusInput(run_id=run_id))
     except RunNotFound:
         return False
     return True
@@ -55,11 +55,11 @@ async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) 
     engine._clock = clock
     old = await finished(engine, "old")
     parent_of_live = await finished(engine, "parent-of-live")
-    live_child = (await engine.start_run(StartRunInput(name="live", parent_run_id=parent_of_live))).run.run_id
-    await engine.send_event(SendEventInput(name="old.event", id="e-old"))
+    live_child = (await engine.runs.start_run(StartRunInput(name="live", parent_run_id=parent_of_live))).run.run_id
+    await engine.events.send_event(SendEventInput(name="old.event", id="e-old"))
     clock.advance(40 * 86400)
     recent = await finished(engine, "recent")
-    await engine.send_event(SendEventInput(name="new.event", id="e-new"))
+    await engine.events.send_event(SendEventInput(name="new.event", id="e-new"))
 
     removed = await collect(engine, timedelta(days=30))
     assert removed.runs == 1 and removed.before == clock() - timedelta(days=30)
@@ -67,14 +67,14 @@ async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) 
     assert await exists(engine, parent_of_live) and await exists(engine, live_child)  # a live descendant keeps it
     assert await exists(engine, recent)
     # The live run started before e-old arrived: e-old stays, it may still be waited for.
-    events = {e.event_id for e in (await engine.list_events(ListEventsInput())).events}
+    events = {e.event_id for e in (await engine.events.list_events(ListEventsInput())).events}
     assert events == {"e-old", "e-new"} and removed.events == 0
 
-    await engine.finish_run(FinishRunInput(run_id=live_child, output="done"))
+    await engine.runs.finish_run(FinishRunInput(run_id=live_child, output="done"))
     clock.advance(40 * 86400)
     removed = await collect(engine, timedelta(days=30))
     assert removed.events == 1  # e-old; the newest event always stays, so event numbers never go back
-    assert {e.event_id for e in (await engine.list_events(ListEventsInput())).events} == {"e-new"}
+    assert {e.event_id for e in (await engine.events.list_events(ListEventsInput())).events} == {"e-new"}
     assert not await exists(engine, parent_of_live) and not await exists(engine, recent)
     assert await exists(engine, live_child)  # it holds the newest journal entry: journal numbers never go back
 
@@ -85,11 +85,11 @@ async def test_the_file_stops_growing_under_a_soak(sqlite_engine: Engine, db_pat
     output = {"blob": "x" * 4000}
     for _ in range(12):
         for i in range(150):
-            run_id = (await engine.start_run(StartRunInput(name=f"soak-{i}"))).run.run_id
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="a", output=output))
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="b", output=output))
-            await engine.finish_run(FinishRunInput(run_id=run_id, output="ok"))
-            await engine.send_event(SendEventInput(name="soak", data=output))
+            run_id = (await engine.runs.start_run(StartRunInput(name=f"soak-{i}"))).run.run_id
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="a", output=output))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="b", output=output))
+            await engine.runs.finish_run(FinishRunInput(run_id=run_id, output="ok"))
+            await engine.events.send_event(SendEventInput(name="soak", data=output))
         removed = await collect(engine, timedelta(0))
         assert removed.runs >= 149
         with sqlite3.connect(db_path) as conn:  # fold the WAL into the file to measure the file itself
@@ -112,13 +112,13 @@ async def test_gc_from_the_cli(engine: Engine, db: str) -> None:
 
 async def test_a_large_step_output_is_stored_once(sqlite_engine: Engine, db_path: Path) -> None:
     engine = sqlite_engine
-    run_id = (await engine.start_run(StartRunInput(name="big"))).run.run_id
+    run_id = (await engine.runs.start_run(StartRunInput(name="big"))).run.run_id
     with sqlite3.connect(db_path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = db_path.stat().st_size
     blob = "0123456789abcdef" * 32768  # 512 KiB
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="big", output={"blob": blob}))
-    await engine.finish_run(FinishRunInput(run_id=run_id, output="done"))
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="big", output={"blob": blob}))
+    await engine.runs.finish_run(FinishRunInput(run_id=run_id, output="done"))
     with sqlite3.connect(db_path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         journal = conn.execute("SELECT coalesce(sum(length(detail)), 0) FROM journal").fetchone()[0]

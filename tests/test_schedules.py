@@ -14,11 +14,11 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import ListSchedulesInput, ScheduleInput
+from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import engine_on, write_config
-from .support import call, server_env, stdio_server
+from .support import call, lease_holder, server_env, stdio_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -45,7 +45,7 @@ def supervisor(db: str, tmp_path: Path) -> Iterator[Supervisor]:
 
 
 async def holder_pid(engine: Engine) -> int:
-    while (holder := await engine.subagents.lease_holder()) is None:
+    while (holder := await lease_holder(engine)) is None:
         await anyio.sleep(0.05)
     return int(holder.split(":")[-2])
 

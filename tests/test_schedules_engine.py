@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import InvalidInput
 from mcp_orchestrator.models import (
     CancelRunInput,
@@ -23,7 +22,8 @@ from mcp_orchestrator.models import (
     StatusInput,
     UnscheduleInput,
 )
-from mcp_orchestrator.schedules import upcoming
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.schedules import upcoming
 
 from .support import Clock, open_store
 
@@ -76,7 +76,7 @@ async def schedule(engine: Engine, **fields: Any) -> Schedule:
 
 
 async def ticks(engine: Engine) -> list[str]:
-    events = (await engine.list_events(ListEventsInput(name="tick", limit=200))).events
+    events = (await engine.events.list_events(ListEventsInput(name="tick", limit=200))).events
     return sorted(event.event_id for event in events)
 
 
@@ -139,12 +139,12 @@ async def test_overlap_policies_for_spawns(engine: Engine, clock: Clock) -> None
     assert skipped.outcome == "skipped" and "still queued" in (skipped.detail or "")
     assert len(set(runs["allow"])) == 2
     first, second = runs["cancel_previous"]
-    assert (await engine.status(StatusInput(run_id=first))).run.status == RunStatus.CANCELLED
-    fired = await engine.status(StatusInput(run_id=second))
+    assert (await engine.runs.status(StatusInput(run_id=first))).run.status == RunStatus.CANCELLED
+    fired = await engine.runs.status(StatusInput(run_id=second))
     assert fired.run.status == RunStatus.QUEUED and fired.run.labels == {"schedule": "cancel_previous"}
     assert fired.run.key == "schedule:cancel_previous:2026-01-01T00:02:00Z"
 
-    await engine.cancel_run(CancelRunInput(run_id=runs["skip"][0]))
+    await engine.runs.cancel_run(CancelRunInput(run_id=runs["skip"][0]))
     clock.advance(60)
     await engine.schedules.fire_due(grace_s=30)
     assert (await engine.schedules.history("skip"))[0].outcome == "spawned"  # no longer overlapping

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import StoreBusy, StoreError, StoreFileGone
 from mcp_orchestrator.models import CheckpointInput, StartRunInput, StatusInput, WaitForEventInput
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store.sqlite import SQLiteStore
 from mcp_orchestrator.supervisor import FailureLog
 
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.anyio
 
 async def started(engine: Engine, name: str = "job") -> str:
     """A run with one acknowledged checkpoint, "one"."""
-    run_id = (await engine.start_run(StartRunInput(name=name))).run.run_id
-    await engine.checkpoint(CheckpointInput(run_id=run_id, step="one", output={"n": 1}))
+    run_id = (await engine.runs.start_run(StartRunInput(name=name))).run.run_id
+    await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="one", output={"n": 1}))
     return run_id
 
 
@@ -57,7 +57,7 @@ def later_runs(db_path: Path) -> dict[str, list[str]]:
 async def make_backup(path: Path) -> None:
     """A complete store file at ``path`` holding one run, "backup", closed (so no -wal beside it)."""
     async with SQLiteStore(path) as store:
-        await Engine(store).start_run(StartRunInput(name="backup"))
+        await Engine(store).runs.start_run(StartRunInput(name="backup"))
     assert not Path(f"{path}-wal").exists()
 
 
@@ -67,7 +67,7 @@ async def test_a_removed_store_file_refuses_the_next_write(db_path: Path) -> Non
         run_id = await started(engine)
         os.remove(db_path)
         with pytest.raises(StoreError) as refused:
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
         assert refused.value.code == "store_error"
         assert str(refused.value).startswith(
             f"the store file {db_path} was removed or replaced while this server had it open (inode "
@@ -75,9 +75,9 @@ async def test_a_removed_store_file_refuses_the_next_write(db_path: Path) -> Non
         assert "nothing is there now" in str(refused.value)
         assert "restart the server against the file you mean to use" in str(refused.value)
         with pytest.raises(StoreError, match="was removed or replaced"):  # and every write after it
-            await engine.start_run(StartRunInput(name="another"))
+            await engine.runs.start_run(StartRunInput(name="another"))
         with pytest.raises(StoreError, match="was removed or replaced"):  # reads too: the file is not the store
-            await engine.status(StatusInput(run_id=run_id))
+            await engine.runs.status(StatusInput(run_id=run_id))
         assert later_runs(db_path) == {}  # a new, empty store: no half of the old one
     assert later_runs(db_path) == {}
 
@@ -92,7 +92,7 @@ async def test_a_store_file_replaced_by_another_refuses_writes_and_leaves_the_ot
         run_id = await started(engine, "live")
         os.replace(backup, db_path)  # mv backup.db store.db, with the server running
         with pytest.raises(StoreError, match=r"is no longer at that path: inode \d+ is there now"):
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
         # The log of the store this server had open is not applied to the file now at the path.
         assert later_runs(db_path) == {"backup": []}
     assert later_runs(db_path) == {"backup": []}
@@ -109,7 +109,7 @@ async def test_a_removed_log_or_index_refuses_writes_and_keeps_what_was_acknowle
         run_id = await started(engine)
         os.remove(f"{db_path}{suffix}")
         with pytest.raises(StoreError) as refused:
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
         assert str(refused.value).startswith(f"the store's {what} {db_path}{suffix} was removed or replaced")
     # Closed by its last user, SQLite copies the log it still held into the database file.
     assert later_runs(db_path) == {"job": ["one"]}
@@ -121,8 +121,8 @@ async def test_a_blocked_wait_meets_the_error_soon_after_the_file_goes(db_path: 
         run_id = await started(engine)
         wait = WaitForEventInput(run_id=run_id, step="approve", event="approval", block_s=20)
         began = time.monotonic()
-        task = asyncio.ensure_future(engine.wait_for_event(wait))
-        while not any(step.step == "approve" for step in (await engine.status(StatusInput(run_id=run_id))).steps):
+        task = asyncio.ensure_future(engine.events.wait_for_event(wait))
+        while not any(step.step == "approve" for step in (await engine.runs.status(StatusInput(run_id=run_id))).steps):
             await asyncio.sleep(0.01)  # until the wait is registered and blocks
         os.remove(db_path)
         with pytest.raises(StoreError, match="was removed or replaced"):
@@ -137,8 +137,8 @@ async def test_sqlites_own_log_maintenance_is_not_a_replacement(db_path: Path) -
         with sqlite3.connect(db_path) as other:  # another process's checkpoint empties the log in place
             other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         assert os.path.getsize(f"{db_path}-wal") == 0
-        await engine.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
-        assert [s.step for s in (await engine.status(StatusInput(run_id=run_id))).steps] == ["one", "two"]
+        await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
+        assert [s.step for s in (await engine.runs.status(StatusInput(run_id=run_id))).steps] == ["one", "two"]
 
 
 @pytest.mark.processes
@@ -164,7 +164,7 @@ async def test_a_store_opened_through_a_symbolic_link_watches_the_files_beside_i
         run_id = await started(engine)  # the link is not mistaken for a replaced file
         os.remove(f"{target}-wal")  # SQLite keeps its log beside the target, not the link
         with pytest.raises(StoreError, match=f"the store's write-ahead log {target}-wal was removed"):
-            await engine.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="two", output={"n": 2}))
 
 
 def test_a_duty_that_keeps_failing_is_logged_once_until_it_works_again(caplog: pytest.LogCaptureFixture) -> None:

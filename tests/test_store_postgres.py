@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from mcp_orchestrator.agents.profiles import AgentsConfig
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import SchemaTooNew, StoreError
 from mcp_orchestrator.models import AgentState, Run, RunStatus, SpawnSubagentInput
+from mcp_orchestrator.profiles import AgentsConfig
+from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store.postgres import PostgresStore, PostgresTransaction
 from mcp_orchestrator.store.postgres_schema import SCHEMA_VERSION
 

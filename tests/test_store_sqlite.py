@@ -196,8 +196,8 @@ async def test_closed_store_says_so(db_path: Path) -> None:
 
 
 async def test_a_store_of_an_older_schema_is_migrated_with_its_data(db_path: Path) -> None:
-    from mcp_orchestrator.engine import Engine
     from mcp_orchestrator.models import SendEventInput, StatusInput, WaitForEventInput
+    from mcp_orchestrator.runtime import Engine
     from mcp_orchestrator.store.sqlite_schema import MIGRATIONS
 
     with sqlite3.connect(db_path) as conn:  # a store as the first release left it
@@ -215,8 +215,8 @@ async def test_a_store_of_an_older_schema_is_migrated_with_its_data(db_path: Pat
         )
     async with SQLiteStore(db_path) as store:
         engine = Engine(store)
-        await engine.wait_for_event(WaitForEventInput(run_id="old", step="w", event="go", block_s=0))
-        assert (await engine.send_event(SendEventInput(name="go"))).woken_run_ids == ["old"]
-        status = await engine.status(StatusInput(run_id="old"))
+        await engine.events.wait_for_event(WaitForEventInput(run_id="old", step="w", event="go", block_s=0))
+        assert (await engine.events.send_event(SendEventInput(name="go"))).woken_run_ids == ["old"]
+        status = await engine.runs.status(StatusInput(run_id="old"))
     assert (status.steps[0].step, status.steps[0].kind, status.steps[0].output) == ("done", "checkpoint", "kept")
     assert count(db_path, "SELECT max(version) FROM schema_version") == SCHEMA_VERSION

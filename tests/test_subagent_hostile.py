@@ -16,8 +16,7 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
-from mcp_orchestrator.agents.profiles import BUILTIN_PROFILES, launch_argv
-from mcp_orchestrator.engine import Engine
+from mcp_orchestrator import transitions
 from mcp_orchestrator.errors import InvalidInput
 from mcp_orchestrator.ids import new_id
 from mcp_orchestrator.models import (
@@ -28,6 +27,8 @@ from mcp_orchestrator.models import (
     SpawnSubagentInput,
     StatusInput,
 )
+from mcp_orchestrator.profiles import BUILTIN_PROFILES, launch_argv
+from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import engine_on, until, write_config
 from .support import Clock, call, eventually, http_client, http_token, open_store, stdio_server
@@ -64,7 +65,7 @@ async def test_what_exec_cannot_take_is_refused_at_spawn_naming_the_field(
         await spawn(unchecked(prompt="\ud800", agent="claude"))
     with pytest.raises(InvalidInput, match=r"^command\[0\] .* cannot be encoded"):
         await spawn(unchecked(prompt="p", command=["\udfff"]))
-    assert (await engine.list_runs(ListRunsInput())).runs == []  # nothing was written
+    assert (await engine.runs.list_runs(ListRunsInput())).runs == []  # nothing was written
 
     action = {"type": "spawn_subagent", "prompt": "p", "agent": "claude", "cwd": str(tmp_path)}
     spawn_action = ScheduleInput.model_validate({"name": "n", "every_s": 60, "action": action}).action
@@ -138,7 +139,7 @@ async def test_cancel_previous_keeps_the_previous_run_when_the_new_spawn_cannot_
     await engine.schedules.fire_due(grace_s=30)
     failed = (await engine.schedules.history("nightly"))[0]
     assert failed.outcome == "failed" and "is not an existing directory" in (failed.detail or ""), failed
-    previous = await engine.status(StatusInput(run_id=first.run_id))
+    previous = await engine.runs.status(StatusInput(run_id=first.run_id))
     assert previous.run.status == RunStatus.QUEUED  # not cancelled for a spawn that never happened
     (listed,) = (await engine.schedules.list(ListSchedulesInput())).schedules
     assert listed.last is not None and listed.last.outcome == "failed"
@@ -148,7 +149,7 @@ async def test_cancel_previous_keeps_the_previous_run_when_the_new_spawn_cannot_
     await engine.schedules.fire_due(grace_s=30)
     spawned = (await engine.schedules.history("nightly"))[0]
     assert spawned.outcome == "spawned" and spawned.run_id != first.run_id
-    assert (await engine.status(StatusInput(run_id=first.run_id))).run.status == RunStatus.CANCELLED
+    assert (await engine.runs.status(StatusInput(run_id=first.run_id))).run.status == RunStatus.CANCELLED
 
 
 def test_a_callers_argv_is_run_as_given_and_a_prompt_is_expanded_once() -> None:
@@ -187,9 +188,9 @@ async def test_launch_failures_fail_the_run_at_once_and_a_callers_argv_runs_as_g
             runs[(await engine.subagents.spawn(args)).run.run_id] = f"cannot start {program!r}", reason
         # A NUL in argv that got past spawn (stored by another version, say) fails at exec with ValueError.
         args = SpawnSubagentInput(prompt="p", agent="command", command=["sleep", "1"], max_attempts=3)
-        run_args, agent = engine.subagents.prepare(args, None, new_id())
+        run_args, agent = engine.subagents.spawns.prepare(args, None, new_id())
         agent = agent.model_copy(update={"command": ["sleep", "1\x00"]})
-        await engine.store.write(lambda tx: engine.subagents.spawn_in(tx, run_args, agent))
+        await engine.store.write(lambda tx: transitions.queue_agent(tx, engine.now(), run_args, agent))
         runs[agent.run_id] = "cannot start 'sleep'", "ValueError: embedded null byte"
 
         # A caller's own argv runs exactly as given: its braces are not the profile's placeholders.
@@ -247,8 +248,8 @@ async def test_a_slow_git_worktree_does_not_stall_other_clients(
 
 
 def test_a_nul_in_a_profile_template_is_a_config_error(tmp_path: Path) -> None:
-    from mcp_orchestrator.agents.profiles import load_agents_config
     from mcp_orchestrator.errors import ConfigError
+    from mcp_orchestrator.profiles import load_agents_config
 
     config = tmp_path / "config.toml"
     config.write_text('[profiles.x]\ncommand = ["agent", "a\\u0000b"]\n')

@@ -15,8 +15,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import AgentState, CancelRunInput, RunStatus, SpawnSubagentInput
+from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import (
     ended,
@@ -29,7 +29,7 @@ from .subagent_helpers import (
     until,
     write_config,
 )
-from .support import call, cli, eventually, http_client, http_token, server_env, stdio_server
+from .support import call, cli, eventually, http_client, http_token, lease_holder, server_env, stdio_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -216,7 +216,7 @@ async def test_agents_outlive_a_sigkilled_server_and_another_server_takes_over(
             )
             run_id = spawned.run.run_id
             await until(engine, run_id, lambda result: result.process.state == AgentState.LIVE)
-            holder = await engine.subagents.lease_holder()
+            holder = await lease_holder(engine)
             assert holder is not None and f":{first.pid}:" in holder
             first.send_signal(signal.SIGKILL)
             first.wait()
@@ -231,7 +231,7 @@ async def test_agents_outlive_a_sigkilled_server_and_another_server_takes_over(
                 later = await engine.subagents.spawn(SpawnSubagentInput(prompt=fake_task(output="later"), agent="fake"))
                 result = await until(engine, later.run.run_id, ended)
                 assert result.run.output == {"output": "later", "attempt": 1}
-                holder = await engine.subagents.lease_holder()
+                holder = await lease_holder(engine)
                 assert holder is not None and f":{second.pid}:" in holder
             finally:
                 second.terminate()
@@ -349,7 +349,7 @@ def cli_command(command: str, db: str) -> list[str]:
 def test_the_runner_needs_no_server(tmp_path: Path) -> None:
     """Sanity: the runner is importable on its own and starts nothing heavy before the agent."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import mcp_orchestrator.agents.runner"],
+        [sys.executable, "-X", "importtime", "-c", "import mcp_orchestrator.runner"],
         capture_output=True,
         text=True,
         env={**os.environ},
@@ -375,6 +375,6 @@ async def test_a_runner_killed_without_recording_an_exit_is_reaped_and_retried(s
     assert entries(second.journal, "attempt_failed")[0].detail["error"]["type"] == "lost"
     assert second.process is not None and second.process.pgid != first.pgid
 
-    await engine.cancel_run(CancelRunInput(run_id=run_id))
+    await engine.runs.cancel_run(CancelRunInput(run_id=run_id))
     assert second.process.pgid is not None
     await eventually(lambda: pid_gone(second.process.pgid), timeout=15)

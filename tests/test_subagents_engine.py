@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from mcp_orchestrator.agents.profiles import BUILTIN_PROFILES, AgentsConfig, load_agents_config, render
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.errors import ConfigError, InvalidInput
 from mcp_orchestrator.models import (
     AgentState,
@@ -20,8 +18,10 @@ from mcp_orchestrator.models import (
     StatusInput,
     WaitForEventInput,
 )
+from mcp_orchestrator.profiles import BUILTIN_PROFILES, AgentsConfig, load_agents_config, render
+from mcp_orchestrator.runtime import Engine
 
-from .support import Clock, open_store
+from .support import Clock, lease_holder, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +53,7 @@ async def start(engine: Engine, clock: Clock, run_id: str, attempt: int) -> None
 
 
 async def run_status(engine: Engine, run_id: str) -> tuple[RunStatus, AgentState]:
-    result = await engine.status(StatusInput(run_id=run_id))
+    result = await engine.runs.status(StatusInput(run_id=run_id))
     assert result.process is not None
     return result.run.status, result.process.state
 
@@ -74,7 +74,7 @@ async def test_claims_respect_the_global_profile_and_key_limits(engine: Engine) 
 async def test_a_profile_limit_and_a_cancelled_queued_agent(engine: Engine) -> None:
     engine.subagents.config.profiles["command"] = BUILTIN_PROFILES["command"].model_copy(update={"max_concurrent": 1})
     first, second, third = [await spawn(engine) for _ in range(3)]
-    await engine.cancel_run(CancelRunInput(run_id=second))
+    await engine.runs.cancel_run(CancelRunInput(run_id=second))
     assert [launch.agent.run_id for launch in await engine.subagents.claim()] == [first]
     assert await run_status(engine, second) == (RunStatus.CANCELLED, AgentState.DONE)  # retired, never started
     assert await engine.subagents.claim() == []  # the profile allows one at a time; third waits
@@ -88,10 +88,10 @@ async def test_exit_zero_completes_with_the_output_and_a_crash_retries_with_back
     await engine.subagents.claim()
     await start(engine, clock, done, 1)
     await start(engine, clock, flaky, 1)
-    assert (await engine.status(StatusInput(run_id=done))).run.status == RunStatus.RUNNING
+    assert (await engine.runs.status(StatusInput(run_id=done))).run.status == RunStatus.RUNNING
 
     await engine.subagents.exited(done, 1, 0, output="all good")
-    result = await engine.status(StatusInput(run_id=done))
+    result = await engine.runs.status(StatusInput(run_id=done))
     assert (result.run.status, result.run.output) == (RunStatus.COMPLETED, "all good")
 
     await engine.subagents.exited(flaky, 1, 2, message="exited with code 2: boom")
@@ -103,7 +103,7 @@ async def test_exit_zero_completes_with_the_output_and_a_crash_retries_with_back
     await start(engine, clock, flaky, 2)
     await engine.subagents.exited(flaky, 1, 0)  # a stale report of the first attempt changes nothing
     await engine.subagents.exited(flaky, 2, None, how="lost", message="runner gone")
-    result = await engine.status(StatusInput(run_id=flaky, journal_limit=100))
+    result = await engine.runs.status(StatusInput(run_id=flaky, journal_limit=100))
     assert result.run.status == RunStatus.FAILED
     assert result.run.error == {
         "type": "lost",
@@ -119,13 +119,13 @@ async def test_a_waiting_agent_goes_idle_and_is_resumed_when_its_event_arrives(e
     run_id = await spawn(engine)
     await engine.subagents.claim()
     await start(engine, clock, run_id, 1)
-    await engine.wait_for_event(WaitForEventInput(run_id=run_id, step="approval", event="approved", block_s=0))
+    await engine.events.wait_for_event(WaitForEventInput(run_id=run_id, step="approval", event="approved", block_s=0))
     await engine.subagents.exited(run_id, 1, 0, session_id="session-1")
     assert await run_status(engine, run_id) == (RunStatus.WAITING, AgentState.IDLE)
     assert await engine.subagents.claim() == []  # nothing to do until the event
 
     clock.advance(1)
-    await engine.send_event(SendEventInput(name="approved", data={"by": "ana"}))
+    await engine.events.send_event(SendEventInput(name="approved", data={"by": "ana"}))
     (resumed,) = await engine.subagents.claim()
     assert resumed.agent.attempt == 2 and resumed.agent.session_id == "session-1"
     assert "Your wait 'approval' ended" in resumed.prompt and '"by": "ana"' in resumed.prompt
@@ -138,12 +138,12 @@ async def test_an_agent_that_finished_its_run_is_stopped_if_it_lingers(engine: E
     await engine.subagents.claim()
     await start(engine, clock, run_id, 1)
     assert await engine.subagents.heartbeat(run_id, 1) == "continue"
-    await engine.finish_run(FinishRunInput(run_id=run_id, output="done"))
+    await engine.runs.finish_run(FinishRunInput(run_id=run_id, output="done"))
     assert await engine.subagents.heartbeat(run_id, 1) == "continue"  # time to exit by itself
     clock.advance(31)
     assert await engine.subagents.heartbeat(run_id, 1) == "stop"
     await engine.subagents.exited(run_id, 1, -15, how="stopped")
-    result = await engine.status(StatusInput(run_id=run_id))
+    result = await engine.runs.status(StatusInput(run_id=run_id))
     assert (result.run.status, result.run.output) == (RunStatus.COMPLETED, "done")  # the agent's own result stays
 
 
@@ -154,7 +154,7 @@ async def test_heartbeats_say_timeout_and_stop(engine: Engine, clock: Clock) -> 
     await start(engine, clock, cancelled, 1)
     clock.advance(5)
     assert await engine.subagents.heartbeat(slow, 1) == "timeout"
-    await engine.cancel_run(CancelRunInput(run_id=cancelled))
+    await engine.runs.cancel_run(CancelRunInput(run_id=cancelled))
     assert await engine.subagents.heartbeat(cancelled, 1) == "stop"
     assert await engine.subagents.heartbeat(cancelled, 7) == "stop"  # not the current attempt
 
@@ -184,7 +184,7 @@ async def test_one_lease_holder_until_it_expires_or_is_released(engine: Engine, 
     assert await agents.hold_lease("b")  # a stopped renewing: taken over
     assert not await agents.hold_lease("a")
     await agents.release_lease("b")
-    assert await agents.lease_holder() is None
+    assert await lease_holder(engine) is None
     assert await agents.hold_lease("a")
 
 
@@ -239,8 +239,8 @@ async def test_an_agent_whose_wait_ended_as_it_exited_is_resumed_not_completed(e
     run_id = await spawn(engine)
     await engine.subagents.claim()
     await start(engine, clock, run_id, 1)
-    await engine.wait_for_event(WaitForEventInput(run_id=run_id, step="ci", event="ci.done", block_s=0))
-    await engine.send_event(SendEventInput(name="ci.done", data={"green": True}))  # before the agent exits
+    await engine.events.wait_for_event(WaitForEventInput(run_id=run_id, step="ci", event="ci.done", block_s=0))
+    await engine.events.send_event(SendEventInput(name="ci.done", data={"green": True}))  # before the agent exits
     await engine.subagents.exited(run_id, 1, 0, output="bye")
     assert await run_status(engine, run_id) == (RunStatus.RUNNING, AgentState.QUEUED)  # not completed with "bye"
     (resumed,) = await engine.subagents.claim()

@@ -7,9 +7,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from mcp_orchestrator.engine import Engine
 from mcp_orchestrator.models import CheckpointInput, FinishRunInput, RetryPolicy, StartRunInput
-from mcp_orchestrator.tracing import export_spans, exporter_from_environment
+from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.tracing import export_spans, exporter_from_environment
 
 pytestmark = pytest.mark.anyio
 
@@ -20,17 +20,17 @@ class Unavailable(SpanExporter):
 
 
 async def test_one_span_per_run_and_step_attempt_in_one_trace(engine: Engine) -> None:
-    parent = (await engine.start_run(StartRunInput(name="release", retry=RetryPolicy(max_attempts=3)))).run
-    child = (await engine.start_run(StartRunInput(name="notes", parent_run_id=parent.run_id))).run
-    await engine.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", begin=True))
-    await engine.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", error="compiler crashed"))
-    await engine.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", output={"image": "v3"}))
-    await engine.finish_run(FinishRunInput(run_id=child.run_id, error="no changelog"))
+    parent = (await engine.runs.start_run(StartRunInput(name="release", retry=RetryPolicy(max_attempts=3)))).run
+    child = (await engine.runs.start_run(StartRunInput(name="notes", parent_run_id=parent.run_id))).run
+    await engine.runs.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", begin=True))
+    await engine.runs.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", error="compiler crashed"))
+    await engine.runs.checkpoint(CheckpointInput(run_id=parent.run_id, step="build", output={"image": "v3"}))
+    await engine.runs.finish_run(FinishRunInput(run_id=child.run_id, error="no changelog"))
 
     assert await export_spans(engine, Unavailable()) == 0  # a collector that is down loses nothing
     exporter = InMemorySpanExporter()
     assert await export_spans(engine, exporter) == 3
-    await engine.finish_run(FinishRunInput(run_id=parent.run_id, output="shipped"))
+    await engine.runs.finish_run(FinishRunInput(run_id=parent.run_id, output="shipped"))
     assert await export_spans(engine, exporter) == 1
     assert await export_spans(engine, InMemorySpanExporter()) == 0  # the cursor is in the store: never twice
 

@@ -2,7 +2,7 @@
 
 ``launch`` writes what the runner needs (argv, environment, stdin, log paths) into the run's
 directory and starts the runner in a new session, so that it and the agent outlive the server
-that launched them. The runner (``agents/runner.py``) starts the agent in a process group of its
+that launched them. The runner (``runner.py``) starts the agent in a process group of its
 own, records its start, heartbeat and exit in the store, and kills the group when told to.
 """
 
@@ -23,8 +23,7 @@ import psutil
 from ..config import ENV_CONFIG, ENV_DB, ENV_RUN_ID, Settings
 from ..logs import log_path
 from ..models import Agent
-from ..subagents import Launch
-from .profiles import launch_argv, launch_env, render
+from ..profiles import Launch, launch_argv, launch_env, render
 
 ENV_ATTEMPT = "MCP_ORCHESTRATOR_ATTEMPT"
 
@@ -79,7 +78,7 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
     spec_path = _write_private(run_dir / f"attempt-{agent.attempt}.json", spec)
     with (run_dir / "runner.log").open("ab") as runner_log:
         return subprocess.Popen(
-            [sys.executable, "-m", "mcp_orchestrator.agents.runner", str(spec_path)],
+            [sys.executable, "-m", "mcp_orchestrator.runner", str(spec_path)],
             cwd=run_dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -26,8 +26,8 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, SkipValidation, ValidationError, create_model
 
-from ..engine import Engine
 from ..errors import InternalError, InvalidInput, OrchestratorError, invalid_input_from
+from ..runtime import Engine
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mcp.types import ToolAnnotations
 
-from ..engine import Engine
 from ..models import SpawnSubagentInput, SpawnSubagentResult
+from ..runtime import Engine
 from ._base import engine_tool
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..engine import Engine, Progress
 from ..models import (
     SendEventInput,
     SendEventResult,
@@ -11,6 +10,8 @@ from ..models import (
     WaitForEventInput,
     WaitResult,
 )
+from ..runtime import Engine
+from ..services.events import Progress
 from ._base import SAFE_WRITE, engine_tool
 
 
@@ -32,7 +33,7 @@ async def send_event(engine: Engine, args: SendEventInput) -> SendEventResult:
     Example: send_event(name="approval", data={"pr": 42, "approved": true}) -> {"event_id": "01J...",
     "deduplicated": false, "woken_run_ids": ["01K..."]}
     """
-    return await engine.send_event(args, source="tool")
+    return await engine.events.send_event(args, source="tool")
 
 
 @engine_tool(
@@ -57,7 +58,7 @@ async def wait_for_event(engine: Engine, args: WaitForEventInput, progress: Prog
     match={"data.pr": 42}, timeout_s=86400) -> {"status": "waiting", "timeout_at": "..."}; later the
     same call -> {"status": "received", "event": {"name": "review.done", "data": {"pr": 42, ...}}}
     """
-    return await engine.wait_for_event(args, progress)
+    return await engine.events.wait_for_event(args, progress)
 
 
 @engine_tool(
@@ -77,4 +78,4 @@ async def sleep(engine: Engine, args: SleepInput, progress: Progress) -> SleepRe
     Example: sleep(run_id="01J...", step="wait-for-deploy", seconds=600, block_s=0) ->
     {"status": "sleeping", "wake_at": "2026-11-24T10:10:00Z"}
     """
-    return await engine.sleep(args, progress)
+    return await engine.events.sleep(args, progress)

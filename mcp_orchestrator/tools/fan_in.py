@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..engine import Engine, Progress
 from ..models import WaitForRunsInput, WaitForRunsResult
+from ..runtime import Engine
+from ..services.events import Progress
 from ._base import SAFE_WRITE, engine_tool
 
 
@@ -28,4 +29,4 @@ async def wait_for_runs(engine: Engine, args: WaitForRunsInput, progress: Progre
     Example: wait_for_runs(run_ids=["01K...", "01M..."], run_id="01J...", step="collect-reviews")
     -> {"status": "done", "runs": [{"run_id": "01K...", "status": "completed", "output": ...}, ...]}
     """
-    return await engine.wait_for_runs(args, progress)
+    return await engine.events.wait_for_runs(args, progress)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mcp.types import ToolAnnotations
 
-from ..engine import Engine
 from ..models import (
     CancelRunInput,
     CancelRunResult,
@@ -19,6 +18,7 @@ from ..models import (
     StatusInput,
     StatusResult,
 )
+from ..runtime import Engine
 from ._base import READS, SAFE_WRITE, engine_tool
 
 
@@ -41,7 +41,7 @@ async def start_run(engine: Engine, args: StartRunInput) -> StartRunResult:
     Example: start_run(name="migrate-db", key="migrate-db-2026-11") -> {"run": {"run_id": "01J...",
     "status": "running", ...}, "created": true, "steps": []}
     """
-    return await engine.start_run(args)
+    return await engine.runs.start_run(args)
 
 
 @engine_tool(
@@ -60,7 +60,7 @@ async def finish_run(engine: Engine, args: FinishRunInput) -> FinishRunResult:
     Example: finish_run(run_id="01J...", output={"pr": 1234}) -> {"run": {"status": "completed", ...},
     "replayed": false}
     """
-    return await engine.finish_run(args)
+    return await engine.runs.finish_run(args)
 
 
 @engine_tool(
@@ -80,7 +80,7 @@ async def cancel_run(engine: Engine, args: CancelRunInput) -> CancelRunResult:
     Example: cancel_run(run_id="01J...", reason="superseded") -> {"run": {"status": "cancelled", ...},
     "cancelled_run_ids": ["01J...", "01K..."]}
     """
-    return await engine.cancel_run(args)
+    return await engine.runs.cancel_run(args)
 
 
 @engine_tool(
@@ -100,7 +100,7 @@ async def retry_run(engine: Engine, args: RetryRunInput) -> RetryRunResult:
     Example: retry_run(run_id="01J...", reason="API key rotated") -> {"run": {"status": "running",
     ...}, "reset_steps": ["deploy"]}
     """
-    return await engine.retry_run(args)
+    return await engine.runs.retry_run(args)
 
 
 @engine_tool(
@@ -120,7 +120,7 @@ async def status(engine: Engine, args: StatusInput) -> StatusResult:
     Example: status(run_id="01J...") -> {"run": {...}, "steps": [{"step": "fetch", "status":
     "completed", "output": ...}], "children": [], "journal": [...]}
     """
-    return await engine.status(args)
+    return await engine.runs.status(args)
 
 
 @engine_tool(
@@ -138,4 +138,4 @@ async def list_runs(engine: Engine, args: ListRunsInput) -> ListRunsResult:
 
     Example: list_runs(status="running", limit=5) -> {"runs": [...], "next_cursor": "01J..."}
     """
-    return await engine.list_runs(args)
+    return await engine.runs.list_runs(args)

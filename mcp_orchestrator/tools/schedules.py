@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mcp.types import ToolAnnotations
 
-from ..engine import Engine
 from ..models import (
     ListSchedulesInput,
     ListSchedulesResult,
@@ -13,6 +12,7 @@ from ..models import (
     UnscheduleInput,
     UnscheduleResult,
 )
+from ..runtime import Engine
 from ._base import READS, SAFE_WRITE, engine_tool
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..engine import Engine
 from ..models import CheckpointInput, CheckpointResult
+from ..runtime import Engine
 from ._base import SAFE_WRITE, engine_tool
 
 
@@ -30,4 +30,4 @@ async def checkpoint(engine: Engine, args: CheckpointInput) -> CheckpointResult:
     "attempt": 1, ...}, "replayed": false}; then checkpoint(run_id="01J...", step="open-pr",
     output={"pr": 1234}) -> {"step": {"status": "completed", ...}, "replayed": false}
     """
-    return await engine.checkpoint(args)
+    return await engine.runs.checkpoint(args)

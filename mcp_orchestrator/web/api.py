@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..engine import Engine
 from ..errors import InvalidInput, invalid_input_from
 from ..models import (
     CancelRunInput,
@@ -28,6 +27,7 @@ from ..models import (
     RetryRunInput,
     StatusInput,
 )
+from ..runtime import Engine
 
 _LISTS = {"status", "label"}  # query parameters that may repeat
 
@@ -36,19 +36,19 @@ Handler = Callable[[Request], Awaitable[BaseModel]]
 
 def api_routes(engine: Engine) -> list[Route]:
     async def runs(request: Request) -> BaseModel:
-        return await engine.list_runs(_query(ListRunsInput, request, renames={"parent": "parent_run_id"}))
+        return await engine.runs.list_runs(_query(ListRunsInput, request, renames={"parent": "parent_run_id"}))
 
     async def run(request: Request) -> BaseModel:
-        return await engine.status(_query(StatusInput, request, renames={"journal": "journal_limit"}))
+        return await engine.runs.status(_query(StatusInput, request, renames={"journal": "journal_limit"}))
 
     async def cancel(request: Request) -> BaseModel:
-        return await engine.cancel_run(await _body(CancelRunInput, request))
+        return await engine.runs.cancel_run(await _body(CancelRunInput, request))
 
     async def retry(request: Request) -> BaseModel:
-        return await engine.retry_run(await _body(RetryRunInput, request))
+        return await engine.runs.retry_run(await _body(RetryRunInput, request))
 
     async def events(request: Request) -> BaseModel:
-        return await engine.list_events(_query(ListEventsInput, request))
+        return await engine.events.list_events(_query(ListEventsInput, request))
 
     async def schedules(request: Request) -> BaseModel:
         return await engine.schedules.list(_query(ListSchedulesInput, request))

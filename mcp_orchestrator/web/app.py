@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 
 from .. import __version__
 from ..config import Settings
-from ..engine import Engine
+from ..runtime import Engine
 from ..server import build_server, lend
 from .api import api_routes
 from .auth import Access

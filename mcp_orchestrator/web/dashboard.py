@@ -37,11 +37,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from .. import __version__
-from ..engine import Engine
 from ..errors import OrchestratorError, RunNotFound, invalid_input_from
 from ..models import ListEventsInput, ListRunsInput, ListSchedulesInput, RunStatus, StatusInput
+from ..runtime import Engine
 from ..views import brief, duration, process_facts, schedule_timing, when
-from .failures import DEFAULT_STATUS, STATUS
 
 STREAM_KEEPALIVE_S = 15.0
 STREAM_SETTLE_S = 0.25  # after a commit, wait this long so that a burst of commits is one look
@@ -102,7 +101,7 @@ def dashboard_routes(
             "cursor": query.get("cursor"),
             "limit": 50,
         }
-        listed = await engine.list_runs(ListRunsInput.model_validate({k: v for k, v in filters.items() if v}))
+        listed = await engine.runs.list_runs(ListRunsInput.model_validate({k: v for k, v in filters.items() if v}))
         body = _fragment(
             "runs.html",
             runs=listed.runs,
@@ -116,16 +115,16 @@ def dashboard_routes(
     async def run_page(request: Request) -> Page:
         run_id = request.path_params["run_id"]
         try:
-            status = await engine.status(StatusInput(run_id=run_id, journal_limit=100))
+            status = await engine.runs.status(StatusInput(run_id=run_id, journal_limit=100))
         except RunNotFound:
             return Page("Not found", _fragment("error.html", message=f"No run has the id {run_id}."), status=404)
-        tree = [(min(depth, MAX_DEPTH_SHOWN), run) for depth, run in await engine.descendants(status.children)]
+        tree = [(min(depth, MAX_DEPTH_SHOWN), run) for depth, run in await engine.runs.descendants(status.children)]
         retryable = (RunStatus.FAILED, RunStatus.CANCELLED)
         body = _fragment("run.html", run=status.run, status=status, tree=tree, retryable=retryable)
         return Page(status.run.name, body)
 
     async def events_page(request: Request) -> Page:
-        listed = await engine.list_events(ListEventsInput(limit=100))
+        listed = await engine.events.list_events(ListEventsInput(limit=100))
         return Page("Events", _fragment("events.html", events=listed.events))
 
     async def schedules_page(request: Request) -> Page:
@@ -166,7 +165,7 @@ async def _rendered(render: Render, request: Request) -> Page:
         error: OrchestratorError = invalid_input_from(exc, "address")
     except OrchestratorError as exc:
         error = exc
-    status = STATUS.get(error.code, DEFAULT_STATUS)
+    status = error.http_status
     title = "Not found" if status == 404 else "Cannot show this page"
     return Page(title, _fragment("error.html", message=f"{error.code}: {error.message}"), status=status)
 

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..engine import Engine
 from ..errors import invalid_input_from
 from ..models import SendEventInput
+from ..runtime import Engine
 from .failures import error_response
 
 
@@ -42,7 +42,7 @@ def events_endpoint(engine: Engine) -> Callable[[Request], Awaitable[JSONRespons
             events = [SendEventInput.model_validate(item) for item in raw]
         except ValidationError as exc:
             raise invalid_input_from(exc, "event") from None
-        results = await engine.send_events(events, source="webhook")  # errors: the app's handlers
+        results = await engine.events.send_events(events, source="webhook")  # errors: the app's handlers
         dumped = [result.model_dump(mode="json") for result in results]
         return JSONResponse(dumped if isinstance(payload, list) and github_event is None else dumped[0])
 

@@ -1,8 +1,8 @@
 """The HTTP face's one mapping from errors to answers, installed as the app's exception handlers.
 
 Every route raises; nothing maps errors itself. An ``OrchestratorError`` becomes
-``{"error": code, "message"}`` with a status that says whose fault it is (400 bad input, 404
-unknown, 409 the run's state forbids it, 503 the store is busy or unusable); a pydantic ``ValidationError``
+``{"error": code, "message"}`` with its class's ``http_status``, which says whose fault it is (400 bad
+input, 404 unknown, 409 the run's state forbids it, 503 the store is busy or unusable); a pydantic ``ValidationError``
 is bad input naming the field; Starlette's own (404 no route, 405 method) keep their status;
 anything unexpected is a JSON 500 ``internal_error``, never a text page.
 """
@@ -16,33 +16,21 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import OrchestratorError, invalid_input_from
 
-STATUS = {
-    "invalid_input": 400,
-    "run_not_found": 404,
-    "run_terminal": 409,
-    "key_conflict": 409,
-    "step_failed": 409,
-    "store_busy": 503,
-    "store_error": 503,  # e.g. the store file was removed, or the database is unreachable
-    "config_error": 500,
-}
-DEFAULT_STATUS = 500  # a store error or another failure of ours, never the caller's
 
-
-def error_response(code: str, message: str, status: int | None = None) -> JSONResponse:
-    """The JSON error answer; ``status`` defaults to the mapping above."""
-    return JSONResponse({"error": code, "message": message}, status_code=status or STATUS.get(code, DEFAULT_STATUS))
+def error_response(code: str, message: str, status: int) -> JSONResponse:
+    """The JSON error answer."""
+    return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
 async def orchestrator_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OrchestratorError)
-    return error_response(exc.code, exc.message)
+    return error_response(exc.code, exc.message, exc.http_status)
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ValidationError)
     error = invalid_input_from(exc, "parameter")
-    return error_response(error.code, error.message)
+    return error_response(error.code, error.message, error.http_status)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

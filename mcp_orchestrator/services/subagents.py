@@ -1,7 +1,7 @@
 """Sub-agents' lifecycle: spawned, claimed within limits, started, heartbeating, exited, reaped.
 
 The decisions only, each one store transaction; launching and killing processes is the
-supervisor's and the runner's (``agents/``). A sub-agent is a run (its work: steps, waits,
+supervisor's and the runner's (``agents/launch.py``, ``runner.py``). A sub-agent is a run (its work: steps, waits,
 result) plus an ``Agent`` record (its process). The process states:
 
     queued --claim--> starting --runner started--> live --exit--> done (run ended)
@@ -13,33 +13,30 @@ result) plus an ``Agent`` record (its process). The process states:
 
 from __future__ import annotations
 
-import errno
-import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-from .agents import worktree
-from .agents.profiles import NUL, AgentProfile, AgentsConfig, check_launchable
-from .engine import Engine, short_json
-from .errors import InvalidInput, KeyConflict, OrchestratorError
-from .ids import new_id
-from .models import (
+from .. import transitions
+from ..agents import worktree
+from ..errors import OrchestratorError, short_json
+from ..ids import new_id
+from ..models import (
     ACTIVE_AGENT_STATES,
     Agent,
     AgentState,
-    RetryPolicy,
+    ExitHow,
     Run,
     RunStatus,
     SpawnSubagentInput,
     SpawnSubagentResult,
-    StartRunInput,
     StepStatus,
 )
-from .store.base import Transaction
+from ..profiles import NUL, AgentProfile, Launch
+from ..store.base import Transaction
+from .context import Context
+from .spawns import Spawns
 
 LEASE = "supervisor"
 
@@ -52,7 +49,6 @@ def node_lease(node: str) -> str:
 START_TIMEOUT_S = 60.0  # a claimed sub-agent whose runner never reported is lost after this
 EXIT_AFTER_FINISH_S = 30.0  # an agent that finished its run is killed if it has not exited by then
 Verdict = Literal["continue", "stop", "timeout"]  # what a runner is told at start and each heartbeat
-ExitHow = Literal["exited", "timed_out", "stopped", "launch_failed", "lost"]
 
 PREAMBLE = """\
 You are a background sub-agent started by mcp-orchestrator; your run id is {run_id}. The \
@@ -69,133 +65,51 @@ Task:
 """
 
 
-@dataclass(frozen=True)
-class Launch:
-    """A claimed sub-agent, ready for the supervisor to start."""
-
-    agent: Agent
-    profile: AgentProfile
-    prompt: str
-    use_session: bool  # launch with the profile's resume template and the harness's session id
-
-
 class Subagents:
-    """The sub-agent half of the engine (see the module docstring)."""
+    """Sub-agents' decisions (see the module docstring)."""
 
-    def __init__(self, engine: Engine, config: AgentsConfig) -> None:
-        self.engine = engine
-        self.config = config
+    def __init__(self, context: Context, spawns: Spawns) -> None:
+        self.context = context
+        self.store = context.store
+        self.spawns = spawns
+        self.config = spawns.config
 
     # Spawning.
 
     async def spawn(self, args: SpawnSubagentInput) -> SpawnSubagentResult:
         """Queue a sub-agent as a child run, or return the one that already has ``args.key``."""
-        engine = self.engine
-        self.profile_for(args)  # an unknown profile is named before anything else
+        self.spawns.profile_for(args)  # an unknown profile is named before anything else
         if args.key is not None and (existing := await self._by_key(args.key)) is not None:
             return existing
         parent_id = args.parent_run_id
-        parent = await engine.store.read(lambda tx: tx.get_run(parent_id)) if parent_id else None
-        run_args, agent = self.prepare(args, parent, new_id())
+        parent = await self.store.read(lambda tx: tx.get_run(parent_id)) if parent_id else None
+        run_args, agent = self.spawns.prepare(args, parent, new_id())
         tree = await worktree.create(agent.cwd, agent.run_id) if args.worktree else None  # never blocks the loop
         if tree is not None:
             agent = agent.model_copy(update={"cwd": str(tree.path), "worktree": str(tree.path), "branch": tree.branch})
-        result = await engine.store.write(lambda tx: self.spawn_in(tx, run_args, agent))
+        result = await self.store.write(lambda tx: transitions.queue_agent(tx, self.context.now(), run_args, agent))
         if tree is not None and not result.created:
             await worktree.remove(tree)  # another spawn with the same key won the race
         return result
 
-    def profile_for(self, args: SpawnSubagentInput) -> tuple[str, AgentProfile]:
-        """The profile ``args`` names (or the default), checked against ``args.command``."""
-        name = args.agent or self.config.default_agent
-        profile = self.config.profile(name)
-        if not profile.command and not args.command:
-            raise InvalidInput(f"agent {name!r} runs the argv given as command, e.g. command=['./agent.sh']")
-        if profile.command and args.command:
-            raise InvalidInput(
-                f"command is for agent='command' only; agent {name!r} has its own command in its profile"
-            )
-        return name, profile
-
-    def prepare(self, args: SpawnSubagentInput, parent: Run | None, run_id: str) -> tuple[StartRunInput, Agent]:
-        """Check a spawn's arguments and build its run and its process record (nothing is written)."""
-        profile_name, profile = self.profile_for(args)
-        if args.parent_run_id and parent is None:
-            raise InvalidInput(f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id")
-        cwd = _directory(args.cwd or (parent.workspace if parent else None) or self.engine.workspace or ".")
-        # What exec would refuse is refused here, whatever the faces' own models let through.
-        check_launchable(
-            profile_name, profile, args.command or [], {"prompt": args.prompt, "task": args.prompt, "cwd": cwd}
-        )
-        self.engine.check_payload("prompt", args.prompt)
-        agent = Agent(
-            run_id=run_id,
-            profile=profile_name,
-            prompt=args.prompt,
-            cwd=cwd,
-            command=args.command or [],
-            concurrency_key=args.concurrency_key,
-            concurrency_limit=args.concurrency_limit,
-            max_attempts=args.max_attempts or profile.max_attempts,
-            timeout_s=args.timeout_s or profile.timeout_s,
-            state=AgentState.QUEUED,
-        )
-        run_args = StartRunInput(
-            name=args.name or f"subagent:{profile_name}",
-            input={"agent": profile_name, "prompt": args.prompt},
-            key=args.key,
-            parent_run_id=args.parent_run_id,
-            labels=args.labels,
-            workspace=cwd,
-            retry=self._retry_policy(agent.max_attempts),
-        )
-        return run_args, agent
-
-    def spawn_in(self, tx: Transaction, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
-        """Write a prepared spawn: its run (queued), its process record and the journal."""
-        started = self.engine.create_run(tx, args, agent.run_id, status=RunStatus.QUEUED)
-        if not started.created:
-            return self._existing(tx, started.run)
-        tx.save_agent(agent)
-        now = started.run.created_at
-        tx.append_journal(agent.run_id, "subagent_queued", now, detail={"agent": agent.profile, "cwd": agent.cwd})
-        if args.parent_run_id is not None:
-            tx.append_journal(args.parent_run_id, "subagent_spawned", now, detail={"run_id": agent.run_id})
-        return SpawnSubagentResult(run=started.run, created=True, process=agent)
-
     async def _by_key(self, key: str) -> SpawnSubagentResult | None:
         def read(tx: Transaction) -> SpawnSubagentResult | None:
             run = tx.get_run_by_key(key)
-            return None if run is None else self._existing(tx, run)
+            return None if run is None else transitions.existing_agent(tx, run)
 
-        return await self.engine.store.read(read)
-
-    @staticmethod
-    def _existing(tx: Transaction, run: Run) -> SpawnSubagentResult:
-        agent = tx.get_agent(run.run_id)
-        if agent is None:
-            raise KeyConflict(
-                f"key {run.key!r} already belongs to run {run.run_id}, which is not a sub-agent; use another key",
-                key=run.key,
-                run_id=run.run_id,
-            )
-        return SpawnSubagentResult(run=run, created=False, process=agent)
-
-    def _retry_policy(self, max_attempts: int) -> RetryPolicy:
-        backoff = self.config.retry_backoff_s
-        return RetryPolicy(max_attempts=max_attempts, initial_backoff_s=backoff, max_backoff_s=max(backoff, 300.0))
+        return await self.store.read(read)
 
     # The supervisor's duties. Each reads first and writes only when there is something to do, so
     # that an idle supervisor, woken by every commit, costs a read.
 
     async def hold_lease(self, holder: str, name: str = LEASE) -> bool:
         """Take or renew a lease (the supervisor's, by default); False while another live holder has it."""
-        lease = await self.engine.store.read(lambda tx: tx.get_lease(name))
-        if lease is not None and lease[0] != holder and lease[1] > self.engine.now():
+        lease = await self.store.read(lambda tx: tx.get_lease(name))
+        if lease is not None and lease[0] != holder and lease[1] > self.context.now():
             return False
 
         def hold(tx: Transaction) -> bool:
-            now = self.engine.now()
+            now = self.context.now()
             current = tx.get_lease(name)
             if current is not None and current[0] != holder and current[1] > now:
                 return False
@@ -204,22 +118,18 @@ class Subagents:
 
         # Quiet: nobody waits for a renewal (a process waiting to take a lease over polls by time), and
         # waking every waiter (dashboards included) every few seconds for it would cost each a read.
-        return await self.engine.store.write(hold, wake=False)
+        return await self.store.write(hold, wake=False)
 
     async def release_lease(self, holder: str, name: str = LEASE) -> None:
-        await self.engine.store.write(lambda tx: tx.delete_lease(name, holder))
-
-    async def lease_holder(self, name: str = LEASE) -> str | None:
-        lease = await self.engine.store.read(lambda tx: tx.get_lease(name))
-        return lease[0] if lease is not None and lease[1] > self.engine.now() else None
+        await self.store.write(lambda tx: tx.delete_lease(name, holder))
 
     async def claim(self, node: str | None = None) -> list[Launch]:
         """Claim the sub-agents to start now, within the limits, as ``starting`` on ``node`` (the
         claimed agents belong to it: their ``host``)."""
         # Decided on a read first: a write would wake every waiter, the supervisor included.
-        if not await self.engine.store.read(lambda tx: self._pick(tx, self.engine.now(), node) or tx.retired_agents()):
+        if not await self.store.read(lambda tx: self._pick(tx, self.context.now(), node) or tx.retired_agents()):
             return []
-        return await self.engine.store.write(lambda tx: self._claim(tx, node))
+        return await self.store.write(lambda tx: self._claim(tx, node))
 
     def _pick(self, tx: Transaction, now: datetime, node: str | None) -> list[tuple[Agent, AgentProfile | None]]:
         """The startable sub-agents that the limits let start now (with their profile: None if it is gone)."""
@@ -247,14 +157,14 @@ class Subagents:
         return picked
 
     def _claim(self, tx: Transaction, node: str | None) -> list[Launch]:
-        now = self.engine.now()
+        now = self.context.now()
         for agent in tx.retired_agents():  # their run ended before (or while) they had no process
             tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
         launches: list[Launch] = []
         for agent, profile in self._pick(tx, now, node):
             if profile is None:
                 error = {"type": "config", "message": f"agent profile {agent.profile!r} is no longer configured"}
-                self.engine.end_runs(tx, [agent.run_id], RunStatus.FAILED, now, "run_failed", error, error=error)
+                transitions.end_runs(tx, now, [agent.run_id], RunStatus.FAILED, "run_failed", error, error=error)
                 tx.save_agent(agent.model_copy(update={"state": AgentState.DONE}))
                 continue
             use_session = bool(agent.resume and profile.resume and agent.session_id)
@@ -300,25 +210,25 @@ class Subagents:
 
     async def next_start(self) -> datetime | None:
         """When the next backed-off retry becomes due."""
-        return await self.engine.store.read(lambda tx: tx.next_agent_start())
+        return await self.store.read(lambda tx: tx.next_agent_start())
 
     async def reap(self, host: str, alive: Callable[[Agent], bool]) -> list[Agent]:
         """Handle sub-agents whose runner died without recording an exit: silent past the heartbeat
         timeout, or (on this host) whose runner pid is gone. Returns them, for their groups to be killed."""
-        now = self.engine.now()
-        active = await self.engine.store.read(lambda tx: tx.agents_in(sorted(ACTIVE_AGENT_STATES)))
+        now = self.context.now()
+        active = await self.store.read(lambda tx: tx.agents_in(sorted(ACTIVE_AGENT_STATES)))
         if not any(self._lost(agent, now, host, alive) for agent in active):
             return []
 
         def reap(tx: Transaction) -> list[Agent]:
-            now = self.engine.now()
+            now = self.context.now()
             lost = [a for a in tx.agents_in(sorted(ACTIVE_AGENT_STATES)) if self._lost(a, now, host, alive)]
             for agent in lost:
                 message = "its runner stopped without recording an exit (killed, or the machine restarted)"
                 self._exit(tx, agent.run_id, agent.attempt, None, None, None, "lost", message)
             return lost
 
-        return await self.engine.store.write(reap)
+        return await self.store.write(reap)
 
     def _lost(self, agent: Agent, now: datetime, host: str, alive: Callable[[Agent], bool]) -> bool:
         # Checked inside the write transaction too: a runner records its exit before it ends, so one
@@ -342,7 +252,7 @@ class Subagents:
             if agent is None or agent.attempt != attempt or agent.state != AgentState.STARTING:
                 return "stop"  # reaped as lost meanwhile: another attempt may be under way
             run = self._run(tx, run_id)
-            now = self.engine.now()
+            now = self.context.now()
             if run.status.terminal:
                 return "stop"
             deadline = at + timedelta(seconds=agent.timeout_s) if agent.timeout_s else None
@@ -358,7 +268,7 @@ class Subagents:
             tx.append_journal(run_id, "process_started", at, attempt=attempt, detail=detail)
             return "continue"
 
-        return await self.engine.store.write(record)
+        return await self.store.write(record)
 
     async def heartbeat(self, run_id: str, attempt: int) -> Verdict:
         """Still alive; the answer says whether to go on, stop (the run ended) or kill for timeout."""
@@ -368,7 +278,7 @@ class Subagents:
             if agent is None or agent.attempt != attempt or agent.state != AgentState.LIVE:
                 return "stop"
             run = self._run(tx, run_id)
-            now = self.engine.now()
+            now = self.context.now()
             if run.status == RunStatus.CANCELLED or (
                 run.ended_at is not None and now - run.ended_at > timedelta(seconds=EXIT_AFTER_FINISH_S)
             ):
@@ -380,7 +290,7 @@ class Subagents:
 
         # Every live agent beats every second: waking every waiter of every node for it would cost
         # each of them a read per beat, for news nobody waits on (a lost runner is found by time).
-        return await self.engine.store.write(beat, wake=False)
+        return await self.store.write(beat, wake=False)
 
     async def exited(
         self,
@@ -398,8 +308,8 @@ class Subagents:
         0 completes the run with ``output``, anything else is a failed attempt (retried while
         attempts remain, unless ``retry`` is False: a launch that would fail the same way again).
         A run that waits keeps waiting without a process."""
-        self.engine.check_payload("output", output)
-        await self.engine.store.write(
+        self.context.check_payload("output", output)
+        await self.store.write(
             lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message, retry)
         )
 
@@ -419,7 +329,7 @@ class Subagents:
         if agent is None or agent.attempt != attempt or agent.state not in ACTIVE_AGENT_STATES:
             return  # a stale report: this attempt was already reaped
         run = self._run(tx, run_id)
-        now = self.engine.now()
+        now = self.context.now()
         agent = agent.model_copy(
             update={"exited_at": now, "exit_code": exit_code, "session_id": session_id or agent.session_id}
         )
@@ -435,7 +345,7 @@ class Subagents:
             state = AgentState.QUEUED  # its wait ended as it exited: resume it to see the result
             agent = agent.model_copy(update={"resume": True})
         elif clean:
-            self.engine.end_runs(tx, [run_id], RunStatus.COMPLETED, now, "run_completed", None, output=output)
+            transitions.end_runs(tx, now, [run_id], RunStatus.COMPLETED, "run_completed", None, output=output)
             state = AgentState.DONE
         else:
             agent = agent.model_copy(update={"failures": agent.failures + 1, "resume": True})
@@ -461,7 +371,7 @@ class Subagents:
             f"failure {agent.failures} of {agent.max_attempts} allowed" if retry else "not retried: it would fail again"
         )
         error["message"] = f"{error['message']} ({why})"
-        self.engine.end_runs(tx, [run.run_id], RunStatus.FAILED, now, "run_failed", {"error": error}, error=error)
+        transitions.end_runs(tx, now, [run.run_id], RunStatus.FAILED, "run_failed", {"error": error}, error=error)
         return None
 
     @staticmethod
@@ -490,41 +400,3 @@ _NO_PROCESS: dict[str, Any] = {
     "exited_at": None,
     "exit_code": None,
 }
-
-
-CWD_HINT = "give the path of an existing directory for the sub-agent to work in"
-
-
-def _directory(path: str) -> str:
-    """``path`` resolved to an existing directory; anything else is refused naming the cwd and why."""
-    if NUL in path:
-        raise InvalidInput(
-            f"cwd {path!r:.200} holds a NUL character (\\x00), which no path can; {CWD_HINT}", field="cwd"
-        )
-    try:
-        resolved = Path(path).expanduser().resolve(strict=True)
-    except RuntimeError as exc:  # Python 3.11 raises it for a symlink loop, and for ~user naming no user
-        problem = "is a symbolic link loop" if "loop" in str(exc) else "starts with ~ but names no home directory"
-        raise InvalidInput(f"cwd {path!r:.200} {problem}; {CWD_HINT}", field="cwd") from None
-    except FileNotFoundError:
-        raise InvalidInput(f"cwd {path!r:.200} is not an existing directory; {CWD_HINT}", field="cwd") from None
-    except OSError as exc:
-        raise InvalidInput(
-            f"cwd {path!r:.200} cannot be used: {_path_problem(path, exc)}; {CWD_HINT}", field="cwd"
-        ) from None
-    if not resolved.is_dir():
-        raise InvalidInput(f"cwd {path!r:.200} is not an existing directory; {CWD_HINT}", field="cwd")
-    return str(resolved)
-
-
-def _path_problem(path: str, exc: OSError) -> str:
-    """What is wrong with a path the file system refused, in words a caller can act on."""
-    if exc.errno == errno.ENAMETOOLONG:
-        longest = max(Path(path).parts, key=lambda part: len(os.fsencode(part)))
-        return (
-            f"too long for the file system (its longest component is {len(os.fsencode(longest))} bytes, "
-            f"the limit is usually 255; the whole path is {len(os.fsencode(path))} bytes, the limit is usually 4096)"
-        )
-    if exc.errno == errno.ELOOP:
-        return "it is a symbolic link loop"
-    return exc.strerror or str(exc)

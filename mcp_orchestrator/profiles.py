@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError, InvalidInput
+from .errors import ConfigError, InvalidInput
+from .models import Agent
 
 PLACEHOLDERS = frozenset(
     {"prompt", "task", "run_id", "attempt", "session_id", "mcp_config", "opencode_config", "cwd", "db"}
@@ -264,3 +266,13 @@ def load_agents_config(path: Path | None) -> AgentsConfig:
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors(include_url=False)]
         raise ConfigError(f"bad config file {path}: {'; '.join(problems)}") from exc
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A claimed sub-agent, ready for the supervisor to start."""
+
+    agent: Agent
+    profile: AgentProfile
+    prompt: str
+    use_session: bool  # launch with the profile's resume template and the harness's session id

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .engine import Engine
-from .models import CollectResult
-from .store.base import Transaction
+from ..models import CollectResult
+from ..store.base import Transaction
+from .context import Context
 
 BATCH = 500  # runs removed per transaction: a writer never waits long behind retention
 
 
-async def collect(engine: Engine, older_than: timedelta) -> CollectResult:
+async def collect(context: Context, older_than: timedelta) -> CollectResult:
     """Remove what ended more than ``older_than`` ago; returns what was removed."""
-    cutoff = engine.now() - older_than
+    cutoff = context.now() - older_than
     runs = 0
-    while batch := await engine.store.write(lambda tx: _remove_runs(tx, cutoff)):
+    while batch := await context.store.write(lambda tx: _remove_runs(tx, cutoff)):
         runs += batch
 
     def remove_the_rest(tx: Transaction) -> tuple[int, int]:
@@ -31,7 +31,7 @@ async def collect(engine: Engine, older_than: timedelta) -> CollectResult:
         events_before = cutoff if oldest_live is None else min(cutoff, oldest_live)
         return tx.delete_events_before(events_before), tx.delete_firings_before(cutoff)
 
-    events, firings = await engine.store.write(remove_the_rest)
+    events, firings = await context.store.write(remove_the_rest)
     return CollectResult(before=cutoff, runs=runs, events=events, firings=firings)
 
 

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .engine import Engine
-from .models import JournalEntry, Run, Step
-from .store.base import Transaction
+from ..models import JournalEntry, Run, Step
+from ..store.base import Transaction
+from .context import Context
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -56,21 +56,21 @@ def exporter_from_environment(environ: Mapping[str, str] | None = None) -> SpanE
     return OTLPSpanExporter()
 
 
-async def export_spans(engine: Engine, exporter: SpanExporter) -> int:
+async def export_spans(context: Context, exporter: SpanExporter) -> int:
     """Export the spans of what ended since the cursor; returns how many. On an export failure the
     cursor stays, and the same spans are sent again next time."""
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     sent = 0
     while True:
-        cursor = await engine.store.read(lambda tx: tx.get_cursor(CURSOR))
-        entries, spans = await engine.store.read(functools.partial(_spans_after, cursor=cursor))
+        cursor = await context.store.read(lambda tx: tx.get_cursor(CURSOR))
+        entries, spans = await context.store.read(functools.partial(_spans_after, cursor=cursor))
         if not entries:
             return sent
         if spans and await asyncio.to_thread(exporter.export, spans) != SpanExportResult.SUCCESS:
             log.warning("exporting %d span(s) failed; they are retried later", len(spans))
             return sent
-        await engine.store.write(functools.partial(_set_cursor, seq=entries[-1].seq))
+        await context.store.write(functools.partial(_set_cursor, seq=entries[-1].seq))
         sent += len(spans)
 
 

@@ -1,6 +1,6 @@
 """The runner: the small process that owns one attempt of one sub-agent.
 
-``python -m mcp_orchestrator.agents.runner SPEC.json``, started by the supervisor in a session of
+``python -m mcp_orchestrator.runner SPEC.json``, started by the supervisor in a session of
 its own. It starts the agent first (before importing anything heavy, so that queued-to-running
 is quick), in a new process group, with stdout and stderr appended to the run's log files; then
 it records the start in the store, heartbeats, kills the group when the run ends elsewhere
@@ -102,11 +102,11 @@ async def _attend(
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from ..config import Settings
-    from ..logs import tail_lines
-    from ..runtime import open_engine
-    from ..subagents import ExitHow
-    from .launch import group_alive, kill_group
+    from .agents.launch import group_alive, kill_group
+    from .config import Settings
+    from .logs import tail_lines
+    from .models import ExitHow
+    from .runtime import open_engine
 
     settings = Settings.load(db=spec["db"], config=spec["config"])
     run_id, attempt = spec["run_id"], spec["attempt"]

@@ -17,15 +17,15 @@ import builtins
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 from pydantic import ValidationError
 
-from .errors import InvalidInput, OrchestratorError, invalid_input_from
-from .ids import new_id
-from .models import (
+from .. import transitions
+from ..errors import InvalidInput, OrchestratorError, invalid_input_from
+from ..ids import new_id
+from ..models import (
     Firing,
     ListSchedulesInput,
     ListSchedulesResult,
@@ -40,10 +40,9 @@ from .models import (
     UnscheduleInput,
     UnscheduleResult,
 )
-from .store.base import Transaction
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from ..store.base import Transaction
+from .context import Context
+from .spawns import Spawns
 
 UPCOMING = 3  # due times shown ahead
 CATCH_UP_MAX = 100  # catch_up="all" fires at most this many missed due times
@@ -120,31 +119,33 @@ def upcoming(schedule: Schedule, after: datetime, count: int = UPCOMING) -> list
 class Schedules:
     """Creating, listing and firing schedules (see the module docstring)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, context: Context, spawns: Spawns) -> None:
+        self.context = context
+        self.store = context.store
+        self.spawns = spawns
 
     async def schedule(self, args: ScheduleInput) -> ScheduleResult:
         """Create or update the schedule ``args.name``; its action is checked now, not when it fires."""
         self._check(args)
-        return await self.engine.store.write(lambda tx: self._upsert(tx, args))
+        return await self.store.write(lambda tx: self._upsert(tx, args))
 
     def _check(self, args: ScheduleInput) -> None:
         zone(args.timezone)
         if args.cron is not None:
-            check_cron(args.cron, args.timezone, self.engine.now())
-        if args.at is not None and args.at < self.engine.now() - timedelta(seconds=PAST_AT_S):
+            check_cron(args.cron, args.timezone, self.context.now())
+        if args.at is not None and args.at < self.context.now() - timedelta(seconds=PAST_AT_S):
             raise InvalidInput(f"at: {args.at.isoformat()} is in the past; give a future time", at=args.at.isoformat())
         if isinstance(args.action, SpawnAction):
             spawn = _spawn_args(args.action).model_copy(update={"parent_run_id": None})  # checked when stored
-            self.engine.subagents.prepare(spawn, None, "check")
+            self.spawns.prepare(spawn, None, "check")
         else:
-            self.engine.check_payload("data", args.action.data)
+            self.context.check_payload("data", args.action.data)
 
     def _upsert(self, tx: Transaction, args: ScheduleInput) -> ScheduleResult:
         parent_run_id = args.action.parent_run_id if isinstance(args.action, SpawnAction) else None
         if parent_run_id is not None and tx.get_run(parent_run_id) is None:
             raise InvalidInput(f"parent_run_id {parent_run_id!r} names no run; pass an existing run's id")
-        now = self.engine.now()
+        now = self.context.now()
         existing = tx.get_schedule(args.name)
         timing = args.model_dump(include={"cron", "every_s", "at", "timezone"})
         same_timing = existing is not None and existing.model_dump(include=set(timing)) == timing
@@ -177,7 +178,7 @@ class Schedules:
         return [schedule.next_due, *upcoming(schedule, schedule.next_due, UPCOMING - 1)]
 
     async def list(self, args: ListSchedulesInput) -> ListSchedulesResult:
-        schedules = await self.engine.store.read(lambda tx: tx.list_schedules(args.enabled))
+        schedules = await self.store.read(lambda tx: tx.list_schedules(args.enabled))
         return ListSchedulesResult(
             schedules=[schedule.model_copy(update={"upcoming": self._ahead(schedule)}) for schedule in schedules]
         )
@@ -188,7 +189,7 @@ class Schedules:
             tx.delete_schedule(args.name)
             return UnscheduleResult(schedule=schedule)
 
-        return await self.engine.store.write(remove)
+        return await self.store.write(remove)
 
     async def set_enabled(self, name: str, enabled: bool) -> Schedule:
         """Pause or resume; a resumed schedule fires from the next due time on (nothing missed is made up)."""
@@ -197,7 +198,7 @@ class Schedules:
             schedule = self._get(tx, name)
             if schedule.enabled == enabled:
                 return schedule
-            now = self.engine.now()
+            now = self.context.now()
             update: dict[str, object] = {"enabled": enabled, "updated_at": now}
             if enabled and schedule.next_due is not None and schedule.next_due <= now:
                 update["next_due"] = next(due_times(schedule, now), None)
@@ -205,10 +206,10 @@ class Schedules:
             tx.save_schedule(changed)
             return changed.model_copy(update={"upcoming": self._ahead(changed)})
 
-        return await self.engine.store.write(change)
+        return await self.store.write(change)
 
     async def history(self, name: str, limit: int = 20) -> builtins.list[Firing]:  # list: the method above
-        return await self.engine.store.read(lambda tx: tx.list_firings(name, limit))
+        return await self.store.read(lambda tx: tx.list_firings(name, limit))
 
     @staticmethod
     def _get(tx: Transaction, name: str) -> Schedule:
@@ -221,7 +222,7 @@ class Schedules:
     # Firing: the supervisor's duty.
 
     async def next_due(self) -> datetime | None:
-        return await self.engine.store.read(lambda tx: tx.next_schedule_due())
+        return await self.store.read(lambda tx: tx.next_schedule_due())
 
     async def fire_due(self, grace_s: float) -> int:
         """Fire every due time that has come; returns how many firings were recorded.
@@ -230,15 +231,15 @@ class Schedules:
         schedule's catch_up policy; later ones fire (late) as they are.
         """
         fired = 0
-        while await self.engine.store.read(lambda tx: tx.due_schedules(self.engine.now(), 1)):
-            count = await self.engine.store.write(lambda tx: self._fire_batch(tx, grace_s))
+        while await self.store.read(lambda tx: tx.due_schedules(self.context.now(), 1)):
+            count = await self.store.write(lambda tx: self._fire_batch(tx, grace_s))
             fired += count
             if count == 0:
                 break
         return fired
 
     def _fire_batch(self, tx: Transaction, grace_s: float) -> int:
-        now = self.engine.now()
+        now = self.context.now()
         fired = 0
         for schedule in tx.due_schedules(now, FIRE_BATCH):
             dues, missed = _to_fire(schedule, now, grace_s)
@@ -268,9 +269,9 @@ class Schedules:
     def _send(
         self, tx: Transaction, schedule: Schedule, action: SendEventAction, due: datetime, now: datetime
     ) -> Firing:
-        event_id = f"schedule:{schedule.name}:{_iso(due)}"
+        event_id = f"schedule:{schedule.name}:{transitions.iso(due)}"
         event = SendEventInput(name=action.name, data=action.data, id=event_id)
-        self.engine.send_event_in(tx, event, event_id, "schedule")
+        transitions.send_event(tx, now, event, event_id, "schedule")
         return Firing(due_at=due, fired_at=now, outcome="sent", event_id=event_id)
 
     def _spawn(self, tx: Transaction, schedule: Schedule, action: SpawnAction, due: datetime, now: datetime) -> Firing:
@@ -282,16 +283,22 @@ class Schedules:
             detail = f"the previous firing's run {live.run_id} is still {live.status}"
             return Firing(due_at=due, fired_at=now, outcome="skipped", run_id=live.run_id, detail=detail)
         args = _spawn_args(action)
-        key = f"schedule:{schedule.name}:{_iso(due)}" if args.key is None else f"{args.key}:{_iso(due)}"
+        key = (
+            f"schedule:{schedule.name}:{transitions.iso(due)}"
+            if args.key is None
+            else f"{args.key}:{transitions.iso(due)}"
+        )
         labels = {**args.labels, "schedule": schedule.name[:200]}
         args = args.model_copy(update={"key": key, "labels": labels, "name": args.name or f"schedule:{schedule.name}"})
         parent = tx.get_run(args.parent_run_id) if args.parent_run_id else None
-        run_args, agent = self.engine.subagents.prepare(args, parent, new_id())  # raises before anything is written
-        spawned = self.engine.subagents.spawn_in(tx, run_args, agent)
+        run_args, agent = self.spawns.prepare(args, parent, new_id())  # raises before anything is written
+        spawned = transitions.queue_agent(tx, now, run_args, agent)
         if live is not None and schedule.overlap == "cancel_previous" and live.run_id != spawned.run.run_id:
-            reason = f"schedule {schedule.name!r} fired again ({_iso(due)}) with overlap=cancel_previous"
-            self.engine.cancel_in(tx, live, reason, now)
-        tx.append_journal(spawned.run.run_id, "scheduled", now, detail={"schedule": schedule.name, "due_at": _iso(due)})
+            reason = f"schedule {schedule.name!r} fired again ({transitions.iso(due)}) with overlap=cancel_previous"
+            transitions.cancel(tx, now, live, reason)
+        tx.append_journal(
+            spawned.run.run_id, "scheduled", now, detail={"schedule": schedule.name, "due_at": transitions.iso(due)}
+        )
         return Firing(due_at=due, fired_at=now, outcome="spawned", run_id=spawned.run.run_id)
 
 
@@ -326,7 +333,3 @@ def _to_fire(schedule: Schedule, now: datetime, grace_s: float) -> tuple[list[da
 
 def _spawn_args(action: SpawnAction) -> SpawnSubagentInput:
     return SpawnSubagentInput.model_validate(action.model_dump(exclude={"type"}))
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,335 @@
+"""State changes that run inside the caller's transaction, shared by the services.
+
+Every function here takes the open ``Transaction`` first and the time of the change second, reads
+what it needs through the transaction, writes and journals, and never commits: the service that
+opened the transaction decides when it ends. A service's own one-caller changes stay in that
+service; what more than one path needs (a run ending, a wait ending, an event arriving, a sub-agent
+being queued) lives here once, so every way in behaves alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal
+from .models import (
+    LIST_INDEX,
+    Agent,
+    Event,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    SendEventInput,
+    SendEventResult,
+    SpawnSubagentResult,
+    StartRunInput,
+    StartRunResult,
+    Step,
+    StepStatus,
+    Wait,
+)
+from .store.base import Transaction
+
+# Runs.
+
+
+def get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:
+    """The run, or RunNotFound naming the id."""
+    run = tx.get_run(run_id, payloads=payloads)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def awaited_runs(tx: Transaction, run_ids: list[str], *, settle: bool = False) -> list[Run]:
+    """The runs a fan-in waits for, looked at but not taken (see ``Transaction.peek_runs``)."""
+    runs = tx.peek_runs(run_ids, settle=settle)
+    for run_id, run in zip(run_ids, runs, strict=True):
+        if run is None:
+            raise RunNotFound(run_id)
+    return [run for run in runs if run is not None]
+
+
+def create_run(
+    tx: Transaction,
+    now: datetime,
+    args: StartRunInput,
+    run_id: str,
+    *,
+    workspace: str | None = None,
+    status: RunStatus = RunStatus.RUNNING,
+) -> StartRunResult:
+    """The run with ``args.key`` if there is one, else a new run in ``status`` (``workspace`` is
+    recorded when the caller names none)."""
+    if args.key is not None and (existing := tx.get_run_by_key(args.key)) is not None:
+        if existing.name != args.name:
+            raise KeyConflict(
+                f"key {args.key!r} already belongs to run {existing.run_id} named {existing.name!r}, "
+                f"not {args.name!r}; use another key, or the same name to get that run back",
+                key=args.key,
+                run_id=existing.run_id,
+            )
+        if expire_if_overdue(tx, now, existing) is not None:
+            existing = get_run(tx, existing.run_id)
+        return StartRunResult(run=existing, created=False, steps=tx.list_steps(existing.run_id))
+    if args.parent_run_id is not None and tx.get_run(args.parent_run_id) is None:
+        raise InvalidInput(
+            f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id or leave it out",
+            parent_run_id=args.parent_run_id,
+        )
+    run = Run(
+        run_id=run_id,
+        name=args.name,
+        key=args.key,
+        status=status,
+        input=args.input,
+        parent_run_id=args.parent_run_id,
+        labels=args.labels,
+        workspace=args.workspace or workspace,
+        retry=args.retry or RetryPolicy(),
+        deadline_at=after(now, args.timeout_s),
+        created_at=now,
+        updated_at=now,
+    )
+    tx.insert_run(run)
+    tx.insert_cancel_triggers(run_id, [(trigger.event, trigger.match or {}) for trigger in args.cancel_on])
+    detail = {"name": run.name, "key": run.key, "parent_run_id": run.parent_run_id}
+    tx.append_journal(run_id, "run_created", now, detail={k: v for k, v in detail.items() if v})
+    return StartRunResult(run=run, created=True, steps=[])
+
+
+def end_runs(
+    tx: Transaction,
+    now: datetime,
+    run_ids: list[str],
+    status: RunStatus,
+    kind: str,
+    detail: dict[str, Any] | None,
+    *,
+    output: Any = None,
+    error: Any = None,
+) -> None:
+    """Every way a run ends comes here: its waits end, its journal says why, and then the
+    fan-ins waiting for it are checked (so a journal reads cause before effect)."""
+    for run_id in run_ids:
+        for wait in tx.list_waits(run_id):  # it waits for nothing more; its wait steps stay as they were
+            tx.delete_wait(run_id, wait.step)
+    tx.set_runs_status(run_ids, status, now, output=output, error=error)
+    for run_id in run_ids:
+        tx.append_journal(run_id, kind, now, detail=detail)
+    for run_id in run_ids:
+        for waiter_id, wait in tx.waits_for(run_id):
+            if wait.kind == "runs" and tx.get_wait(waiter_id, wait.step) is not None:
+                settle_fan_in(tx, now, waiter_id, wait)
+
+
+def cancel(tx: Transaction, now: datetime, run: Run, reason: str) -> list[str]:
+    """Cancel the run (if live) and its live descendants; returns their ids."""
+    own = [] if run.status.terminal else [run.run_id]
+    descendants = tx.live_descendant_ids(run.run_id)
+    if own:
+        why = {"reason": reason}
+        end_runs(tx, now, own, RunStatus.CANCELLED, "run_cancelled", why, error=why)
+    if descendants:
+        inherited = {"reason": reason, "cancelled_with": run.run_id}
+        end_runs(tx, now, descendants, RunStatus.CANCELLED, "run_cancelled", inherited, error=inherited)
+    return own + descendants
+
+
+# Deadlines: enforced whenever a run is written or read, so no background process is needed for a
+# timed-out run to show as failed.
+
+
+def overdue(run: Run, now: datetime) -> bool:
+    return not run.status.terminal and run.deadline_at is not None and now >= run.deadline_at
+
+
+def expire_if_overdue(tx: Transaction, now: datetime, run: Run) -> OrchestratorError | None:
+    """Fail the run if its deadline has passed; returns the error its caller raises after the commit."""
+    if not overdue(run, now):
+        return None
+    deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
+    error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
+    end_runs(tx, now, [run.run_id], RunStatus.FAILED, "run_timed_out", {"deadline_at": deadline}, error=error)
+    return RunTerminal(run.run_id, RunStatus.FAILED, f"it timed out at its deadline, {deadline}")
+
+
+# Waits. A wait is a step: registered once, ended by the first matching event (or its timeout, or
+# its wake time), and from then on memoized like any completed step.
+
+WAIT_TOOLS = {"event": "wait_for_event", "sleep": "sleep", "runs": "wait_for_runs"}  # by wait kind
+
+
+def open_wait(tx: Transaction, wait: Wait, run_id: str) -> Wait | OrchestratorError | None:
+    """Register ``wait`` (made at ``wait.created_at``) for the run, unless its step already is that wait.
+
+    Returns the new wait, None for an existing one, or an error to raise after the commit.
+    """
+    run = get_run(tx, run_id, payloads=False)
+    step = tx.get_step(run.run_id, wait.step)
+    if step is not None and step.kind != wait.kind:
+        raise InvalidInput(
+            f"step {wait.step!r} of run {run.run_id} is a {step.kind} step, not a {wait.kind} wait; "
+            "give this wait a step name of its own",
+            run_id=run.run_id,
+            step=wait.step,
+        )
+    if step is not None and step.status == StepStatus.COMPLETED:
+        return None  # ended: its result is memoized
+    if run.status.terminal:
+        what = "its wait ended unanswered" if step is not None else "it takes no new waits"
+        raise RunTerminal(run.run_id, run.status, what)
+    if step is not None:
+        return None  # pending: pick it up
+    if (expired := expire_if_overdue(tx, wait.created_at, run)) is not None:
+        return expired
+    tx.save_step(
+        run.run_id,
+        Step(step=wait.step, kind=wait.kind, status=StepStatus.WAITING, attempt=1, started_at=wait.created_at),
+    )
+    tx.insert_wait(run.run_id, wait)
+    detail = wait.model_dump(mode="json", include={"kind", "events", "match", "until"}, exclude_defaults=True)
+    tx.append_journal(run.run_id, "waiting", wait.created_at, wait.step, detail=detail)
+    if run.status != RunStatus.WAITING:
+        tx.set_runs_status([run.run_id], RunStatus.WAITING, wait.created_at)
+    return wait
+
+
+def end_wait(
+    tx: Transaction, now: datetime, run_id: str, name: str, output: dict[str, Any], kind: str, detail: dict[str, Any]
+) -> None:
+    """The wait step ``name`` completes with ``output``; the run runs again once nothing else holds it."""
+    tx.delete_wait(run_id, name)
+    step = tx.get_step(run_id, name)
+    assert step is not None, "a wait always has its step"
+    done = step.model_copy(update={"status": StepStatus.COMPLETED, "output": output, "ended_at": now})
+    tx.save_step(run_id, done)
+    tx.append_journal(run_id, kind, now, name, detail=detail)
+    run = get_run(tx, run_id, payloads=False)
+    if run.status == RunStatus.WAITING and not tx.list_waits(run_id):
+        tx.set_runs_status([run_id], RunStatus.RUNNING, now)
+
+
+def receive(tx: Transaction, now: datetime, run_id: str, step: str, seq: int, event: Event) -> None:
+    """The event (journal sequence ``seq``) ends the run's wait ``step``, consumed by it alone."""
+    tx.consume_event(run_id, seq, step)
+    output = {"status": "received", "event": event.model_dump(mode="json")}
+    detail = {"event_id": event.event_id, "name": event.name, "source": event.source}
+    end_wait(tx, now, run_id, step, output, "event_received", detail)
+
+
+def settle_fan_in(tx: Transaction, now: datetime, waiter_id: str, wait: Wait, *, settle: bool = False) -> None:
+    """End the fan-in ``wait`` if the runs it awaits have ended (all of them, or any, by its mode)."""
+    runs = awaited_runs(tx, wait.events, settle=settle)
+    if fan_in_done(runs, wait.mode or "all"):
+        ended = [run.run_id for run in runs if run.status.terminal]
+        end_wait(tx, now, waiter_id, wait.step, {"status": "done", "ended": ended}, "runs_ended", {"ended": ended})
+
+
+def fire_due_waits(tx: Transaction, now: datetime) -> int:
+    """End every wait whose timeout or wake time has passed; returns how many."""
+    due = tx.due_waits(now)
+    for run_id, wait in due:
+        when = None if wait.until is None else iso(wait.until)
+        if wait.kind == "sleep":  # event and runs waits time out
+            end_wait(tx, now, run_id, wait.step, {"status": "done", "wake_at": when}, "woke", {})
+        else:
+            end_wait(tx, now, run_id, wait.step, {"status": "timed_out"}, "wait_timed_out", {"until": when})
+    return len(due)
+
+
+def fan_in_done(runs: list[Run], mode: str) -> bool:
+    ended = sum(run.status.terminal for run in runs)
+    return ended == len(runs) or (mode == "any" and ended > 0)
+
+
+# Events.
+
+
+def send_event(tx: Transaction, now: datetime, args: SendEventInput, event_id: str, source: str) -> SendEventResult:
+    """Store an event once (by id), end the pending waits it satisfies and cancel the runs it triggers."""
+    if tx.has_event(event_id):
+        return SendEventResult(event_id=event_id, deduplicated=True, woken_run_ids=[])
+    event = Event(event_id=event_id, name=args.name, data=args.data, source=source, received_at=now)
+    seq = tx.insert_event(event)
+    woken: list[str] = []
+    for run_id, wait in tx.waits_for(event.name):
+        # Within a run an event is consumed once, by the earliest wait it matches.
+        if wait.kind == "event" and run_id not in woken and matches(event, wait.match):
+            receive(tx, now, run_id, wait.step, seq, event)
+            woken.append(run_id)
+    cancelled: list[str] = []
+    for run_id, match in tx.cancel_triggers_for(event.name):
+        if run_id not in cancelled and matches(event, match):
+            reason = f"event {event.name!r} ({event.event_id}) arrived"
+            cancelled += cancel(tx, now, get_run(tx, run_id, payloads=False), reason)
+    return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken, cancelled_run_ids=cancelled)
+
+
+def matches(event: Event, match: dict[str, Any]) -> bool:
+    """Every dotted path of ``match`` (e.g. 'data.pr') leads to an equal value in the event.
+
+    Total: a wait stored before its match was checked (an odd path, a value too deep to compare)
+    matches nothing, so it can never make another caller's send_event fail."""
+    document = event.model_dump(mode="json")
+    try:
+        return all(_lookup(document, path) == (True, expected) for path, expected in match.items())
+    except (RecursionError, TypeError, ValueError, AttributeError):
+        return False
+
+
+def _lookup(document: Any, path: Any) -> tuple[bool, Any]:
+    """(True, the value at the dotted ``path``), or (False, None) when the path leads nowhere."""
+    if not isinstance(path, str):
+        return False, None
+    value = document
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and LIST_INDEX.fullmatch(part) and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+# Sub-agents.
+
+
+def queue_agent(tx: Transaction, now: datetime, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
+    """Write a prepared spawn: its run (queued), its process record and the journal; or return the
+    sub-agent that already has ``args.key``."""
+    started = create_run(tx, now, args, agent.run_id, status=RunStatus.QUEUED)
+    if not started.created:
+        return existing_agent(tx, started.run)
+    tx.save_agent(agent)
+    now = started.run.created_at
+    tx.append_journal(agent.run_id, "subagent_queued", now, detail={"agent": agent.profile, "cwd": agent.cwd})
+    if args.parent_run_id is not None:
+        tx.append_journal(args.parent_run_id, "subagent_spawned", now, detail={"run_id": agent.run_id})
+    return SpawnSubagentResult(run=started.run, created=True, process=agent)
+
+
+def existing_agent(tx: Transaction, run: Run) -> SpawnSubagentResult:
+    """The sub-agent behind ``run`` (found by its key); KeyConflict when the run is not a sub-agent."""
+    agent = tx.get_agent(run.run_id)
+    if agent is None:
+        raise KeyConflict(
+            f"key {run.key!r} already belongs to run {run.run_id}, which is not a sub-agent; use another key",
+            key=run.key,
+            run_id=run.run_id,
+        )
+    return SpawnSubagentResult(run=run, created=False, process=agent)
+
+
+# Time.
+
+
+def after(now: datetime, seconds: float | None) -> datetime | None:
+    return None if not seconds else now + timedelta(seconds=seconds)
+
+
+def iso(value: datetime) -> str:
+    """A time as the journal and the outputs write it: ISO 8601 in UTC, with a Z."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
