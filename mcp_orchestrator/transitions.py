@@ -161,7 +161,7 @@ def expire_if_overdue(tx: Transaction, now: datetime, run: Run) -> OrchestratorE
 WAIT_TOOLS = {"event": "wait_for_event", "sleep": "sleep", "runs": "wait_for_runs"}  # by wait kind
 
 
-def open_wait(tx: Transaction, wait: Wait, run_id: str) -> Wait | OrchestratorError | None:
+def open_wait(tx: Transaction, run_id: str, wait: Wait) -> Wait | OrchestratorError | None:
     """Register ``wait`` (made at ``wait.created_at``) for the run, unless its step already is that wait.
 
     Returns the new wait, None for an existing one, or an error to raise after the commit.
@@ -304,7 +304,6 @@ def queue_agent(tx: Transaction, now: datetime, args: StartRunInput, agent: Agen
     if not started.created:
         return existing_agent(tx, started.run)
     tx.save_agent(agent)
-    now = started.run.created_at
     tx.append_journal(agent.run_id, "subagent_queued", now, detail={"agent": agent.profile, "cwd": agent.cwd})
     if args.parent_run_id is not None:
         tx.append_journal(args.parent_run_id, "subagent_spawned", now, detail={"run_id": agent.run_id})

@@ -88,7 +88,7 @@ class Events:
         wait = Wait(
             step=args.step, kind="event", events=names, match=match, until=after(now, args.timeout_s), created_at=now
         )
-        opened = transitions.open_wait(tx, wait, args.run_id)
+        opened = transitions.open_wait(tx, args.run_id, wait)
         if isinstance(opened, Wait):
             for seq, event in tx.unconsumed_events(args.run_id, names, tx.events_after(args.run_id)):
                 if transitions.matches(event, match):  # it arrived before the wait: not missed
@@ -108,7 +108,7 @@ class Events:
     def _register_sleep(self, tx: Transaction, args: SleepInput) -> Wait | OrchestratorError | None:
         now = self.context.now()
         until = args.until or after(now, args.seconds) or now
-        opened = transitions.open_wait(tx, Wait(step=args.step, kind="sleep", until=until, created_at=now), args.run_id)
+        opened = transitions.open_wait(tx, args.run_id, Wait(step=args.step, kind="sleep", until=until, created_at=now))
         if isinstance(opened, Wait) and opened.until is not None and opened.until <= opened.created_at:
             done = {"status": "done", "wake_at": transitions.iso(opened.until)}
             transitions.end_wait(tx, now, args.run_id, args.step, done, "woke", {})
@@ -159,7 +159,7 @@ class Events:
         wait = Wait(
             step=name, kind="runs", events=ids, mode=args.mode, until=after(now, args.timeout_s), created_at=now
         )
-        opened = transitions.open_wait(tx, wait, run_id)
+        opened = transitions.open_wait(tx, run_id, wait)
         if isinstance(opened, Wait):  # settled: a run ending right now either sees the wait or is seen here
             transitions.settle_fan_in(tx, opened.created_at, run_id, opened, settle=True)
         return opened
