@@ -28,6 +28,12 @@ T = TypeVar("T")
 
 
 class Transaction(Protocol):
+    def lock(self, *names: str) -> None:
+        """Take the named locks, held until the transaction ends: a write transaction deciding on what
+        is not a row yet (a name nobody has used) takes turns with others deciding on the same names.
+        Where writers run at once (PostgreSQL) these are advisory locks, taken in a fixed order and
+        once each; where they take turns (SQLite), and in reads, there is nothing to take."""
+
     def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
         """``payloads=False`` leaves input, output and error out (None): cheaper on hot paths."""
 
@@ -170,8 +176,9 @@ class Transaction(Protocol):
     # Retention.
 
     def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
-        """Completed, failed or cancelled runs that ended before ``cutoff``, oldest first, except the
-        one holding the newest journal entry (so journal numbers never go back)."""
+        """Completed, failed or cancelled runs that ended before ``cutoff``, oldest first; where a deleted
+        newest row's number is taken again (SQLite), except the run holding the newest journal entry,
+        so journal numbers never go back."""
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         """Remove the runs with everything that is theirs: steps, journal, waits, labels, process record."""
@@ -179,8 +186,9 @@ class Transaction(Protocol):
     def oldest_live_run_created(self) -> datetime | None: ...
 
     def delete_events_before(self, cutoff: datetime) -> int:
-        """Remove events received before ``cutoff``, except the newest event of all (so event numbers
-        never go back: a run's events_after stays meaningful). Returns how many."""
+        """Remove events received before ``cutoff``; where a deleted newest row's number is taken again
+        (SQLite), except the newest event of all, so event numbers never go back and a run's
+        events_after stays meaningful. Returns how many."""
 
     def delete_firings_before(self, cutoff: datetime) -> int:
         """Remove schedule firings due before ``cutoff``; returns how many."""

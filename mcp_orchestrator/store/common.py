@@ -1,10 +1,13 @@
-"""What the SQLite and PostgreSQL stores share: the commits a process has seen, and payloads as JSON."""
+"""What the SQLite and PostgreSQL stores share besides their SQL: the commits a process has seen, the
+patience of their retries, and payloads as JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import random
+import time
 from typing import Any
 
 
@@ -31,6 +34,32 @@ class Changes:
         """Until the next commit is seen, or ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._next.wait(), timeout)
+
+
+class Patience:
+    """How long a store keeps trying what was refused for now (a lock held elsewhere, a conflict, a
+    lost connection), and the pauses between tries: random within a range (writers that collided do
+    not come back in step), the range doubling after each pause up to ``most`` (by default it stays)."""
+
+    def __init__(self, seconds: float, pauses: tuple[float, float], most: float | None = None) -> None:
+        self.deadline = time.monotonic() + seconds
+        self._low, self._high = pauses
+        self._most = self._high if most is None else most
+
+    def spent(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def at_least(self, pause: float) -> None:
+        """Pauses of at least about ``pause`` from now on."""
+        if self._high < pause:
+            self._low, self._high = self._low * pause / self._high, pause
+
+    def pause(self) -> float:
+        """The next pause, in seconds."""
+        pause = random.uniform(self._low, self._high)
+        grow = min(2.0, self._most / self._high)
+        self._low, self._high = self._low * grow, self._high * grow
+        return pause
 
 
 def dump_json(value: Any) -> str | None:

@@ -22,19 +22,20 @@ would read is what other processes see any more), wakes its waiters so blocked c
 error, and, when the database file itself went, empties its log into the file it holds open so the
 log left at the path cannot be applied to whatever file takes it. PostgreSQL has no such files and
 is unaffected.
+
+The statements are the shared ones of ``store.sql``; this module holds how SQLite spells them
+(``SQLITE``) and runs them (``SQLiteTransaction``, on the connection's own thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -42,22 +43,8 @@ from typing import Any, NamedTuple, TypeVar
 import aiosqlite
 
 from ..errors import StoreBusy, StoreError, StoreFileGone
-from ..models import (
-    LIVE_RUN_STATUSES,
-    Agent,
-    AgentState,
-    Event,
-    Firing,
-    JournalEntry,
-    Run,
-    RunFilter,
-    RunStatus,
-    Schedule,
-    Step,
-    Wait,
-)
-from .common import Changes
-from .common import dump_json as _dump
+from .common import Changes, Patience
+from .sql import Dialect, Row, SQLTransaction, Statements
 from .sqlite_schema import migrate
 
 T = TypeVar("T")
@@ -67,8 +54,6 @@ _MAX_BATCH = 128
 # How often a waiting process looks for other processes' commits, by how long nothing changed:
 # (quiet for at least this many seconds, look every this many seconds).
 _POLL_LADDER = ((5.0, 0.05), (0.5, 0.025), (0.0, 0.005))
-# Written out, not bound as parameters, so that a query can match the partial index runs_by_deadline.
-_LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
 _STOP: Any = object()  # queued by close(): the writer finishes what came before it
 # Whether the store's files are still at their paths is looked at before every commit, before a read
 # when the last look is older than this, and by a watch task this often.
@@ -87,493 +72,54 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def _ts(value: datetime | None) -> str | None:
+    """Times are stored as ISO 8601 text in UTC, to the microsecond: they sort as they compare."""
     return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-_RUN_COLUMNS = (
-    "run_id, name, key, status, input, output, error, parent_run_id, labels, workspace, retry, "
-    "deadline_at, created_at, ended_at"
+SQLITE = Dialect(
+    numbered=False,
+    arrays=False,
+    json_object="json_object",
+    embed_json="json({})",
+    as_text="{}",
+    empty_object="'{}'",
+    is_true="{} = 1",
+    step_order="rowid",
+    returning_seq="",
+    row_locks=False,  # one writer at a time: what a transaction read stays as it read it
+    index_hints=True,
+    reuses_numbers=True,
+    time=_ts,
+    read_time=datetime.fromisoformat,
+    flag=int,
 )
+_SQL = Statements(SQLITE, writable=True)
 
 
-def _run_document(payloads: str) -> str:
-    # SQLite builds each row's JSON document and pydantic parses it in one call: several times
-    # cheaper than converting columns in Python. updated_at is derived: every change to a run or
-    # its steps appends to the journal, so a checkpoint writes no run row at all.
-    return (
-        "SELECT json_object('run_id', run_id, 'name', name, 'key', key, 'status', status, "
-        f"{payloads}, 'parent_run_id', parent_run_id, 'labels', json(labels), "
-        "'workspace', workspace, 'retry', json(retry), 'deadline_at', deadline_at, "
-        "'created_at', created_at, 'ended_at', ended_at, 'updated_at', coalesce("
-        "(SELECT at FROM journal WHERE journal.run_id = runs.run_id ORDER BY seq DESC LIMIT 1), created_at)"
-        ") FROM runs"
-    )
-
-
-_SELECT_RUN = _run_document("'input', json(input), 'output', json(output), 'error', json(error)")
-_SELECT_RUN_LEAN = _run_document("'input', NULL, 'output', NULL, 'error', NULL")
-_STEP_COLUMNS = "step, kind, status, attempt, output, error, started_at, ended_at, retry_at"
-_SELECT_STEP = (
-    "SELECT json_object('step', step, 'kind', kind, 'status', status, 'attempt', attempt, 'output', json(output), "
-    "'error', json(error), 'started_at', started_at, 'ended_at', ended_at, 'retry_at', retry_at) FROM steps"
-)
-_SELECT_EVENT = (
-    "SELECT seq, json_object('event_id', event_id, 'name', name, 'data', json(data), 'source', source, "
-    "'received_at', received_at) FROM events"
-)
-_SELECT_WAIT = (
-    "SELECT run_id, json_object('step', step, 'kind', kind, 'events', json(names), 'match', json(match), 'mode', mode, "
-    "'until', until, 'created_at', created_at) FROM waits"
-)
-_SELECT_JOURNAL = (
-    "SELECT json_object('seq', seq, 'run_id', run_id, 'at', at, 'kind', kind, 'step', step, "
-    "'attempt', attempt, 'detail', json(coalesce(detail, '{}'))) FROM journal"
-)
-
-
-class SQLiteTransaction:
-    """Row reads and writes on a connection that is inside a transaction (see ``store.base``)."""
+class SQLiteTransaction(SQLTransaction):
+    """The shared statements on a sqlite3 connection inside a transaction, on its own thread."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(_SQL)
         self._conn = conn
 
-    def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
-        select = _SELECT_RUN if payloads else _SELECT_RUN_LEAN
-        row = self._conn.execute(f"{select} WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else Run.model_validate_json(row[0])
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, args).rowcount
 
-    def get_run_by_key(self, key: str) -> Run | None:
-        row = self._conn.execute(f"{_SELECT_RUN} WHERE key = ?", (key,)).fetchone()
-        return None if row is None else Run.model_validate_json(row[0])
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        return self._conn.execute(sql, args).fetchone()
 
-    def peek_runs(self, run_ids: Sequence[str], *, settle: bool = False) -> list[Run | None]:
-        return [self.get_run(run_id, payloads=False) for run_id in run_ids]  # writers take turns: nothing to settle
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(sql, args).fetchall()
 
-    def insert_run(self, run: Run) -> None:
-        self._conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}, events_after) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(seq), 0) FROM events))",
-            (
-                run.run_id,
-                run.name,
-                run.key,
-                run.status.value,
-                _dump(run.input),
-                _dump(run.output),
-                _dump(run.error),
-                run.parent_run_id,
-                _dump(run.labels),
-                run.workspace,
-                _dump(run.retry.model_dump()),
-                _ts(run.deadline_at),
-                _ts(run.created_at),
-                _ts(run.ended_at),
-            ),
-        )
-        self._conn.executemany(
-            "INSERT INTO run_labels (key, value, run_id) VALUES (?, ?, ?)",
-            [(key, value, run.run_id) for key, value in run.labels.items()],
-        )
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
 
-    def list_runs(self, query: RunFilter) -> list[Run]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.statuses:
-            clauses.append(f"status IN ({', '.join('?' * len(query.statuses))})")
-            params.extend(status.value for status in query.statuses)
-        for column, value in (
-            ("name", query.name),
-            ("parent_run_id", query.parent_run_id),
-            ("workspace", query.workspace),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if query.since is not None:
-            clauses.append("created_at >= ?")
-            params.append(_ts(query.since))
-        if query.before_run_id is not None:
-            clauses.append("run_id < ?")
-            params.append(query.before_run_id)
-        for key, value in query.labels:
-            if value is None:
-                clauses.append("EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.run_id AND l.key = ?)")
-                params.append(key)
-            else:
-                clauses.append(
-                    "EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.run_id AND l.key = ? AND l.value = ?)"
-                )
-                params.extend((key, value))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(
-            f"{_SELECT_RUN} {where} ORDER BY run_id DESC LIMIT ?", (*params, query.limit)
-        ).fetchall()
-        return [Run.model_validate_json(row[0]) for row in rows]
+    def _insert(self, sql: str, args: Sequence[Any]) -> int:
+        return int(self._conn.execute(sql, args).lastrowid or 0)
 
-    def list_children(self, run_id: str) -> list[Run]:
-        rows = self._conn.execute(f"{_SELECT_RUN} WHERE parent_run_id = ? ORDER BY run_id", (run_id,)).fetchall()
-        return [Run.model_validate_json(row[0]) for row in rows]
-
-    def live_descendant_ids(self, run_id: str) -> list[str]:
-        rows = self._conn.execute(
-            f"""
-            WITH RECURSIVE tree (run_id) AS (
-                SELECT run_id FROM runs WHERE parent_run_id = ?
-                UNION
-                SELECT runs.run_id FROM runs JOIN tree ON runs.parent_run_id = tree.run_id
-            )
-            SELECT runs.run_id FROM runs JOIN tree USING (run_id) WHERE runs.status IN {_LIVE} ORDER BY runs.run_id
-            """,
-            (run_id,),
-        ).fetchall()
-        return [row[0] for row in rows]
-
-    def overdue_run_ids(self, now: datetime) -> list[str]:
-        # The partial index runs_by_deadline holds only live runs with a deadline: this reads no other.
-        rows = self._conn.execute(
-            "SELECT run_id FROM runs INDEXED BY runs_by_deadline "
-            f"WHERE deadline_at IS NOT NULL AND status IN {_LIVE} AND deadline_at <= ?",
-            (_ts(now),),
-        ).fetchall()
-        return [row[0] for row in rows]
-
-    def set_runs_status(
-        self, run_ids: Sequence[str], status: RunStatus, at: datetime, *, output: Any = None, error: Any = None
-    ) -> None:
-        ended_at = _ts(at) if status.terminal else None
-        values = (status.value, _dump(output), _dump(error), ended_at)
-        self._conn.executemany(
-            "UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ? WHERE run_id = ?",
-            [(*values, run_id) for run_id in run_ids],
-        )
-
-    def restart_run(self, run_id: str, status: RunStatus, deadline_at: datetime | None) -> None:
-        self._conn.execute(
-            "UPDATE runs SET status = ?, output = NULL, error = NULL, ended_at = NULL, deadline_at = ? "
-            "WHERE run_id = ?",
-            (status.value, _ts(deadline_at), run_id),
-        )
-
-    def delete_step(self, run_id: str, step: str) -> None:
-        self._conn.execute("DELETE FROM steps WHERE run_id = ? AND step = ?", (run_id, step))
-
-    def get_step(self, run_id: str, step: str) -> Step | None:
-        row = self._conn.execute(f"{_SELECT_STEP} WHERE run_id = ? AND step = ?", (run_id, step)).fetchone()
-        return None if row is None else Step.model_validate_json(row[0])
-
-    def list_steps(self, run_id: str) -> list[Step]:
-        rows = self._conn.execute(f"{_SELECT_STEP} WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
-        return [Step.model_validate_json(row[0]) for row in rows]
-
-    def save_step(self, run_id: str, step: Step) -> None:
-        # An upsert, not INSERT OR REPLACE: the rowid (first-recorded order) must not change.
-        self._conn.execute(
-            f"""
-            INSERT INTO steps (run_id, {_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (run_id, step) DO UPDATE SET
-                kind = excluded.kind, status = excluded.status, attempt = excluded.attempt,
-                output = excluded.output, error = excluded.error, started_at = excluded.started_at,
-                ended_at = excluded.ended_at, retry_at = excluded.retry_at
-            """,
-            (
-                run_id,
-                step.step,
-                step.kind,
-                step.status.value,
-                step.attempt,
-                _dump(step.output),
-                _dump(step.error),
-                _ts(step.started_at),
-                _ts(step.ended_at),
-                _ts(step.retry_at),
-            ),
-        )
-
-    def append_journal(
-        self,
-        run_id: str,
-        kind: str,
-        at: datetime,
-        step: str | None = None,
-        attempt: int | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        self._conn.execute(
-            "INSERT INTO journal (run_id, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, _ts(at), kind, step, attempt, _dump(detail) if detail else None),
-        )
-
-    def read_journal(self, run_id: str, limit: int) -> list[JournalEntry]:
-        rows = self._conn.execute(
-            f"{_SELECT_JOURNAL} WHERE run_id = ? ORDER BY seq DESC LIMIT ?", (run_id, limit)
-        ).fetchall()
-        return [JournalEntry.model_validate_json(row[0]) for row in reversed(rows)]
-
-    # Events and waits.
-
-    def events_after(self, run_id: str) -> int:
-        row = self._conn.execute("SELECT events_after FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return 0 if row is None else row[0]
-
-    def insert_event(self, event: Event) -> int:
-        cursor = self._conn.execute(
-            "INSERT INTO events (event_id, name, data, source, received_at) VALUES (?, ?, ?, ?, ?)",
-            (event.event_id, event.name, _dump(event.data), event.source, _ts(event.received_at)),
-        )
-        return int(cursor.lastrowid or 0)
-
-    def has_event(self, event_id: str) -> bool:
-        return self._conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
-
-    def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
-        cursor = self._conn.execute(
-            f"{_SELECT_EVENT} WHERE name IN ({', '.join('?' * len(names))}) AND seq > ? AND NOT EXISTS "
-            "(SELECT 1 FROM consumed_events c WHERE c.run_id = ? AND c.event_seq = events.seq) ORDER BY seq",
-            (*names, after_seq, run_id),
-        )
-        for row in cursor:
-            yield row[0], Event.model_validate_json(row[1])
-
-    def consume_event(self, run_id: str, seq: int, step: str) -> None:
-        self._conn.execute(
-            "INSERT INTO consumed_events (run_id, event_seq, step) VALUES (?, ?, ?)", (run_id, seq, step)
-        )
-
-    def list_events(self, name: str | None, limit: int, before_seq: int | None = None) -> list[tuple[int, Event]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if name is not None:
-            clauses.append("name = ?")
-            params.append(name)
-        if before_seq is not None:
-            clauses.append("seq < ?")
-            params.append(before_seq)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(f"{_SELECT_EVENT} {where} ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
-        return [(row[0], Event.model_validate_json(row[1])) for row in rows]
-
-    def insert_wait(self, run_id: str, wait: Wait) -> None:
-        self._conn.execute(
-            "INSERT INTO waits (run_id, step, kind, names, match, mode, until, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                wait.step,
-                wait.kind,
-                _dump(wait.events),
-                _dump(wait.match),
-                wait.mode,
-                _ts(wait.until),
-                _ts(wait.created_at),
-            ),
-        )
-        self._conn.executemany(
-            "INSERT INTO wait_names (name, run_id, step) VALUES (?, ?, ?)",
-            [(name, run_id, wait.step) for name in dict.fromkeys(wait.events)],
-        )
-
-    def delete_wait(self, run_id: str, step: str) -> None:
-        self._conn.execute("DELETE FROM waits WHERE run_id = ? AND step = ?", (run_id, step))
-
-    def get_wait(self, run_id: str, step: str) -> Wait | None:
-        row = self._conn.execute(f"{_SELECT_WAIT} WHERE run_id = ? AND step = ?", (run_id, step)).fetchone()
-        return None if row is None else Wait.model_validate_json(row[1])
-
-    def list_waits(self, run_id: str) -> list[Wait]:
-        rows = self._conn.execute(f"{_SELECT_WAIT} WHERE run_id = ? ORDER BY created_at, step", (run_id,)).fetchall()
-        return [Wait.model_validate_json(row[1]) for row in rows]
-
-    def waits_for(self, name: str) -> list[tuple[str, Wait]]:
-        rows = self._conn.execute(
-            f"{_SELECT_WAIT} WHERE (run_id, step) IN (SELECT run_id, step FROM wait_names WHERE name = ?) "
-            "ORDER BY created_at, run_id, step",
-            (name,),
-        ).fetchall()
-        return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
-
-    def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
-        rows = self._conn.execute(
-            f"{_SELECT_WAIT} WHERE until IS NOT NULL AND until <= ? ORDER BY until", (_ts(now),)
-        ).fetchall()
-        return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
-
-    def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        self._conn.executemany(
-            "INSERT INTO cancel_triggers (run_id, name, match) VALUES (?, ?, ?)",
-            [(run_id, name, _dump(match)) for name, match in triggers],
-        )
-
-    def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
-        rows = self._conn.execute(
-            "SELECT t.run_id, t.match FROM cancel_triggers t JOIN runs USING (run_id) "
-            f"WHERE t.name = ? AND runs.status IN {_LIVE} ORDER BY t.run_id",
-            (name,),
-        ).fetchall()
-        return [(row[0], json.loads(row[1])) for row in rows]
-
-    def next_wake(self) -> datetime | None:
-        row = self._conn.execute("SELECT min(until) FROM waits WHERE until IS NOT NULL").fetchone()
-        return None if row[0] is None else datetime.fromisoformat(row[0])
-
-    # Sub-agents and leases.
-
-    def get_agent(self, run_id: str) -> Agent | None:
-        row = self._conn.execute("SELECT doc FROM agents WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else Agent.model_validate_json(row[0])
-
-    def save_agent(self, agent: Agent) -> None:
-        self._conn.execute(
-            "INSERT INTO agents (run_id, state, start_after, doc) VALUES (?, ?, ?, ?) ON CONFLICT (run_id) "
-            "DO UPDATE SET state = excluded.state, start_after = excluded.start_after, doc = excluded.doc",
-            (agent.run_id, agent.state.value, _ts(agent.start_after), agent.model_dump_json()),
-        )
-
-    def agents_in(self, states: Sequence[AgentState]) -> list[Agent]:
-        rows = self._conn.execute(
-            f"SELECT doc FROM agents WHERE state IN ({', '.join('?' * len(states))}) ORDER BY run_id",
-            [state.value for state in states],
-        ).fetchall()
-        return [Agent.model_validate_json(row[0]) for row in rows]
-
-    def startable_agents(self, now: datetime, limit: int) -> list[Agent]:
-        rows = self._conn.execute(
-            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
-            "WHERE ((a.state = 'queued' AND r.status IN ('queued', 'running')) "
-            "OR (a.state = 'idle' AND r.status = 'running')) "
-            "AND (a.start_after IS NULL OR a.start_after <= ?) ORDER BY a.run_id LIMIT ?",
-            (_ts(now), limit),
-        ).fetchall()
-        return [Agent.model_validate_json(row[0]) for row in rows]
-
-    def retired_agents(self) -> list[Agent]:
-        rows = self._conn.execute(
-            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
-            f"WHERE a.state IN ('queued', 'idle') AND r.status NOT IN {_LIVE} ORDER BY a.run_id"
-        ).fetchall()
-        return [Agent.model_validate_json(row[0]) for row in rows]
-
-    def next_agent_start(self) -> datetime | None:
-        row = self._conn.execute(
-            "SELECT min(a.start_after) FROM agents a JOIN runs r USING (run_id) "
-            f"WHERE a.state = 'queued' AND r.status IN {_LIVE}"
-        ).fetchone()
-        return None if row[0] is None else datetime.fromisoformat(row[0])
-
-    def get_lease(self, name: str) -> tuple[str, datetime] | None:
-        row = self._conn.execute("SELECT holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-        return None if row is None else (row[0], datetime.fromisoformat(row[1]))
-
-    def put_lease(self, name: str, holder: str, expires_at: datetime) -> None:
-        self._conn.execute(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-            (name, holder, _ts(expires_at)),
-        )
-
-    def delete_lease(self, name: str, holder: str) -> None:
-        self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
-
-    def journal_after(self, seq: int, kinds: Sequence[str], limit: int) -> list[JournalEntry]:
-        rows = self._conn.execute(
-            f"{_SELECT_JOURNAL} WHERE seq > ? AND kind IN ({', '.join('?' * len(kinds))}) ORDER BY seq LIMIT ?",
-            (seq, *kinds, limit),
-        ).fetchall()
-        return [JournalEntry.model_validate_json(row[0]) for row in rows]
-
-    def get_cursor(self, name: str) -> int:
-        row = self._conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def set_cursor(self, name: str, seq: int) -> None:
-        self._conn.execute(
-            "INSERT INTO cursors (name, seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
-            (name, seq),
-        )
-
-    # Retention.
-
-    def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
-        rows = self._conn.execute(
-            f"SELECT run_id FROM runs WHERE status NOT IN {_LIVE} AND ended_at < ? "
-            "AND run_id IS NOT (SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1) ORDER BY ended_at LIMIT ?",
-            (_ts(cutoff), limit),
-        ).fetchall()
-        return [row[0] for row in rows]
-
-    def delete_runs(self, run_ids: Sequence[str]) -> None:
-        self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(run_id,) for run_id in run_ids])
-
-    def oldest_live_run_created(self) -> datetime | None:
-        row = self._conn.execute(f"SELECT min(created_at) FROM runs WHERE status IN {_LIVE}").fetchone()
-        return None if row[0] is None else datetime.fromisoformat(row[0])
-
-    def delete_events_before(self, cutoff: datetime) -> int:
-        cursor = self._conn.execute(
-            "DELETE FROM events WHERE received_at < ? AND seq < (SELECT max(seq) FROM events)", (_ts(cutoff),)
-        )
-        return cursor.rowcount
-
-    def delete_firings_before(self, cutoff: datetime) -> int:
-        return self._conn.execute("DELETE FROM schedule_firings WHERE due_at < ?", (_ts(cutoff),)).rowcount
-
-    # Schedules.
-
-    def get_schedule(self, name: str) -> Schedule | None:
-        row = self._conn.execute("SELECT doc FROM schedules WHERE name = ?", (name,)).fetchone()
-        return None if row is None else Schedule.model_validate_json(row[0])
-
-    def save_schedule(self, schedule: Schedule) -> None:
-        self._conn.execute(
-            "INSERT INTO schedules (name, enabled, next_due, doc) VALUES (?, ?, ?, ?) ON CONFLICT (name) "
-            "DO UPDATE SET enabled = excluded.enabled, next_due = excluded.next_due, doc = excluded.doc",
-            (
-                schedule.name,
-                int(schedule.enabled),
-                _ts(schedule.next_due),
-                schedule.model_dump_json(exclude={"upcoming"}),
-            ),
-        )
-
-    def delete_schedule(self, name: str) -> None:
-        self._conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
-        self._conn.execute("DELETE FROM schedule_firings WHERE name = ?", (name,))
-
-    def list_schedules(self, enabled: bool | None) -> list[Schedule]:
-        where, params = ("", ()) if enabled is None else ("WHERE enabled = ?", (int(enabled),))
-        rows = self._conn.execute(f"SELECT doc FROM schedules {where} ORDER BY name", params).fetchall()
-        return [Schedule.model_validate_json(row[0]) for row in rows]
-
-    def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
-        rows = self._conn.execute(
-            "SELECT doc FROM schedules INDEXED BY schedules_due "
-            "WHERE enabled = 1 AND next_due IS NOT NULL AND next_due <= ? ORDER BY next_due LIMIT ?",
-            (_ts(now), limit),
-        ).fetchall()
-        return [Schedule.model_validate_json(row[0]) for row in rows]
-
-    def next_schedule_due(self) -> datetime | None:
-        row = self._conn.execute(
-            "SELECT min(next_due) FROM schedules INDEXED BY schedules_due WHERE enabled = 1 AND next_due IS NOT NULL"
-        ).fetchone()
-        return None if row[0] is None else datetime.fromisoformat(row[0])
-
-    def has_firing(self, name: str, due_at: datetime) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM schedule_firings WHERE name = ? AND due_at = ?", (name, _ts(due_at))
-        ).fetchone()
-        return row is not None
-
-    def insert_firing(self, name: str, firing: Firing) -> None:
-        self._conn.execute(
-            "INSERT INTO schedule_firings (name, due_at, doc) VALUES (?, ?, ?)",
-            (name, _ts(firing.due_at), firing.model_dump_json()),
-        )
-
-    def list_firings(self, name: str, limit: int) -> list[Firing]:
-        rows = self._conn.execute(
-            "SELECT doc FROM schedule_firings WHERE name = ? ORDER BY due_at DESC LIMIT ?", (name, limit)
-        ).fetchall()
-        return [Firing.model_validate_json(row[0]) for row in rows]
+    def lock(self, *names: str) -> None:
+        """Nothing to take: the writer is single, and other processes wait for the file's write lock."""
 
 
 class SQLiteStore:
@@ -805,15 +351,15 @@ class SQLiteStore:
 
     def _configure_writer(self, conn: sqlite3.Connection) -> None:
         self._configure(conn)
-        deadline = time.monotonic() + self._lock_wait_s
+        patience = Patience(self._lock_wait_s, (0.005, 0.05))
         while True:
             try:
                 (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
                 break
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not _is_busy(exc) or patience.spent():
                     raise
-                time.sleep(random.uniform(0.005, 0.05))
+                time.sleep(patience.pause())
         if mode.lower() != "wal":
             raise StoreError(f"the store {self.location} cannot use WAL mode (got {mode!r}); use a local disk")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -830,7 +376,7 @@ class SQLiteStore:
         fn: Callable[[SQLiteTransaction], T],
         before_commit: Callable[[], None] | None = None,
     ) -> T:
-        deadline = time.monotonic() + self._lock_wait_s
+        patience = Patience(self._lock_wait_s, (0.001, 0.02))
         while True:
             try:
                 conn.execute(begin)
@@ -845,9 +391,9 @@ class SQLiteStore:
                         conn.execute("ROLLBACK")
                     raise
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not _is_busy(exc) or patience.spent():
                     raise
-                time.sleep(random.uniform(0.001, 0.02))
+                time.sleep(patience.pause())
 
     def _run_batch(
         self, conn: sqlite3.Connection, fns: list[Callable[[SQLiteTransaction], Any]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import SchemaTooNew
+from .sql import SCHEMA_VERSION_IN_USE
 
 MIGRATIONS: list[list[str]] = [
     # 1: runs, their labels, steps and the journal.
@@ -186,7 +187,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def current_version(conn: sqlite3.Connection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-    (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    (version,) = conn.execute(SCHEMA_VERSION_IN_USE).fetchone()
     return int(version)
 
 

@@ -1,0 +1,653 @@
+"""The SQL both stores speak, written once.
+
+``SQLTransaction`` holds every statement of the ``Transaction`` protocol (see ``store.base``),
+written against a ``Dialect``: the few ways SQLite and PostgreSQL spell the same thing differently
+(placeholders, JSON documents, times, booleans, lists as parameters, row locks, index hints, the
+numbers a deleted row leaves). ``Statements`` builds the texts once per dialect, never per call, so
+the SQLite group-commit path pays nothing for the sharing. Each store subclasses the transaction
+with its driver: the methods that run a statement on its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from ..models import (
+    LIVE_RUN_STATUSES,
+    Agent,
+    AgentState,
+    Event,
+    Firing,
+    JournalEntry,
+    Run,
+    RunFilter,
+    RunStatus,
+    Schedule,
+    Step,
+    Wait,
+)
+from .common import dump_json as _dump
+
+Row: TypeAlias = Sequence[Any]
+
+# Written out, not bound as parameters, so that a query can match the partial index runs_by_deadline.
+LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
+_EVENTS_PAGE = 200  # unconsumed events are read a page at a time: the caller usually stops at the first
+_IN = "{in}"  # in a statement's template: the test that a column is one of a list of values
+SCHEMA_VERSION_IN_USE = "SELECT coalesce(max(version), 0) FROM schema_version"  # 0: a new database
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one database spells what the statements need."""
+
+    numbered: bool  # placeholders $1, $2 ... (PostgreSQL) rather than ? (SQLite)
+    arrays: bool  # a list is bound as one array parameter rather than as one ? per value
+    json_object: str  # the function that builds a JSON object from key, value pairs
+    embed_json: str  # how a column holding JSON text goes into a document as JSON ({} is the column)
+    as_text: str  # how a built document comes back as text ({} is the document)
+    empty_object: str  # the literal of an empty JSON object
+    is_true: str  # how a boolean column is tested ({} is the column)
+    step_order: str  # the column that keeps a run's steps in the order they were first recorded
+    returning_seq: str  # what an INSERT of an event adds to return its seq ("": the driver knows it)
+    row_locks: bool  # write transactions lock the rows they decide on (FOR UPDATE and its kin)
+    index_hints: bool  # queries name the partial index they rely on (INDEXED BY)
+    # The newest row's number is taken again once that row is deleted (SQLite's rowids without
+    # AUTOINCREMENT): retention then keeps the newest journal entry and event, so numbers never go back.
+    reuses_numbers: bool
+    time: Callable[[datetime | None], Any]  # a time as a parameter, as the column stores it
+    read_time: Callable[[Any], datetime]  # a time column's (not NULL) value as it comes back
+    flag: Callable[[bool], Any]  # a boolean as a parameter
+
+    def sql(self, text: str) -> str:
+        """``text``, written with ``?`` placeholders, in this dialect's."""
+        if not self.numbered:
+            return text
+        parts = text.split("?")
+        return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+    def in_list(self, count: int) -> str:
+        """What follows a column to test that it is one of ``count`` (text) values."""
+        return "= ANY(?::text[])" if self.arrays else f"IN ({', '.join('?' * count)})"
+
+    def values(self, items: Sequence[Any]) -> tuple[Any, ...]:
+        """The parameters ``in_list`` stands for."""
+        return (list(items),) if self.arrays else tuple(items)
+
+    def document(self, plain: str, embedded: str = "", **exprs: str) -> str:
+        """A JSON object the database builds from a row, as text: pydantic parses it in one call,
+        several times cheaper than converting columns in Python. ``plain`` columns go in as they
+        are, ``embedded`` ones (JSON text) as JSON, and each of ``exprs`` under its name."""
+        pairs = [(c, c) for c in plain.split()] + [(c, self.embed_json.format(c)) for c in embedded.split()]
+        body = ", ".join(f"'{key}', {value}" for key, value in [*pairs, *exprs.items()])
+        return self.as_text.format(f"{self.json_object}({body})")
+
+
+class Statements:
+    """Every statement's text in one dialect, built once; ``writable``: for write transactions, the
+    only ones that lock rows."""
+
+    def __init__(self, d: Dialect, *, writable: bool) -> None:
+        self.dialect = d
+        self._listed: dict[tuple[str, int], str] = {}
+        sql = d.sql
+
+        def lock(clause: str = "FOR NO KEY UPDATE") -> str:
+            return f" {clause}" if d.row_locks and writable else ""
+
+        def hint(index: str) -> str:
+            return f" INDEXED BY {index}" if d.index_hints else ""
+
+        def upsert(table: str, key: str, columns: str) -> str:
+            names = columns.split(", ")
+            updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in key.split(", "))
+            return sql(
+                f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(names))}) "
+                f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            )
+
+        # updated_at is derived: every change to a run or its steps appends to the journal, so a
+        # checkpoint writes no run row at all.
+        latest = "SELECT at FROM journal WHERE journal.run_id = runs.run_id ORDER BY seq DESC LIMIT 1"
+        updated_at = f"coalesce(({latest}), created_at)"
+        run_columns = "run_id name key status parent_run_id workspace deadline_at created_at ended_at"
+        run = d.document(run_columns, "input output error labels retry", updated_at=updated_at)
+        lean = d.document(run_columns, "labels retry", input="NULL", output="NULL", error="NULL", updated_at=updated_at)
+        journal = d.document(
+            "seq run_id at kind step attempt", detail=d.embed_json.format(f"coalesce(detail, {d.empty_object})")
+        )
+        step = d.document("step kind status attempt started_at ended_at retry_at", "output error")
+        wait = d.document("step kind mode until created_at", "match", events=d.embed_json.format("names"))
+        self.select_run, lean = f"SELECT {run} FROM runs", f"SELECT {lean} FROM runs"
+        self.select_journal, step = f"SELECT {journal} FROM journal", f"SELECT {step} FROM steps"
+        event = f"SELECT seq, {d.document('event_id name source received_at', 'data')} FROM events"
+        wait = f"SELECT run_id, {wait} FROM waits"
+
+        # Runs.
+        self.get_run = sql(f"{self.select_run} WHERE run_id = ?{lock()}")
+        self.get_run_lean = sql(f"{lean} WHERE run_id = ?{lock()}")
+        self.get_run_by_key = sql(f"{self.select_run} WHERE key = ?{lock()}")
+        # FOR SHARE waits for a transaction changing the run (and keeps others from changing it until
+        # this one ends) without blocking other readers.
+        self.peek_runs = f"{lean} WHERE run_id {_IN}"
+        self.peek_runs_settled = self.peek_runs + lock("FOR SHARE")
+        self.insert_run = sql(
+            "INSERT INTO runs (run_id, name, key, status, input, output, error, parent_run_id, labels, workspace, "
+            "retry, deadline_at, created_at, ended_at, events_after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(seq), 0) FROM events))"
+        )
+        self.insert_label = sql("INSERT INTO run_labels (key, value, run_id) VALUES (?, ?, ?)")
+        self.list_children = sql(f"{self.select_run} WHERE parent_run_id = ? ORDER BY run_id")
+        self.live_descendant_ids = sql(
+            f"""
+            WITH RECURSIVE tree (run_id) AS (
+                SELECT run_id FROM runs WHERE parent_run_id = ?
+                UNION
+                SELECT runs.run_id FROM runs JOIN tree ON runs.parent_run_id = tree.run_id
+            )
+            SELECT runs.run_id FROM runs JOIN tree USING (run_id) WHERE runs.status IN {LIVE} ORDER BY runs.run_id
+            {lock("FOR NO KEY UPDATE OF runs")}
+            """
+        )
+        # SQLite's partial index runs_by_deadline holds only live runs with a deadline: this reads no other.
+        self.overdue_run_ids = sql(
+            f"SELECT run_id FROM runs{hint('runs_by_deadline')} "
+            f"WHERE deadline_at IS NOT NULL AND status IN {LIVE} AND deadline_at <= ?"
+            + lock("FOR NO KEY UPDATE SKIP LOCKED")
+        )
+        self.set_run_status = sql("UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ? WHERE run_id = ?")
+        self.restart_run = sql(
+            "UPDATE runs SET status = ?, output = NULL, error = NULL, ended_at = NULL, deadline_at = ? WHERE run_id = ?"
+        )
+
+        # Steps and the journal.
+        self.get_step = sql(f"{step} WHERE run_id = ? AND step = ?")
+        self.delete_step = sql("DELETE FROM steps WHERE run_id = ? AND step = ?")
+        self.list_steps = sql(f"{step} WHERE run_id = ? ORDER BY {d.step_order}")
+        # An upsert, not a replace: the step's first-recorded order must not change.
+        self.save_step = upsert(
+            "steps",
+            "run_id, step",
+            "run_id, step, kind, status, attempt, output, error, started_at, ended_at, retry_at",
+        )
+        self.append_journal = sql(
+            "INSERT INTO journal (run_id, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self.read_journal = sql(f"{self.select_journal} WHERE run_id = ? ORDER BY seq DESC LIMIT ?")
+        self.journal_after = f"{self.select_journal} WHERE seq > ? AND kind {_IN} ORDER BY seq LIMIT ?"
+
+        # Events and waits.
+        self.events_after = sql("SELECT events_after FROM runs WHERE run_id = ?")
+        self.insert_event = sql(
+            "INSERT INTO events (event_id, name, data, source, received_at) VALUES (?, ?, ?, ?, ?)" + d.returning_seq
+        )
+        self.has_event = sql("SELECT 1 FROM events WHERE event_id = ?")
+        self.select_event = event
+        self.unconsumed_events = (
+            f"{event} WHERE name {_IN} AND seq > ? AND NOT EXISTS "
+            "(SELECT 1 FROM consumed_events c WHERE c.run_id = ? AND c.event_seq = events.seq) "
+            f"ORDER BY seq LIMIT {_EVENTS_PAGE}"
+        )
+        self.consume_event = sql("INSERT INTO consumed_events (run_id, event_seq, step) VALUES (?, ?, ?)")
+        self.insert_wait = sql(
+            "INSERT INTO waits (run_id, step, kind, names, match, mode, until, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self.insert_wait_name = sql("INSERT INTO wait_names (name, run_id, step) VALUES (?, ?, ?)")
+        self.delete_wait = sql("DELETE FROM waits WHERE run_id = ? AND step = ?")
+        self.get_wait = sql(f"{wait} WHERE run_id = ? AND step = ?")
+        self.list_waits = sql(f"{wait} WHERE run_id = ? ORDER BY created_at, step")
+        self.waits_for = sql(
+            f"{wait} WHERE (run_id, step) IN (SELECT run_id, step FROM wait_names WHERE name = ?) "
+            "ORDER BY created_at, run_id, step" + lock("FOR UPDATE")
+        )
+        self.due_waits = sql(
+            f"{wait} WHERE until IS NOT NULL AND until <= ? ORDER BY until" + lock("FOR UPDATE SKIP LOCKED")
+        )
+        self.insert_cancel_trigger = sql("INSERT INTO cancel_triggers (run_id, name, match) VALUES (?, ?, ?)")
+        self.cancel_triggers_for = sql(
+            "SELECT t.run_id, t.match FROM cancel_triggers t JOIN runs USING (run_id) "
+            f"WHERE t.name = ? AND runs.status IN {LIVE} ORDER BY t.run_id" + lock("FOR NO KEY UPDATE OF runs")
+        )
+        self.next_wake = "SELECT min(until) FROM waits WHERE until IS NOT NULL"
+
+        # Sub-agents, leases and cursors.
+        self.get_agent = sql(f"SELECT doc FROM agents WHERE run_id = ?{lock()}")
+        self.save_agent = upsert("agents", "run_id", "run_id, state, start_after, doc")
+        self.agents_in = f"SELECT doc FROM agents WHERE state {_IN} ORDER BY run_id"
+        # In a write transaction the rows are locked as they are read, skipping any that another
+        # transaction holds right now (a cancel, say): a claim never waits for them.
+        self.startable_agents = sql(
+            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
+            "WHERE ((a.state = 'queued' AND r.status IN ('queued', 'running')) "
+            "OR (a.state = 'idle' AND r.status = 'running')) "
+            "AND (a.start_after IS NULL OR a.start_after <= ?) ORDER BY a.run_id LIMIT ?"
+            + lock("FOR NO KEY UPDATE OF a SKIP LOCKED")
+        )
+        self.retired_agents = (
+            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
+            f"WHERE a.state IN ('queued', 'idle') AND r.status NOT IN {LIVE} ORDER BY a.run_id"
+        )
+        self.next_agent_start = (
+            "SELECT min(a.start_after) FROM agents a JOIN runs r USING (run_id) "
+            f"WHERE a.state = 'queued' AND r.status IN {LIVE}"
+        )
+        self.get_lease = sql("SELECT holder, expires_at FROM leases WHERE name = ?")
+        self.put_lease = upsert("leases", "name", "name, holder, expires_at")
+        self.delete_lease = sql("DELETE FROM leases WHERE name = ? AND holder = ?")
+        self.get_cursor = sql("SELECT seq FROM cursors WHERE name = ?")
+        self.set_cursor = upsert("cursors", "name", "name, seq")
+
+        # Retention.
+        newest_journal = (
+            " AND run_id IS NOT (SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1)" if d.reuses_numbers else ""
+        )
+        self.ended_runs_before = sql(
+            f"SELECT run_id FROM runs WHERE status NOT IN {LIVE} AND ended_at < ?{newest_journal} "
+            "ORDER BY ended_at LIMIT ?" + lock("FOR UPDATE SKIP LOCKED")
+        )
+        self.delete_runs = f"DELETE FROM runs WHERE run_id {_IN}"
+        self.oldest_live_run_created = f"SELECT min(created_at) FROM runs WHERE status IN {LIVE}"
+        newest_event = " AND seq < (SELECT max(seq) FROM events)" if d.reuses_numbers else ""
+        self.delete_events_before = sql(f"DELETE FROM events WHERE received_at < ?{newest_event}")
+        self.delete_firings_before = sql("DELETE FROM schedule_firings WHERE due_at < ?")
+
+        # Schedules.
+        enabled = d.is_true.format("enabled")
+        self.get_schedule = sql(f"SELECT doc FROM schedules WHERE name = ?{lock()}")
+        self.save_schedule = upsert("schedules", "name", "name, enabled, next_due, doc")
+        self.delete_schedule = sql("DELETE FROM schedules WHERE name = ?")
+        self.delete_firings = sql("DELETE FROM schedule_firings WHERE name = ?")
+        self.list_schedules = "SELECT doc FROM schedules ORDER BY name"
+        self.list_schedules_enabled = sql("SELECT doc FROM schedules WHERE enabled = ? ORDER BY name")
+        self.due_schedules = sql(
+            f"SELECT doc FROM schedules{hint('schedules_due')} "
+            f"WHERE {enabled} AND next_due IS NOT NULL AND next_due <= ? ORDER BY next_due LIMIT ?"
+            + lock("FOR NO KEY UPDATE SKIP LOCKED")
+        )
+        self.next_schedule_due = (
+            f"SELECT min(next_due) FROM schedules{hint('schedules_due')} WHERE {enabled} AND next_due IS NOT NULL"
+        )
+        self.has_firing = sql("SELECT 1 FROM schedule_firings WHERE name = ? AND due_at = ?")
+        self.insert_firing = sql("INSERT INTO schedule_firings (name, due_at, doc) VALUES (?, ?, ?)")
+        self.list_firings = sql("SELECT doc FROM schedule_firings WHERE name = ? ORDER BY due_at DESC LIMIT ?")
+
+    def listed(self, template: str, count: int) -> str:
+        """``template`` with its ``{in}`` testing for one of ``count`` values; built once per count
+        (once for all where lists are arrays)."""
+        key = (template, 0 if self.dialect.arrays else count)
+        text = self._listed.get(key)
+        if text is None:
+            text = self._listed[key] = self.dialect.sql(template.replace(_IN, self.dialect.in_list(count)))
+        return text
+
+
+class SQLTransaction(ABC):
+    """Row reads and writes inside one transaction (see ``store.base``), each statement run through
+    the store's driver: the abstract methods below, over the store's own connection."""
+
+    def __init__(self, sql: Statements) -> None:
+        self._sql = sql
+        self._d = sql.dialect
+
+    # The driver.
+
+    @abstractmethod
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Run a statement; returns how many rows it changed."""
+
+    @abstractmethod
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, None if it has none."""
+
+    @abstractmethod
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+    @abstractmethod
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run a statement once for each of ``rows`` (none: nothing)."""
+
+    @abstractmethod
+    def _insert(self, sql: str, args: Sequence[Any]) -> int:
+        """Run an INSERT into a numbered table; returns the new row's number."""
+
+    def _value(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self._one(sql, args)
+        return None if row is None else row[0]
+
+    def _time(self, sql: str) -> datetime | None:
+        value = self._value(sql)
+        return None if value is None else self._d.read_time(value)
+
+    @abstractmethod
+    def lock(self, *names: str) -> None:
+        """Take the named locks until the transaction ends (see ``store.base``)."""
+
+    # Runs.
+
+    def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
+        document = self._value(self._sql.get_run if payloads else self._sql.get_run_lean, (run_id,))
+        return None if document is None else Run.model_validate_json(document)
+
+    def get_run_by_key(self, key: str) -> Run | None:
+        document = self._value(self._sql.get_run_by_key, (key,))
+        return None if document is None else Run.model_validate_json(document)
+
+    def peek_runs(self, run_ids: Sequence[str], *, settle: bool = False) -> list[Run | None]:
+        if not run_ids:
+            return []
+        query = self._sql.listed(self._sql.peek_runs_settled if settle else self._sql.peek_runs, len(run_ids))
+        found = {
+            run.run_id: run
+            for run in (Run.model_validate_json(row[0]) for row in self._all(query, self._d.values(run_ids)))
+        }
+        return [found.get(run_id) for run_id in run_ids]
+
+    def insert_run(self, run: Run) -> None:
+        time = self._d.time
+        self._run(
+            self._sql.insert_run,
+            (
+                run.run_id,
+                run.name,
+                run.key,
+                run.status.value,
+                _dump(run.input),
+                _dump(run.output),
+                _dump(run.error),
+                run.parent_run_id,
+                _dump(run.labels),
+                run.workspace,
+                _dump(run.retry.model_dump()),
+                time(run.deadline_at),
+                time(run.created_at),
+                time(run.ended_at),
+            ),
+        )
+        self._many(self._sql.insert_label, [(key, value, run.run_id) for key, value in run.labels.items()])
+
+    def list_runs(self, query: RunFilter) -> list[Run]:
+        since = None if query.since is None else self._d.time(query.since)
+        tests = [
+            ("name = ?", query.name),
+            ("parent_run_id = ?", query.parent_run_id),
+            ("workspace = ?", query.workspace),
+            ("created_at >= ?", since),
+            ("run_id < ?", query.before_run_id),
+        ]
+        clauses = [clause for clause, value in tests if value is not None]
+        params: list[Any] = [value for _, value in tests if value is not None]
+        if query.statuses:
+            clauses.append(f"status {self._d.in_list(len(query.statuses))}")
+            params.extend(self._d.values([status.value for status in query.statuses]))
+        for key, value in query.labels:
+            same = "" if value is None else " AND l.value = ?"
+            clauses.append(f"EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.run_id AND l.key = ?{same})")
+            params.extend([key] if value is None else [key, value])
+        query_text = self._d.sql(f"{self._sql.select_run} {_where(clauses)} ORDER BY run_id DESC LIMIT ?")
+        return [Run.model_validate_json(row[0]) for row in self._all(query_text, (*params, query.limit))]
+
+    def list_children(self, run_id: str) -> list[Run]:
+        return [Run.model_validate_json(row[0]) for row in self._all(self._sql.list_children, (run_id,))]
+
+    def live_descendant_ids(self, run_id: str) -> list[str]:
+        return [row[0] for row in self._all(self._sql.live_descendant_ids, (run_id,))]
+
+    def overdue_run_ids(self, now: datetime) -> list[str]:
+        return [row[0] for row in self._all(self._sql.overdue_run_ids, (self._d.time(now),))]
+
+    def set_runs_status(
+        self, run_ids: Sequence[str], status: RunStatus, at: datetime, *, output: Any = None, error: Any = None
+    ) -> None:
+        values = (status.value, _dump(output), _dump(error), self._d.time(at) if status.terminal else None)
+        self._many(self._sql.set_run_status, [(*values, run_id) for run_id in run_ids])
+
+    def restart_run(self, run_id: str, status: RunStatus, deadline_at: datetime | None) -> None:
+        self._run(self._sql.restart_run, (status.value, self._d.time(deadline_at), run_id))
+
+    # Steps and the journal.
+
+    def get_step(self, run_id: str, step: str) -> Step | None:
+        document = self._value(self._sql.get_step, (run_id, step))
+        return None if document is None else Step.model_validate_json(document)
+
+    def delete_step(self, run_id: str, step: str) -> None:
+        self._run(self._sql.delete_step, (run_id, step))
+
+    def list_steps(self, run_id: str) -> list[Step]:
+        return [Step.model_validate_json(row[0]) for row in self._all(self._sql.list_steps, (run_id,))]
+
+    def save_step(self, run_id: str, step: Step) -> None:
+        time = self._d.time
+        self._run(
+            self._sql.save_step,
+            (
+                run_id,
+                step.step,
+                step.kind,
+                step.status.value,
+                step.attempt,
+                _dump(step.output),
+                _dump(step.error),
+                time(step.started_at),
+                time(step.ended_at),
+                time(step.retry_at),
+            ),
+        )
+
+    def append_journal(
+        self,
+        run_id: str,
+        kind: str,
+        at: datetime,
+        step: str | None = None,
+        attempt: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        args = (run_id, self._d.time(at), kind, step, attempt, _dump(detail) if detail else None)
+        self._run(self._sql.append_journal, args)
+
+    def read_journal(self, run_id: str, limit: int) -> list[JournalEntry]:
+        rows = self._all(self._sql.read_journal, (run_id, limit))
+        return [JournalEntry.model_validate_json(row[0]) for row in reversed(rows)]
+
+    def journal_after(self, seq: int, kinds: Sequence[str], limit: int) -> list[JournalEntry]:
+        rows = self._all(self._sql.listed(self._sql.journal_after, len(kinds)), (seq, *self._d.values(kinds), limit))
+        return [JournalEntry.model_validate_json(row[0]) for row in rows]
+
+    # Events and waits.
+
+    def events_after(self, run_id: str) -> int:
+        value = self._value(self._sql.events_after, (run_id,))
+        return 0 if value is None else int(value)
+
+    def insert_event(self, event: Event) -> int:
+        args = (event.event_id, event.name, _dump(event.data), event.source, self._d.time(event.received_at))
+        return self._insert(self._sql.insert_event, args)
+
+    def has_event(self, event_id: str) -> bool:
+        return self._one(self._sql.has_event, (event_id,)) is not None
+
+    def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
+        # A wait about to be registered and an event being sent take the same name locks, so that
+        # one of them always sees the other (see waits_for).
+        self.lock(*names)
+        query, listed = self._sql.listed(self._sql.unconsumed_events, len(names)), self._d.values(names)
+        while True:
+            rows = self._all(query, (*listed, after_seq, run_id))
+            for row in rows:
+                yield row[0], Event.model_validate_json(row[1])
+            if len(rows) < _EVENTS_PAGE:
+                return
+            after_seq = rows[-1][0]
+
+    def consume_event(self, run_id: str, seq: int, step: str) -> None:
+        self._run(self._sql.consume_event, (run_id, seq, step))
+
+    def list_events(self, name: str | None, limit: int, before_seq: int | None = None) -> list[tuple[int, Event]]:
+        tests = [
+            (clause, value) for clause, value in (("name = ?", name), ("seq < ?", before_seq)) if value is not None
+        ]
+        query = self._d.sql(f"{self._sql.select_event} {_where([c for c, _ in tests])} ORDER BY seq DESC LIMIT ?")
+        rows = self._all(query, (*(value for _, value in tests), limit))
+        return [(row[0], Event.model_validate_json(row[1])) for row in rows]
+
+    def insert_wait(self, run_id: str, wait: Wait) -> None:
+        time = self._d.time
+        self._run(
+            self._sql.insert_wait,
+            (
+                run_id,
+                wait.step,
+                wait.kind,
+                _dump(wait.events),
+                _dump(wait.match),
+                wait.mode,
+                time(wait.until),
+                time(wait.created_at),
+            ),
+        )
+        self._many(self._sql.insert_wait_name, [(name, run_id, wait.step) for name in dict.fromkeys(wait.events)])
+
+    def delete_wait(self, run_id: str, step: str) -> None:
+        self._run(self._sql.delete_wait, (run_id, step))
+
+    def get_wait(self, run_id: str, step: str) -> Wait | None:
+        row = self._one(self._sql.get_wait, (run_id, step))
+        return None if row is None else Wait.model_validate_json(row[1])
+
+    def list_waits(self, run_id: str) -> list[Wait]:
+        return [Wait.model_validate_json(row[1]) for row in self._all(self._sql.list_waits, (run_id,))]
+
+    def waits_for(self, name: str) -> list[tuple[str, Wait]]:
+        self.lock(name)
+        return [(row[0], Wait.model_validate_json(row[1])) for row in self._all(self._sql.waits_for, (name,))]
+
+    def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
+        rows = self._all(self._sql.due_waits, (self._d.time(now),))
+        return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
+
+    def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        self._many(self._sql.insert_cancel_trigger, [(run_id, name, _dump(match)) for name, match in triggers])
+
+    def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(row[0], json.loads(row[1])) for row in self._all(self._sql.cancel_triggers_for, (name,))]
+
+    def next_wake(self) -> datetime | None:
+        return self._time(self._sql.next_wake)
+
+    # Sub-agents, leases and cursors.
+
+    def get_agent(self, run_id: str) -> Agent | None:
+        doc = self._value(self._sql.get_agent, (run_id,))
+        return None if doc is None else Agent.model_validate_json(doc)
+
+    def save_agent(self, agent: Agent) -> None:
+        args = (agent.run_id, agent.state.value, self._d.time(agent.start_after), agent.model_dump_json())
+        self._run(self._sql.save_agent, args)
+
+    def agents_in(self, states: Sequence[AgentState]) -> list[Agent]:
+        self.lock("agent-limits")  # claims count what is active: they take turns
+        query = self._sql.listed(self._sql.agents_in, len(states))
+        return [
+            Agent.model_validate_json(row[0]) for row in self._all(query, self._d.values([s.value for s in states]))
+        ]
+
+    def startable_agents(self, now: datetime, limit: int) -> list[Agent]:
+        self.lock("agent-limits")
+        rows = self._all(self._sql.startable_agents, (self._d.time(now), limit))
+        return [Agent.model_validate_json(row[0]) for row in rows]
+
+    def retired_agents(self) -> list[Agent]:
+        self.lock("agent-limits")
+        return [Agent.model_validate_json(row[0]) for row in self._all(self._sql.retired_agents)]
+
+    def next_agent_start(self) -> datetime | None:
+        return self._time(self._sql.next_agent_start)
+
+    def get_lease(self, name: str) -> tuple[str, datetime] | None:
+        self.lock(f"lease:{name}")  # the row may not exist yet: two takers must take turns
+        row = self._one(self._sql.get_lease, (name,))
+        return None if row is None else (row[0], self._d.read_time(row[1]))
+
+    def put_lease(self, name: str, holder: str, expires_at: datetime) -> None:
+        self._run(self._sql.put_lease, (name, holder, self._d.time(expires_at)))
+
+    def delete_lease(self, name: str, holder: str) -> None:
+        self._run(self._sql.delete_lease, (name, holder))
+
+    def get_cursor(self, name: str) -> int:
+        self.lock(f"cursor:{name}")
+        value = self._value(self._sql.get_cursor, (name,))
+        return 0 if value is None else int(value)
+
+    def set_cursor(self, name: str, seq: int) -> None:
+        self._run(self._sql.set_cursor, (name, seq))
+
+    # Retention.
+
+    def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
+        return [row[0] for row in self._all(self._sql.ended_runs_before, (self._d.time(cutoff), limit))]
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        if run_ids:
+            self._run(self._sql.listed(self._sql.delete_runs, len(run_ids)), self._d.values(run_ids))
+
+    def oldest_live_run_created(self) -> datetime | None:
+        return self._time(self._sql.oldest_live_run_created)
+
+    def delete_events_before(self, cutoff: datetime) -> int:
+        return self._run(self._sql.delete_events_before, (self._d.time(cutoff),))
+
+    def delete_firings_before(self, cutoff: datetime) -> int:
+        return self._run(self._sql.delete_firings_before, (self._d.time(cutoff),))
+
+    # Schedules.
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        self.lock(f"schedule:{name}")  # a new name is not a row yet
+        doc = self._value(self._sql.get_schedule, (name,))
+        return None if doc is None else Schedule.model_validate_json(doc)
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        doc = schedule.model_dump_json(exclude={"upcoming"})
+        self._run(
+            self._sql.save_schedule,
+            (schedule.name, self._d.flag(schedule.enabled), self._d.time(schedule.next_due), doc),
+        )
+
+    def delete_schedule(self, name: str) -> None:
+        self._run(self._sql.delete_schedule, (name,))
+        self._run(self._sql.delete_firings, (name,))
+
+    def list_schedules(self, enabled: bool | None) -> list[Schedule]:
+        if enabled is None:
+            rows = self._all(self._sql.list_schedules)
+        else:
+            rows = self._all(self._sql.list_schedules_enabled, (self._d.flag(enabled),))
+        return [Schedule.model_validate_json(row[0]) for row in rows]
+
+    def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        rows = self._all(self._sql.due_schedules, (self._d.time(now), limit))
+        return [Schedule.model_validate_json(row[0]) for row in rows]
+
+    def next_schedule_due(self) -> datetime | None:
+        return self._time(self._sql.next_schedule_due)
+
+    def has_firing(self, name: str, due_at: datetime) -> bool:
+        return self._one(self._sql.has_firing, (name, self._d.time(due_at))) is not None
+
+    def insert_firing(self, name: str, firing: Firing) -> None:
+        self._run(self._sql.insert_firing, (name, self._d.time(firing.due_at), firing.model_dump_json()))
+
+    def list_firings(self, name: str, limit: int) -> list[Firing]:
+        return [Firing.model_validate_json(row[0]) for row in self._all(self._sql.list_firings, (name, limit))]
+
+
+def _where(clauses: list[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
