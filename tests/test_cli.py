@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_orchestrator import cli as cli_module
 from mcp_orchestrator.cli import main
+from mcp_orchestrator.cli import runs as cli_module
 from mcp_orchestrator.models import (
     CancelRunInput,
     CheckpointInput,

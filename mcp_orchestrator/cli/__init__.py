@@ -1,0 +1,100 @@
+"""The terminal face: serve the MCP server, and see and steer runs from a shell.
+
+Every command parses its arguments, calls the engine and renders: a table for people, JSON with
+``--json`` for scripts. Its options come from the same input models as the MCP tools (``options``),
+so they validate alike. Errors print ``code: message`` on stderr and exit 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .. import __version__
+from ..config import (
+    ENV_CONFIG,
+    ENV_DB,
+    ENV_MAX_PAYLOAD,
+    ENV_NODE,
+    ENV_SYNCHRONOUS,
+    ENV_WEBHOOK_SECRET,
+    Settings,
+    default_config_path,
+    default_db_path,
+)
+from ..errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
+from . import agents, events, retention, runs, schedules, serve
+from .render import printable_std_streams
+
+DESCRIPTION = f"""\
+Durable orchestration for coding agents, served over MCP.
+
+Runs, their checkpointed steps and their journal live in one store that every mcp-orchestrator
+process sharing it uses: MCP servers started by Claude Code or OpenCode, the HTTP server, and these
+commands. The store is a SQLite file (one machine), or a PostgreSQL database given as a
+postgresql://user:password@host:port/database URL (several machines, each a node).
+
+environment:
+  {ENV_DB}   store location (default: {default_db_path()})
+  {ENV_MAX_PAYLOAD}   largest JSON input/output/error, bytes (default 1048576)
+  {ENV_SYNCHRONOUS}   full (default: survives power loss) or normal
+  {ENV_WEBHOOK_SECRET}   secret for HMAC-signed POST /events (GitHub webhooks)
+  {ENV_CONFIG}   agent profiles and limits (default: {default_config_path()})
+  {ENV_NODE}   this node's name among those sharing a PostgreSQL store (default: the host name)
+  CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
+"""
+
+COMMAND_GROUPS = (serve, runs, events, agents, schedules, retention)  # the order of `--help`
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    with printable_std_streams():
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command_name", None):
+            parser.print_help()
+            return 2
+        try:
+            settings = Settings.load(db=args.db, config=args.config)
+            return args.handler(args, settings)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except Exception as exc:  # every failure becomes `code: message`, never a traceback
+            error = _as_orchestrator_error(exc, args.command_name)
+            print(f"{error.code}: {error.message}", file=sys.stderr)
+            return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-orchestrator", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-orchestrator {__version__}")
+    # Not dest="command": that is a field of spawn_subagent (the argv of --agent command).
+    commands = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_commands(commands)
+    return parser
+
+
+def _as_orchestrator_error(exc: Exception, command: str) -> OrchestratorError:
+    """The one mapping of what a command raised to the error it prints."""
+    if isinstance(exc, OrchestratorError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return invalid_input_from(exc, "options")
+    if isinstance(exc, ValueError | OverflowError | RecursionError):
+        return InvalidInput(f"{exc}; check the values given ('mcp-orchestrator {command} --help' describes them)")
+    if isinstance(exc, OSError):  # a file of the state directory, a log, the store's directory ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        return ConfigError(f"{command}: {exc.strerror or exc}{where}; check that path and its permissions")
+    return InternalError(
+        f"{command} failed with {type(exc).__name__}: {exc}; this is a bug, please report it with the command line"
+    )

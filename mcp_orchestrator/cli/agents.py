@@ -1,0 +1,173 @@
+"""Sub-agents from a shell: spawn one, read its log, see the profiles and limits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import InvalidInput
+from ..models import SpawnSubagentInput, StatusInput, StatusResult
+from ..runtime import Engine, open_engine
+from .command import Commands, add_command, with_engine
+from .options import ModelOptions, Option
+from .render import print_json, print_table
+from .runs import RUN
+
+SPAWN = ModelOptions(
+    SpawnSubagentInput,
+    Option("prompt", "PROMPT", note="'-' reads it from stdin."),
+    "agent",
+    "name",
+    "key",
+    Option("parent_run_id", "--parent"),
+    Option("cwd", help="Directory the sub-agent works in (default: the current directory)."),
+    Option("timeout_s", "--timeout"),
+    "max_attempts",
+    Option("labels", "--label"),
+    "concurrency_key",
+    "concurrency_limit",
+    "worktree",
+    Option("command", rest=True, note="Last on the command line: every argument after it is the argv."),
+)
+LOG = ModelOptions(StatusInput, RUN)
+
+
+def add_commands(commands: Commands) -> None:
+    add_command(
+        commands,
+        "spawn",
+        _spawn,
+        SPAWN,
+        help="start a background sub-agent on a task",
+        description="Queue a background sub-agent (a child run); the supervisor (any running server, or "
+        "'mcp-orchestrator supervise') starts its process within the limits. Prints the new run.",
+    )
+    logs = add_command(
+        commands,
+        "logs",
+        _logs,
+        LOG,
+        help="print a sub-agent's log (--follow to keep printing)",
+        description="Print the log of a sub-agent's process: stdout, or stderr with --stderr (which also "
+        "marks where each attempt started). With --follow, keep printing until the run ends.",
+        json=False,
+    )
+    logs.add_argument("--stderr", action="store_true", help="the stderr log instead of stdout")
+    logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the log's bytes as they are, terminal escape sequences included (by default control "
+        "characters but newline and tab are shown as \\u escapes such as \\u001b, so a log cannot clear "
+        "the screen, set the title or write the clipboard)",
+    )
+    add_command(
+        commands,
+        "agents",
+        _agents,
+        help="list the agent profiles and limits",
+        description="List the agent profiles (built in, and from the config file) and the sub-agent limits.",
+    )
+
+
+def _spawn(args: argparse.Namespace, settings: Settings) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    query = SPAWN.build(args, prompt=prompt, cwd=args.cwd or os.getcwd())
+    result = with_engine(settings, lambda engine: engine.subagents.spawn(query))
+    if args.json:
+        return print_json(result)
+    verb = "queued" if result.created else "already exists:"
+    print(f"{verb} {result.run.run_id} ({result.process.profile}, {result.run.status}) in {result.process.cwd}")
+    return 0
+
+
+def _logs(args: argparse.Namespace, settings: Settings) -> int:
+    """The log as it is, then (with --follow) what is added until the run ends."""
+    from ..logs import log_path, tail_lines
+
+    query = LOG.build(args, journal_limit=0, log_lines=0)
+
+    def status(engine: Engine) -> Awaitable[StatusResult]:
+        return engine.runs.status(query)
+
+    found = with_engine(settings, status)
+    if found.process is None or found.process.log_dir is None:
+        what = "is not a sub-agent" if found.process is None else "has no log yet (its process has not started)"
+        if found.process is None or not args.follow:
+            raise InvalidInput(f"run {args.run_id} {what}")
+    log_dir = Path(found.process.log_dir) if found.process.log_dir else settings.runs_dir / found.run.run_id
+    path = log_path(log_dir, "stderr" if args.stderr else "stdout")
+    if args.tail is not None:
+        _write_log(("\n".join(tail_lines(path, args.tail)) + "\n").encode(), raw=args.raw)
+        position = path.stat().st_size if path.exists() else 0
+    else:
+        position = _copy_from(path, 0, raw=args.raw)
+    if not args.follow:
+        return 0
+
+    async def follow() -> None:
+        nonlocal position
+        async with open_engine(settings) as engine:
+            while True:
+                ended = (await status(engine)).run.status.terminal
+                position = _copy_from(path, position, raw=args.raw)
+                if ended:
+                    return
+                await engine.store.wait_for_change(0.5)
+
+    asyncio.run(follow())
+    return 0
+
+
+def _copy_from(path: Path, position: int, raw: bool = False) -> int:
+    """Print what the file holds past ``position``; returns the new position."""
+    try:
+        with path.open("rb") as file:
+            file.seek(position)
+            data = file.read()
+    except FileNotFoundError:
+        return position
+    _write_log(data, raw)
+    return position + len(data)
+
+
+def _write_log(data: bytes, raw: bool) -> None:
+    """Log bytes as text through ``printable`` (sys.stdout), or with --raw as they are."""
+    sys.stdout.flush()
+    if raw:
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data.decode(errors="replace"))
+    sys.stdout.flush()
+
+
+def _agents(args: argparse.Namespace, settings: Settings) -> int:
+    config = settings.agents
+    if args.json:
+        return print_json(config)
+    source = settings.config_file or "none (built-in profiles only)"
+    print(f"config file: {source}")
+    per_node = "" if config.node_max_concurrent is None else f", {config.node_max_concurrent} per node"
+    print(f"default agent: {config.default_agent}; at most {config.max_concurrent} sub-agents at once{per_node}")
+    print(f"this node: {settings.node}\n")
+    print_table(
+        ["PROFILE", "COMMAND", "RESUME", "TIMEOUT", "ATTEMPTS", "LIMIT"],
+        [
+            [
+                name if profile.enabled else f"{name} (disabled)",
+                " ".join([*profile.command, *profile.extra_args]) or "(command given at spawn)",
+                "yes" if profile.resume else "",
+                f"{profile.timeout_s:g}s" if profile.timeout_s else "",
+                profile.max_attempts,
+                profile.max_concurrent or "",
+            ]
+            for name, profile in sorted(config.profiles.items())
+        ],
+    )
+    return 0

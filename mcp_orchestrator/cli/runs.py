@@ -1,0 +1,192 @@
+"""Seeing and steering runs: runs, status, cancel, retry."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import Settings
+from ..models import (
+    Agent,
+    CancelRunInput,
+    ListRunsInput,
+    RetryRunInput,
+    Run,
+    StatusInput,
+    StatusResult,
+)
+from ..runtime import Engine
+from ..views import process_facts
+from .command import Commands, add_command, with_engine
+from .options import ModelOptions, Option
+from .render import brief, print_fields, print_json, print_table, when
+
+RUN = Option("run_id", "RUN")
+LIST_RUNS = ModelOptions(
+    ListRunsInput,
+    "status",
+    "name",
+    Option("parent_run_id", "--parent"),
+    "label",
+    Option("workspace", note="'.' for the current one."),
+    "since",
+    "limit",
+    "cursor",
+)
+STATUS = ModelOptions(StatusInput, RUN, Option("journal_limit", "--journal", default=20))
+CANCEL = ModelOptions(CancelRunInput, RUN, "reason")
+RETRY = ModelOptions(RetryRunInput, RUN, "reason")
+
+
+def add_commands(commands: Commands) -> None:
+    add_command(
+        commands,
+        "runs",
+        _runs,
+        LIST_RUNS,
+        help="list runs, newest first",
+        description="List runs, newest first, with filters.",
+    )
+    add_command(
+        commands,
+        "status",
+        _status,
+        STATUS,
+        help="show one run: steps, children, journal",
+        description="Show one run with its steps, children and latest journal entries.",
+    )
+    add_command(
+        commands,
+        "cancel",
+        _cancel,
+        CANCEL,
+        help="cancel a run and its live descendants",
+        description="Cancel a run and every live run under it. Runs that already ended stay as they are.",
+    )
+    add_command(
+        commands,
+        "retry",
+        _retry,
+        RETRY,
+        help="make a failed or cancelled run live again",
+        description="Retry a failed or cancelled run from its last completed step: completed steps stay, steps "
+        "that failed for good get new attempts, unanswered waits start over; a sub-agent is started again.",
+    )
+
+
+def _runs(args: argparse.Namespace, settings: Settings) -> int:
+    query = LIST_RUNS.build(args, workspace=settings.workspace if args.workspace == "." else args.workspace)
+    result = with_engine(settings, lambda engine: engine.runs.list_runs(query))
+    if args.json:
+        return print_json(result)
+    print_table(
+        ["RUN", "NAME", "STATUS", "CREATED", "UPDATED", "WORKSPACE"],
+        [[r.run_id, r.name, r.status, when(r.created_at), when(r.updated_at), r.workspace or ""] for r in result.runs],
+        next_cursor=result.next_cursor,
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    query = STATUS.build(args)
+
+    async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]]]:
+        result = await engine.runs.status(query)
+        return result, [] if args.json else await engine.runs.descendants(result.children)
+
+    result, tree = with_engine(settings, status_and_tree)
+    if args.json:
+        return print_json(result)
+    _print_run(result.run)
+    if result.process is not None:
+        _print_process(result.process, result.log_tail)
+    print()
+    print_table(
+        ["STEP", "STATUS", "ATTEMPT", "ENDED", "OUTPUT / ERROR"],
+        [
+            [s.step, s.status, s.attempt, when(s.ended_at), brief(s.error if s.error is not None else s.output)]
+            for s in result.steps
+        ],
+        empty="no steps yet",
+    )
+    if result.waits:
+        print()
+        print_table(
+            ["WAIT", "KIND", "FOR", "MATCH", "UNTIL"],
+            [
+                [w.step, w.kind, " | ".join(w.events), brief(w.match) if w.match else "", when(w.until)]
+                for w in result.waits
+            ],
+        )
+    if tree:
+        print()
+        print_table(
+            ["CHILDREN", "NAME", "STATUS", "ENDED"],
+            [
+                ["  " * depth + ("└ " if depth else "") + c.run_id, c.name, c.status, when(c.ended_at)]
+                for depth, c in tree
+            ],
+        )
+    if result.journal:
+        print()
+        print_table(
+            ["SEQ", "AT", "EVENT", "STEP", "DETAIL"],
+            [[j.seq, when(j.at), j.kind, j.step or "", brief(j.detail or "")] for j in result.journal],
+        )
+    return 0
+
+
+def _print_run(run: Run) -> None:
+    print_fields(
+        [
+            ("run", run.run_id),
+            ("name", run.name),
+            ("status", run.status),
+            ("key", run.key or ""),
+            ("parent", run.parent_run_id or ""),
+            ("workspace", run.workspace or ""),
+            ("labels", ", ".join(f"{k}={v}" for k, v in run.labels.items())),
+            ("created", when(run.created_at)),
+            ("updated", when(run.updated_at)),
+            ("ended", when(run.ended_at)),
+            ("deadline", when(run.deadline_at)),
+            ("output", brief(run.output) if run.output is not None else ""),
+            ("error", brief(run.error) if run.error is not None else ""),
+        ]
+    )
+
+
+def _print_process(process: Agent, log_tail: dict[str, list[str]]) -> None:
+    print_fields(
+        [
+            ("process", ", ".join(process_facts(process, terminal=True))),
+            ("cwd", process.cwd),
+            ("worktree", f"{process.worktree} (branch {process.branch})" if process.worktree else ""),
+        ]
+    )
+    for stream, lines in log_tail.items():
+        if lines:
+            print(f"\n{stream} (last {len(lines)} lines; 'mcp-orchestrator logs {process.run_id}'):")
+            for line in lines:
+                print(f"  {line}")
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    query = CANCEL.build(args)
+    result = with_engine(settings, lambda engine: engine.runs.cancel_run(query))
+    if args.json:
+        return print_json(result)
+    if result.cancelled_run_ids:
+        print(f"cancelled {len(result.cancelled_run_ids)} run(s): {', '.join(result.cancelled_run_ids)}")
+    else:
+        print(f"nothing to cancel: run {result.run.run_id} is {result.run.status} and has no live descendants")
+    return 0
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    query = RETRY.build(args)
+    result = with_engine(settings, lambda engine: engine.runs.retry_run(query))
+    if args.json:
+        return print_json(result)
+    reset = f"; steps starting over: {', '.join(result.reset_steps)}" if result.reset_steps else ""
+    print(f"run {result.run.run_id} is {result.run.status} again{reset}")
+    return 0
