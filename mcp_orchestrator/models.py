@@ -297,17 +297,32 @@ class Event(BaseModel):
 
 
 class Wait(BaseModel):
-    """A step of a run that waits for an event (``kind='event'``) or for a time (``kind='sleep'``)."""
+    """A step of a run that waits for an event (``kind='event'``), for a time (``kind='sleep'``) or for
+    other runs to end (``kind='runs'``, a fan-in)."""
 
     step: str
     kind: Literal["event", "sleep", "runs"]
-    events: list[str] = Field(
-        default_factory=list, description="Event names waited for (any of them), or for runs: their ids."
-    )
+    events: list[str] = Field(default_factory=list, description="Event names waited for (any of them).")
+    run_ids: list[str] = Field(default_factory=list, description="For runs: the ids of the runs waited for.")
     mode: Literal["all", "any"] | None = Field(None, description="For runs: wait for all of them, or any one.")
     match: dict[str, JsonValue] = Field(default_factory=dict, description="Dotted path -> value, all equal.")
     until: datetime | None = Field(None, description="The wait's timeout, or the sleep's wake time.")
     created_at: datetime
+
+    @property
+    def watched(self) -> list[str]:
+        """What ends the wait, as the store indexes it: event names, or for a fan-in the awaited run ids."""
+        return self.run_ids if self.kind == "runs" else self.events
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_watched(cls, data: Any) -> Any:
+        """A stored wait comes back with ``watched`` (the store keeps both kinds of name alike): its
+        kind says which field they are."""
+        if isinstance(data, dict) and "watched" in data:
+            data = dict(data)
+            data["run_ids" if data.get("kind") == "runs" else "events"] = data.pop("watched")
+        return data
 
 
 class AgentState(StrEnum):

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal
 from .models import (
     LIST_INDEX,
+    LIVE_RUN_STATUSES,
     Agent,
     Event,
     RetryPolicy,
@@ -30,6 +31,28 @@ from .models import (
     Wait,
 )
 from .store.base import Transaction
+
+# Locks on names (``Transaction.lock``): what a decision rests on that is not a row yet. Every name
+# is built here, so the names cannot meet by accident; they are those earlier releases took inside
+# the store, so nodes of both on one database still take turns.
+
+AGENT_LIMITS = "agent-limits"  # the count of active sub-agents that claims and reaps decide on
+
+
+def event_lock(name: str) -> str:
+    """An event sent with this name and a wait registered on it."""
+    return name
+
+
+def lease_lock(name: str) -> str:
+    """A lease, which may not be a row yet."""
+    return f"lease:{name}"
+
+
+def schedule_lock(name: str) -> str:
+    """A schedule's name, which may not be a row yet."""
+    return f"schedule:{name}"
+
 
 # Runs.
 
@@ -92,7 +115,8 @@ def create_run(
         created_at=now,
         updated_at=now,
     )
-    tx.insert_run(run)
+    # Events stored from here on arrived after the run started: waits may receive them.
+    tx.insert_run(run, events_after=tx.last_event_seq())
     tx.insert_cancel_triggers(run_id, [(trigger.event, trigger.match or {}) for trigger in args.cancel_on])
     detail = {"name": run.name, "key": run.key, "parent_run_id": run.parent_run_id}
     tx.append_journal(run_id, "run_created", now, detail={k: v for k, v in detail.items() if v})
@@ -115,9 +139,11 @@ def end_runs(
     for run_id in run_ids:
         for wait in tx.list_waits(run_id):  # it waits for nothing more; its wait steps stay as they were
             tx.delete_wait(run_id, wait.step)
-    tx.set_runs_status(run_ids, status, now, output=output, error=error)
+    tx.set_runs_status(run_ids, status, ended_at=now, output=output, error=error)
     for run_id in run_ids:
         tx.append_journal(run_id, kind, now, detail=detail)
+    # No lock: a fan-in registered at the same moment takes turns with this on the run's row (it reads
+    # the awaited runs FOR SHARE, see settle_fan_in), so one of the two always sees the other.
     for run_id in run_ids:
         for waiter_id, wait in tx.waits_for(run_id):
             if wait.kind == "runs" and tx.get_wait(waiter_id, wait.step) is not None:
@@ -127,7 +153,7 @@ def end_runs(
 def cancel(tx: Transaction, now: datetime, run: Run, reason: str) -> list[str]:
     """Cancel the run (if live) and its live descendants; returns their ids."""
     own = [] if run.status.terminal else [run.run_id]
-    descendants = tx.live_descendant_ids(run.run_id)
+    descendants = tx.descendant_ids(run.run_id, LIVE_RUN_STATUSES)
     if own:
         why = {"reason": reason}
         end_runs(tx, now, own, RunStatus.CANCELLED, "run_cancelled", why, error=why)
@@ -189,10 +215,12 @@ def open_wait(tx: Transaction, run_id: str, wait: Wait) -> Wait | OrchestratorEr
         Step(step=wait.step, kind=wait.kind, status=StepStatus.WAITING, attempt=1, started_at=wait.created_at),
     )
     tx.insert_wait(run.run_id, wait)
-    detail = wait.model_dump(mode="json", include={"kind", "events", "match", "until"}, exclude_defaults=True)
+    detail = wait.model_dump(
+        mode="json", include={"kind", "events", "run_ids", "match", "until"}, exclude_defaults=True
+    )
     tx.append_journal(run.run_id, "waiting", wait.created_at, wait.step, detail=detail)
     if run.status != RunStatus.WAITING:
-        tx.set_runs_status([run.run_id], RunStatus.WAITING, wait.created_at)
+        tx.set_runs_status([run.run_id], RunStatus.WAITING)
     return wait
 
 
@@ -208,7 +236,7 @@ def end_wait(
     tx.append_journal(run_id, kind, now, name, detail=detail)
     run = get_run(tx, run_id, payloads=False)
     if run.status == RunStatus.WAITING and not tx.list_waits(run_id):
-        tx.set_runs_status([run_id], RunStatus.RUNNING, now)
+        tx.set_runs_status([run_id], RunStatus.RUNNING)
 
 
 def receive(tx: Transaction, now: datetime, run_id: str, step: str, seq: int, event: Event) -> None:
@@ -221,7 +249,7 @@ def receive(tx: Transaction, now: datetime, run_id: str, step: str, seq: int, ev
 
 def settle_fan_in(tx: Transaction, now: datetime, waiter_id: str, wait: Wait, *, settle: bool = False) -> None:
     """End the fan-in ``wait`` if the runs it awaits have ended (all of them, or any, by its mode)."""
-    runs = awaited_runs(tx, wait.events, settle=settle)
+    runs = awaited_runs(tx, wait.run_ids, settle=settle)
     if fan_in_done(runs, wait.mode or "all"):
         ended = [run.run_id for run in runs if run.status.terminal]
         end_wait(tx, now, waiter_id, wait.step, {"status": "done", "ended": ended}, "runs_ended", {"ended": ended})
@@ -253,6 +281,8 @@ def send_event(tx: Transaction, now: datetime, args: SendEventInput, event_id: s
         return SendEventResult(event_id=event_id, deduplicated=True, woken_run_ids=[])
     event = Event(event_id=event_id, name=args.name, data=args.data, source=source, received_at=now)
     seq = tx.insert_event(event)
+    # A wait being registered on this name takes the same lock: it sees this event, or this sees it.
+    tx.lock(event_lock(event.name))
     woken: list[str] = []
     for run_id, wait in tx.waits_for(event.name):
         # Within a run an event is consumed once, by the earliest wait it matches.
@@ -260,7 +290,7 @@ def send_event(tx: Transaction, now: datetime, args: SendEventInput, event_id: s
             receive(tx, now, run_id, wait.step, seq, event)
             woken.append(run_id)
     cancelled: list[str] = []
-    for run_id, match in tx.cancel_triggers_for(event.name):
+    for run_id, match in tx.cancel_triggers_for(event.name, LIVE_RUN_STATUSES):
         if run_id not in cancelled and matches(event, match):
             reason = f"event {event.name!r} ({event.event_id}) arrived"
             cancelled += cancel(tx, now, get_run(tx, run_id, payloads=False), reason)

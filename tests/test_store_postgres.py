@@ -183,9 +183,11 @@ async def test_a_commit_whose_outcome_cannot_be_learned_is_reported_as_unknown(u
 
 async def test_concurrent_read_modify_writes_on_two_stores_lose_no_update(url: str) -> None:
     """20 writers on two stores read one row and write it back incremented: each sees the last
-    one's write (the row is locked as it is read), so none is lost."""
+    one's write (each takes the row's lock before reading it, as the row may not exist yet), so
+    none is lost."""
 
     def increment(tx: PostgresTransaction) -> int:
+        tx.lock("counter")
         value = tx.get_cursor("counter")
         tx.set_cursor("counter", value + 1)
         return value + 1

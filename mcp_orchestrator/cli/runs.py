@@ -113,7 +113,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         print_table(
             ["WAIT", "KIND", "FOR", "MATCH", "UNTIL"],
             [
-                [w.step, w.kind, " | ".join(w.events), brief(w.match) if w.match else "", when(w.until)]
+                [w.step, w.kind, " | ".join(w.watched), brief(w.match) if w.match else "", when(w.until)]
                 for w in result.waits
             ],
         )

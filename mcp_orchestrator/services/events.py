@@ -90,6 +90,9 @@ class Events:
         )
         opened = transitions.open_wait(tx, args.run_id, wait)
         if isinstance(opened, Wait):
+            # An event being sent on one of these names takes the same lock: it sees this wait, or
+            # this wait sees it below.
+            tx.lock(*map(transitions.event_lock, names))
             for seq, event in tx.unconsumed_events(args.run_id, names, tx.events_after(args.run_id)):
                 if transitions.matches(event, match):  # it arrived before the wait: not missed
                     transitions.receive(tx, now, args.run_id, args.step, seq, event)
@@ -157,7 +160,7 @@ class Events:
         transitions.awaited_runs(tx, ids)  # an unknown id is named in the error
         now = self.context.now()
         wait = Wait(
-            step=name, kind="runs", events=ids, mode=args.mode, until=after(now, args.timeout_s), created_at=now
+            step=name, kind="runs", run_ids=ids, mode=args.mode, until=after(now, args.timeout_s), created_at=now
         )
         opened = transitions.open_wait(tx, run_id, wait)
         if isinstance(opened, Wait):  # settled: a run ending right now either sees the wait or is seen here

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..models import CollectResult
+from ..models import LIVE_RUN_STATUSES, CollectResult
 from ..store.base import Transaction
 from .context import Context
 
@@ -27,7 +27,7 @@ async def collect(context: Context, older_than: timedelta) -> CollectResult:
         runs += batch
 
     def remove_the_rest(tx: Transaction) -> tuple[int, int]:
-        oldest_live = tx.oldest_live_run_created()
+        oldest_live = tx.oldest_run_created(LIVE_RUN_STATUSES)
         events_before = cutoff if oldest_live is None else min(cutoff, oldest_live)
         return tx.delete_events_before(events_before), tx.delete_firings_before(cutoff)
 
@@ -36,6 +36,7 @@ async def collect(context: Context, older_than: timedelta) -> CollectResult:
 
 
 def _remove_runs(tx: Transaction, cutoff: datetime) -> int:
-    removable = [run_id for run_id in tx.ended_runs_before(cutoff, BATCH) if not tx.live_descendant_ids(run_id)]
+    ended = tx.ended_runs_before(cutoff, BATCH)
+    removable = [run_id for run_id in ended if not tx.descendant_ids(run_id, LIVE_RUN_STATUSES)]
     tx.delete_runs(removable)
     return len(removable)

@@ -161,7 +161,7 @@ class Runs:
         if (expired := transitions.expire_if_overdue(tx, now, run)) is not None:
             return expired
         if run.status == RunStatus.QUEUED:
-            tx.set_runs_status([run.run_id], RunStatus.RUNNING, now)
+            tx.set_runs_status([run.run_id], RunStatus.RUNNING)
             tx.append_journal(run.run_id, "run_started", now)
         if args.begin:
             return _begin_attempt(tx, run, args.step, step, now)

@@ -146,6 +146,7 @@ class Schedules:
         if parent_run_id is not None and tx.get_run(parent_run_id) is None:
             raise InvalidInput(f"parent_run_id {parent_run_id!r} names no run; pass an existing run's id")
         now = self.context.now()
+        tx.lock(transitions.schedule_lock(args.name))  # a new name is not a row yet: two creators take turns
         existing = tx.get_schedule(args.name)
         timing = args.model_dump(include={"cron", "every_s", "at", "timezone"})
         same_timing = existing is not None and existing.model_dump(include=set(timing)) == timing

@@ -24,6 +24,8 @@ from ..errors import OrchestratorError, short_json
 from ..ids import new_id
 from ..models import (
     ACTIVE_AGENT_STATES,
+    LIVE_RUN_STATUSES,
+    TERMINAL_RUN_STATUSES,
     Agent,
     AgentState,
     ExitHow,
@@ -34,11 +36,20 @@ from ..models import (
     StepStatus,
 )
 from ..profiles import NUL, AgentProfile, Launch
-from ..store.base import Transaction
+from ..store.base import AgentRule, Transaction
 from .context import Context
 from .spawns import Spawns
 
 LEASE = "supervisor"
+
+# Which sub-agents the supervisor acts on, by their state and their run's status.
+# To start (once their start_after has come): queued ones whose run is live and not waiting, and idle
+# ones whose run's waits have ended.
+STARTABLE: AgentRule = {AgentState.QUEUED: {RunStatus.QUEUED, RunStatus.RUNNING}, AgentState.IDLE: {RunStatus.RUNNING}}
+# To mark done: queued or idle ones whose run has ended (cancelled before it started, say).
+RETIRED: AgentRule = {AgentState.QUEUED: TERMINAL_RUN_STATUSES, AgentState.IDLE: TERMINAL_RUN_STATUSES}
+# Whose start_after is the next time to look: queued ones of live runs (a retry's backoff).
+BACKED_OFF: AgentRule = {AgentState.QUEUED: LIVE_RUN_STATUSES}
 
 
 def node_lease(node: str) -> str:
@@ -110,6 +121,7 @@ class Subagents:
 
         def hold(tx: Transaction) -> bool:
             now = self.context.now()
+            tx.lock(transitions.lease_lock(name))  # the lease may not be a row yet: two takers take turns
             current = tx.get_lease(name)
             if current is not None and current[0] != holder and current[1] > now:
                 return False
@@ -127,7 +139,9 @@ class Subagents:
         """Claim the sub-agents to start now, within the limits, as ``starting`` on ``node`` (the
         claimed agents belong to it: their ``host``)."""
         # Decided on a read first: a write would wake every waiter, the supervisor included.
-        if not await self.store.read(lambda tx: self._pick(tx, self.context.now(), node) or tx.retired_agents()):
+        if not await self.store.read(
+            lambda tx: self._pick(tx, self.context.now(), node) or tx.agents_by_run_status(RETIRED)
+        ):
             return []
         return await self.store.write(lambda tx: self._claim(tx, node))
 
@@ -140,7 +154,7 @@ class Subagents:
         by_profile = Counter(agent.profile for agent in active)
         by_key = Counter(agent.concurrency_key for agent in active if agent.concurrency_key)
         picked: list[tuple[Agent, AgentProfile | None]] = []
-        for agent in tx.startable_agents(now, 1000) if free > 0 else []:
+        for agent in tx.agents_by_run_status(STARTABLE, start_by=now, limit=1000) if free > 0 else []:
             if len(picked) >= free:
                 break
             profile = self.config.profiles.get(agent.profile)
@@ -158,7 +172,8 @@ class Subagents:
 
     def _claim(self, tx: Transaction, node: str | None) -> list[Launch]:
         now = self.context.now()
-        for agent in tx.retired_agents():  # their run ended before (or while) they had no process
+        tx.lock(transitions.AGENT_LIMITS)  # claims and reaps take turns: the limits count what each leaves active
+        for agent in tx.agents_by_run_status(RETIRED):  # their run ended before (or while) they had no process
             tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
         launches: list[Launch] = []
         for agent, profile in self._pick(tx, now, node):
@@ -210,7 +225,7 @@ class Subagents:
 
     async def next_start(self) -> datetime | None:
         """When the next backed-off retry becomes due."""
-        return await self.store.read(lambda tx: tx.next_agent_start())
+        return await self.store.read(lambda tx: tx.earliest_start_after(BACKED_OFF))
 
     async def reap(self, host: str, alive: Callable[[Agent], bool]) -> list[Agent]:
         """Handle sub-agents whose runner died without recording an exit: silent past the heartbeat
@@ -222,6 +237,7 @@ class Subagents:
 
         def reap(tx: Transaction) -> list[Agent]:
             now = self.context.now()
+            tx.lock(transitions.AGENT_LIMITS)  # takes turns with claims (see _claim)
             lost = [a for a in tx.agents_in(sorted(ACTIVE_AGENT_STATES)) if self._lost(a, now, host, alive)]
             for agent in lost:
                 message = "its runner stopped without recording an exit (killed, or the machine restarted)"
@@ -262,7 +278,7 @@ class Subagents:
             )
             tx.save_agent(live)
             if run.status == RunStatus.QUEUED:
-                tx.set_runs_status([run_id], RunStatus.RUNNING, now)
+                tx.set_runs_status([run_id], RunStatus.RUNNING)
                 tx.append_journal(run_id, "run_started", now)
             detail = {"pid": pid, "host": host, "agent": agent.profile}
             tx.append_journal(run_id, "process_started", at, attempt=attempt, detail=detail)
@@ -365,7 +381,7 @@ class Subagents:
             detail = {"error": error, "retry_at": retry_at.isoformat()}
             tx.append_journal(run.run_id, "attempt_failed", now, attempt=agent.attempt, detail=detail)
             if run.status == RunStatus.RUNNING:
-                tx.set_runs_status([run.run_id], RunStatus.QUEUED, now)
+                tx.set_runs_status([run.run_id], RunStatus.QUEUED)
             return retry_at
         why = (
             f"failure {agent.failures} of {agent.max_attempts} allowed" if retry else "not retried: it would fail again"

@@ -14,25 +14,37 @@ Transaction functions must not touch the event loop and may run more than once (
 could not commit, a deadlock, a key another writer inserted meanwhile, a connection lost before
 COMMIT: each runs the function again from the start), so they only read and write through the
 transaction, and decide only on what they read there.
+
+Where writers run at once (PostgreSQL), a write transaction reads rows the way it means to use them:
+a row it decides on is locked as it is read (``FOR NO KEY UPDATE``, ``FOR SHARE``), and rows it takes
+work from skip those another transaction holds (``SKIP LOCKED``). Those clauses are part of the
+statements, as the reading is. What is not a row yet (an event name a wait may meet, a lease or a
+schedule nobody has created, the sub-agent limits) is guarded only by the locks the caller takes by
+name (``Transaction.lock``): no read takes one by itself, so the rules that need them say so where
+they decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from ..models import Agent, AgentState, Event, Firing, JournalEntry, Run, RunFilter, RunStatus, Schedule, Step, Wait
 
 T = TypeVar("T")
+# Which sub-agents a query selects: by state, the statuses their run may have (any other state: none).
+AgentRule: TypeAlias = Mapping[AgentState, Collection[RunStatus]]
 
 
 class Transaction(Protocol):
     def lock(self, *names: str) -> None:
         """Take the named locks, held until the transaction ends: a write transaction deciding on what
         is not a row yet (a name nobody has used) takes turns with others deciding on the same names.
-        Where writers run at once (PostgreSQL) these are advisory locks, taken in a fixed order and
-        once each; where they take turns (SQLite), and in reads, there is nothing to take."""
+        Where writers run at once (PostgreSQL) these are advisory locks, each taken once per
+        transaction: one call's names in a fixed order, successive calls' in call order (so callers
+        that take several names one after another keep one order); where writers take turns
+        (SQLite), and in reads, there is nothing to take."""
 
     def get_run(self, run_id: str, *, payloads: bool = True) -> Run | None:
         """``payloads=False`` leaves input, output and error out (None): cheaper on hot paths."""
@@ -48,23 +60,32 @@ class Transaction(Protocol):
         fan-in that has just registered its wait then sees any run that ended meanwhile, while the
         transaction ending it, not seeing the wait yet, left it to this one."""
 
-    def insert_run(self, run: Run) -> None: ...
+    def insert_run(self, run: Run, events_after: int = 0) -> None:
+        """``events_after``: the highest event seq that arrived before the run started (later ones
+        arrived after it; 0: all of them)."""
 
     def list_runs(self, query: RunFilter) -> list[Run]:
         """Newest first (by run_id), at most ``query.limit`` rows."""
 
     def list_children(self, run_id: str) -> list[Run]: ...
 
-    def live_descendant_ids(self, run_id: str) -> list[str]:
-        """Ids of every descendant (children, their children ...) whose status is not terminal."""
+    def descendant_ids(self, run_id: str, statuses: Collection[RunStatus]) -> list[str]:
+        """Ids of every descendant (children, their children ...) in one of ``statuses``."""
 
     def overdue_run_ids(self, now: datetime) -> list[str]:
-        """Live runs whose deadline_at is at or before ``now``."""
+        """Live runs whose deadline_at is at or before ``now``: those the partial index on deadlines
+        holds (its statuses are the index's, part of the schema, so they are not a parameter)."""
 
     def set_runs_status(
-        self, run_ids: Sequence[str], status: RunStatus, at: datetime, *, output: Any = None, error: Any = None
+        self,
+        run_ids: Sequence[str],
+        status: RunStatus,
+        *,
+        ended_at: datetime | None = None,
+        output: Any = None,
+        error: Any = None,
     ) -> None:
-        """Write status, output and error; ended_at is ``at`` for a terminal status, else cleared.
+        """Write status, ended_at, output and error as given (None clears).
 
         ``updated_at`` is never written: it is the time of the run's latest journal entry.
         """
@@ -98,7 +119,10 @@ class Transaction(Protocol):
     # Events and waits. Events are numbered (seq) in the order they were stored.
 
     def events_after(self, run_id: str) -> int:
-        """The highest event seq when the run was created: later events arrived after it started."""
+        """The run's ``events_after`` (see ``insert_run``)."""
+
+    def last_event_seq(self) -> int:
+        """The highest event seq stored (0: none yet)."""
 
     def insert_event(self, event: Event) -> int:
         """Store the event; returns its seq."""
@@ -131,8 +155,8 @@ class Transaction(Protocol):
     def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """(event name, match) pairs that cancel the run."""
 
-    def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
-        """(run_id, match) of the live runs that an event of this name may cancel."""
+    def cancel_triggers_for(self, name: str, statuses: Collection[RunStatus]) -> list[tuple[str, dict[str, Any]]]:
+        """(run_id, match) of the runs in one of ``statuses`` that an event of this name may cancel."""
 
     def next_wake(self) -> datetime | None:
         """The earliest ``until`` of any pending wait."""
@@ -144,18 +168,18 @@ class Transaction(Protocol):
     def save_agent(self, agent: Agent) -> None:
         """Insert or replace the sub-agent's record."""
 
-    def agents_in(self, states: Sequence[AgentState]) -> list[Agent]:
+    def agents_in(self, states: Collection[AgentState]) -> list[Agent]:
         """Every sub-agent in one of these states, oldest run first."""
 
-    def startable_agents(self, now: datetime, limit: int) -> list[Agent]:
-        """Sub-agents to start now, oldest run first: queued ones whose run is live and not waiting
-        and whose start_after has come, and idle ones whose run's waits have ended."""
+    def agents_by_run_status(
+        self, rule: AgentRule, *, start_by: datetime | None = None, limit: int | None = None
+    ) -> list[Agent]:
+        """The sub-agents ``rule`` selects, oldest run first; with ``start_by``, those whose start_after
+        is unset or at or before it; at most ``limit``. A write transaction takes work from them:
+        it skips those another transaction holds."""
 
-    def retired_agents(self) -> list[Agent]:
-        """Queued or idle sub-agents whose run has ended (cancelled before it started, say)."""
-
-    def next_agent_start(self) -> datetime | None:
-        """The earliest start_after of a queued sub-agent (a retry's backoff)."""
+    def earliest_start_after(self, rule: AgentRule) -> datetime | None:
+        """The earliest start_after of the sub-agents ``rule`` selects."""
 
     def get_lease(self, name: str) -> tuple[str, datetime] | None:
         """(holder, expires_at) of the lease, if anyone took it."""
@@ -183,7 +207,8 @@ class Transaction(Protocol):
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         """Remove the runs with everything that is theirs: steps, journal, waits, labels, process record."""
 
-    def oldest_live_run_created(self) -> datetime | None: ...
+    def oldest_run_created(self, statuses: Collection[RunStatus]) -> datetime | None:
+        """The earliest created_at of the runs in one of ``statuses``."""
 
     def delete_events_before(self, cutoff: datetime) -> int:
         """Remove events received before ``cutoff``; where a deleted newest row's number is taken again

@@ -5,10 +5,11 @@ under SQLite's single writer; here many run at once (on several nodes), so a wri
 locks what it reads before deciding on it. Rows read by key are locked as they are read (``FOR NO
 KEY UPDATE``: a run, a sub-agent, a schedule), so two transactions on one run take turns while
 transactions on different runs proceed in parallel. What is not a row yet is guarded by an advisory
-lock on its name: an event name or a run awaited (a wait registered and an event sent at once see
-each other), a lease, the sub-agent limits (claims and reaps take turns store-wide). Rows a node
-takes work from are read ``FOR UPDATE SKIP LOCKED`` (queued sub-agents, due waits, overdue runs,
-due schedules), so nodes never queue behind each other's rows. Writes run ``READ COMMITTED`` (every
+lock on its name, taken by the caller (``Transaction.lock``): an event name (a wait registered and
+an event sent at once see each other), a lease, a new schedule, the sub-agent limits (claims and
+reaps take turns store-wide). Rows a node takes work from are read ``FOR UPDATE SKIP LOCKED``
+(queued sub-agents, due waits, overdue runs, due schedules), so nodes never queue behind each
+other's rows. Writes run ``READ COMMITTED`` (every
 statement sees what committed before it, including the work of a lock just waited for); a deadlock
 or a key inserted by someone else in the meantime runs the function again on a fresh transaction,
 as the ``Transaction`` contract allows. Reads run ``REPEATABLE READ READ ONLY``: one consistent

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 from ..models import (
@@ -31,14 +32,18 @@ from ..models import (
     Step,
     Wait,
 )
+from .base import AgentRule
 from .common import dump_json as _dump
 
 Row: TypeAlias = Sequence[Any]
 
-# Written out, not bound as parameters, so that a query can match the partial index runs_by_deadline.
+# The statuses the partial index runs_by_deadline holds, written out as its definition writes them: a
+# query the index serves must spell them so (bound as parameters, no planner can tell they match).
 LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
 _EVENTS_PAGE = 200  # unconsumed events are read a page at a time: the caller usually stops at the first
-_IN = "{in}"  # in a statement's template: the test that a column is one of a list of values
+# In a statement's template: the test that a column is one of a list of values; a rule's tests on
+# sub-agents (see AgentRule); an optional clause (a time bound, a limit).
+_IN, _RULE, _START, _LIMIT = "{in}", "{rule}", "{start}", "{limit}"
 SCHEMA_VERSION_IN_USE = "SELECT coalesce(max(version), 0) FROM schema_version"  # 0: a new database
 
 
@@ -95,6 +100,7 @@ class Statements:
     def __init__(self, d: Dialect, *, writable: bool) -> None:
         self.dialect = d
         self._listed: dict[tuple[str, int], str] = {}
+        self._ruled: dict[tuple[str, tuple[int, ...], bool, bool], str] = {}
         sql = d.sql
 
         def lock(clause: str = "FOR NO KEY UPDATE") -> str:
@@ -122,7 +128,7 @@ class Statements:
             "seq run_id at kind step attempt", detail=d.embed_json.format(f"coalesce(detail, {d.empty_object})")
         )
         step = d.document("step kind status attempt started_at ended_at retry_at", "output error")
-        wait = d.document("step kind mode until created_at", "match", events=d.embed_json.format("names"))
+        wait = d.document("step kind mode until created_at", "match", watched=d.embed_json.format("names"))
         self.select_run, lean = f"SELECT {run} FROM runs", f"SELECT {lean} FROM runs"
         self.select_journal, step = f"SELECT {journal} FROM journal", f"SELECT {step} FROM steps"
         event = f"SELECT seq, {d.document('event_id name source received_at', 'data')} FROM events"
@@ -139,21 +145,19 @@ class Statements:
         self.insert_run = sql(
             "INSERT INTO runs (run_id, name, key, status, input, output, error, parent_run_id, labels, workspace, "
             "retry, deadline_at, created_at, ended_at, events_after) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(seq), 0) FROM events))"
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self.insert_label = sql("INSERT INTO run_labels (key, value, run_id) VALUES (?, ?, ?)")
         self.list_children = sql(f"{self.select_run} WHERE parent_run_id = ? ORDER BY run_id")
-        self.live_descendant_ids = sql(
-            f"""
+        self.descendant_ids = f"""
             WITH RECURSIVE tree (run_id) AS (
                 SELECT run_id FROM runs WHERE parent_run_id = ?
                 UNION
                 SELECT runs.run_id FROM runs JOIN tree ON runs.parent_run_id = tree.run_id
             )
-            SELECT runs.run_id FROM runs JOIN tree USING (run_id) WHERE runs.status IN {LIVE} ORDER BY runs.run_id
+            SELECT runs.run_id FROM runs JOIN tree USING (run_id) WHERE runs.status {_IN} ORDER BY runs.run_id
             {lock("FOR NO KEY UPDATE OF runs")}
             """
-        )
         # SQLite's partial index runs_by_deadline holds only live runs with a deadline: this reads no other.
         self.overdue_run_ids = sql(
             f"SELECT run_id FROM runs{hint('runs_by_deadline')} "
@@ -183,6 +187,7 @@ class Statements:
 
         # Events and waits.
         self.events_after = sql("SELECT events_after FROM runs WHERE run_id = ?")
+        self.last_event_seq = "SELECT max(seq) FROM events"
         self.insert_event = sql(
             "INSERT INTO events (event_id, name, data, source, received_at) VALUES (?, ?, ?, ?, ?)" + d.returning_seq
         )
@@ -210,9 +215,9 @@ class Statements:
             f"{wait} WHERE until IS NOT NULL AND until <= ? ORDER BY until" + lock("FOR UPDATE SKIP LOCKED")
         )
         self.insert_cancel_trigger = sql("INSERT INTO cancel_triggers (run_id, name, match) VALUES (?, ?, ?)")
-        self.cancel_triggers_for = sql(
+        self.cancel_triggers_for = (
             "SELECT t.run_id, t.match FROM cancel_triggers t JOIN runs USING (run_id) "
-            f"WHERE t.name = ? AND runs.status IN {LIVE} ORDER BY t.run_id" + lock("FOR NO KEY UPDATE OF runs")
+            f"WHERE t.name = ? AND runs.status {_IN} ORDER BY t.run_id" + lock("FOR NO KEY UPDATE OF runs")
         )
         self.next_wake = "SELECT min(until) FROM waits WHERE until IS NOT NULL"
 
@@ -220,23 +225,13 @@ class Statements:
         self.get_agent = sql(f"SELECT doc FROM agents WHERE run_id = ?{lock()}")
         self.save_agent = upsert("agents", "run_id", "run_id, state, start_after, doc")
         self.agents_in = f"SELECT doc FROM agents WHERE state {_IN} ORDER BY run_id"
+        # A rule's tests (one per state, see AgentRule) are ORed: each can use the index agents_by_state.
         # In a write transaction the rows are locked as they are read, skipping any that another
         # transaction holds right now (a cancel, say): a claim never waits for them.
-        self.startable_agents = sql(
-            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
-            "WHERE ((a.state = 'queued' AND r.status IN ('queued', 'running')) "
-            "OR (a.state = 'idle' AND r.status = 'running')) "
-            "AND (a.start_after IS NULL OR a.start_after <= ?) ORDER BY a.run_id LIMIT ?"
-            + lock("FOR NO KEY UPDATE OF a SKIP LOCKED")
-        )
-        self.retired_agents = (
-            "SELECT a.doc FROM agents a JOIN runs r USING (run_id) "
-            f"WHERE a.state IN ('queued', 'idle') AND r.status NOT IN {LIVE} ORDER BY a.run_id"
-        )
-        self.next_agent_start = (
-            "SELECT min(a.start_after) FROM agents a JOIN runs r USING (run_id) "
-            f"WHERE a.state = 'queued' AND r.status IN {LIVE}"
-        )
+        agents = f"FROM agents a JOIN runs r USING (run_id) WHERE ({_RULE})"
+        take = lock("FOR NO KEY UPDATE OF a SKIP LOCKED")
+        self.agents_by_run_status = f"SELECT a.doc {agents}{_START} ORDER BY a.run_id{_LIMIT}{take}"
+        self.earliest_start_after = f"SELECT min(a.start_after) {agents}"
         self.get_lease = sql("SELECT holder, expires_at FROM leases WHERE name = ?")
         self.put_lease = upsert("leases", "name", "name, holder, expires_at")
         self.delete_lease = sql("DELETE FROM leases WHERE name = ? AND holder = ?")
@@ -252,8 +247,8 @@ class Statements:
             "ORDER BY ended_at LIMIT ?" + lock("FOR UPDATE SKIP LOCKED")
         )
         self.delete_runs = f"DELETE FROM runs WHERE run_id {_IN}"
-        self.oldest_live_run_created = f"SELECT min(created_at) FROM runs WHERE status IN {LIVE}"
-        newest_event = " AND seq < (SELECT max(seq) FROM events)" if d.reuses_numbers else ""
+        self.oldest_run_created = f"SELECT min(created_at) FROM runs WHERE status {_IN}"
+        newest_event = f" AND seq < ({self.last_event_seq})" if d.reuses_numbers else ""
         self.delete_events_before = sql(f"DELETE FROM events WHERE received_at < ?{newest_event}")
         self.delete_firings_before = sql("DELETE FROM schedule_firings WHERE due_at < ?")
 
@@ -276,6 +271,20 @@ class Statements:
         self.has_firing = sql("SELECT 1 FROM schedule_firings WHERE name = ? AND due_at = ?")
         self.insert_firing = sql("INSERT INTO schedule_firings (name, due_at, doc) VALUES (?, ?, ?)")
         self.list_firings = sql("SELECT doc FROM schedule_firings WHERE name = ? ORDER BY due_at DESC LIMIT ?")
+
+    def ruled(self, template: str, rule: AgentRule, *, start: bool = False, limit: bool = False) -> str:
+        """``template`` with one test per state of ``rule`` (its state, and one of its run statuses)
+        and, if asked, a bound on start_after and a limit; built once per shape."""
+        d = self.dialect
+        counts = tuple(0 if d.arrays else len(statuses) for statuses in rule.values())
+        key = (template, counts, start, limit)
+        text = self._ruled.get(key)
+        if text is None:
+            tests = " OR ".join(f"(a.state = ? AND r.status {d.in_list(count)})" for count in counts)
+            text = template.replace(_RULE, tests)
+            text = text.replace(_START, " AND (a.start_after IS NULL OR a.start_after <= ?)" if start else "")
+            text = self._ruled[key] = d.sql(text.replace(_LIMIT, " LIMIT ?" if limit else ""))
+        return text
 
     def listed(self, template: str, count: int) -> str:
         """``template`` with its ``{in}`` testing for one of ``count`` values; built once per count
@@ -320,9 +329,17 @@ class SQLTransaction(ABC):
         row = self._one(sql, args)
         return None if row is None else row[0]
 
-    def _time(self, sql: str) -> datetime | None:
-        value = self._value(sql)
+    def _time(self, sql: str, args: Sequence[Any] = ()) -> datetime | None:
+        value = self._value(sql, args)
         return None if value is None else self._d.read_time(value)
+
+    def _in_values(self, items: Collection[StrEnum]) -> tuple[Any, ...]:
+        """The parameters of an ``{in}`` test on states or statuses."""
+        return self._d.values([item.value for item in items])
+
+    def _rule(self, rule: AgentRule) -> list[Any]:
+        """The parameters of a rule's tests (see ``Statements.ruled``)."""
+        return [value for state, statuses in rule.items() for value in (state.value, *self._in_values(statuses))]
 
     @abstractmethod
     def lock(self, *names: str) -> None:
@@ -348,7 +365,7 @@ class SQLTransaction(ABC):
         }
         return [found.get(run_id) for run_id in run_ids]
 
-    def insert_run(self, run: Run) -> None:
+    def insert_run(self, run: Run, events_after: int = 0) -> None:
         time = self._d.time
         self._run(
             self._sql.insert_run,
@@ -367,6 +384,7 @@ class SQLTransaction(ABC):
                 time(run.deadline_at),
                 time(run.created_at),
                 time(run.ended_at),
+                events_after,
             ),
         )
         self._many(self._sql.insert_label, [(key, value, run.run_id) for key, value in run.labels.items()])
@@ -395,16 +413,23 @@ class SQLTransaction(ABC):
     def list_children(self, run_id: str) -> list[Run]:
         return [Run.model_validate_json(row[0]) for row in self._all(self._sql.list_children, (run_id,))]
 
-    def live_descendant_ids(self, run_id: str) -> list[str]:
-        return [row[0] for row in self._all(self._sql.live_descendant_ids, (run_id,))]
+    def descendant_ids(self, run_id: str, statuses: Collection[RunStatus]) -> list[str]:
+        query = self._sql.listed(self._sql.descendant_ids, len(statuses))
+        return [row[0] for row in self._all(query, (run_id, *self._in_values(statuses)))]
 
     def overdue_run_ids(self, now: datetime) -> list[str]:
         return [row[0] for row in self._all(self._sql.overdue_run_ids, (self._d.time(now),))]
 
     def set_runs_status(
-        self, run_ids: Sequence[str], status: RunStatus, at: datetime, *, output: Any = None, error: Any = None
+        self,
+        run_ids: Sequence[str],
+        status: RunStatus,
+        *,
+        ended_at: datetime | None = None,
+        output: Any = None,
+        error: Any = None,
     ) -> None:
-        values = (status.value, _dump(output), _dump(error), self._d.time(at) if status.terminal else None)
+        values = (status.value, _dump(output), _dump(error), self._d.time(ended_at))
         self._many(self._sql.set_run_status, [(*values, run_id) for run_id in run_ids])
 
     def restart_run(self, run_id: str, status: RunStatus, deadline_at: datetime | None) -> None:
@@ -466,6 +491,10 @@ class SQLTransaction(ABC):
         value = self._value(self._sql.events_after, (run_id,))
         return 0 if value is None else int(value)
 
+    def last_event_seq(self) -> int:
+        value = self._value(self._sql.last_event_seq)
+        return 0 if value is None else int(value)
+
     def insert_event(self, event: Event) -> int:
         args = (event.event_id, event.name, _dump(event.data), event.source, self._d.time(event.received_at))
         return self._insert(self._sql.insert_event, args)
@@ -474,9 +503,6 @@ class SQLTransaction(ABC):
         return self._one(self._sql.has_event, (event_id,)) is not None
 
     def unconsumed_events(self, run_id: str, names: Sequence[str], after_seq: int) -> Iterator[tuple[int, Event]]:
-        # A wait about to be registered and an event being sent take the same name locks, so that
-        # one of them always sees the other (see waits_for).
-        self.lock(*names)
         query, listed = self._sql.listed(self._sql.unconsumed_events, len(names)), self._d.values(names)
         while True:
             rows = self._all(query, (*listed, after_seq, run_id))
@@ -505,14 +531,14 @@ class SQLTransaction(ABC):
                 run_id,
                 wait.step,
                 wait.kind,
-                _dump(wait.events),
+                _dump(wait.watched),
                 _dump(wait.match),
                 wait.mode,
                 time(wait.until),
                 time(wait.created_at),
             ),
         )
-        self._many(self._sql.insert_wait_name, [(name, run_id, wait.step) for name in dict.fromkeys(wait.events)])
+        self._many(self._sql.insert_wait_name, [(name, run_id, wait.step) for name in dict.fromkeys(wait.watched)])
 
     def delete_wait(self, run_id: str, step: str) -> None:
         self._run(self._sql.delete_wait, (run_id, step))
@@ -525,7 +551,6 @@ class SQLTransaction(ABC):
         return [Wait.model_validate_json(row[1]) for row in self._all(self._sql.list_waits, (run_id,))]
 
     def waits_for(self, name: str) -> list[tuple[str, Wait]]:
-        self.lock(name)
         return [(row[0], Wait.model_validate_json(row[1])) for row in self._all(self._sql.waits_for, (name,))]
 
     def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
@@ -535,8 +560,9 @@ class SQLTransaction(ABC):
     def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self._many(self._sql.insert_cancel_trigger, [(run_id, name, _dump(match)) for name, match in triggers])
 
-    def cancel_triggers_for(self, name: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(row[0], json.loads(row[1])) for row in self._all(self._sql.cancel_triggers_for, (name,))]
+    def cancel_triggers_for(self, name: str, statuses: Collection[RunStatus]) -> list[tuple[str, dict[str, Any]]]:
+        query = self._sql.listed(self._sql.cancel_triggers_for, len(statuses))
+        return [(row[0], json.loads(row[1])) for row in self._all(query, (name, *self._in_values(statuses)))]
 
     def next_wake(self) -> datetime | None:
         return self._time(self._sql.next_wake)
@@ -551,27 +577,23 @@ class SQLTransaction(ABC):
         args = (agent.run_id, agent.state.value, self._d.time(agent.start_after), agent.model_dump_json())
         self._run(self._sql.save_agent, args)
 
-    def agents_in(self, states: Sequence[AgentState]) -> list[Agent]:
-        self.lock("agent-limits")  # claims count what is active: they take turns
+    def agents_in(self, states: Collection[AgentState]) -> list[Agent]:
         query = self._sql.listed(self._sql.agents_in, len(states))
-        return [
-            Agent.model_validate_json(row[0]) for row in self._all(query, self._d.values([s.value for s in states]))
-        ]
+        return [Agent.model_validate_json(row[0]) for row in self._all(query, self._in_values(states))]
 
-    def startable_agents(self, now: datetime, limit: int) -> list[Agent]:
-        self.lock("agent-limits")
-        rows = self._all(self._sql.startable_agents, (self._d.time(now), limit))
-        return [Agent.model_validate_json(row[0]) for row in rows]
+    def agents_by_run_status(
+        self, rule: AgentRule, *, start_by: datetime | None = None, limit: int | None = None
+    ) -> list[Agent]:
+        query = self._sql.ruled(
+            self._sql.agents_by_run_status, rule, start=start_by is not None, limit=limit is not None
+        )
+        bounds = [value for value in (self._d.time(start_by), limit) if value is not None]
+        return [Agent.model_validate_json(row[0]) for row in self._all(query, (*self._rule(rule), *bounds))]
 
-    def retired_agents(self) -> list[Agent]:
-        self.lock("agent-limits")
-        return [Agent.model_validate_json(row[0]) for row in self._all(self._sql.retired_agents)]
-
-    def next_agent_start(self) -> datetime | None:
-        return self._time(self._sql.next_agent_start)
+    def earliest_start_after(self, rule: AgentRule) -> datetime | None:
+        return self._time(self._sql.ruled(self._sql.earliest_start_after, rule), self._rule(rule))
 
     def get_lease(self, name: str) -> tuple[str, datetime] | None:
-        self.lock(f"lease:{name}")  # the row may not exist yet: two takers must take turns
         row = self._one(self._sql.get_lease, (name,))
         return None if row is None else (row[0], self._d.read_time(row[1]))
 
@@ -582,7 +604,6 @@ class SQLTransaction(ABC):
         self._run(self._sql.delete_lease, (name, holder))
 
     def get_cursor(self, name: str) -> int:
-        self.lock(f"cursor:{name}")
         value = self._value(self._sql.get_cursor, (name,))
         return 0 if value is None else int(value)
 
@@ -598,8 +619,8 @@ class SQLTransaction(ABC):
         if run_ids:
             self._run(self._sql.listed(self._sql.delete_runs, len(run_ids)), self._d.values(run_ids))
 
-    def oldest_live_run_created(self) -> datetime | None:
-        return self._time(self._sql.oldest_live_run_created)
+    def oldest_run_created(self, statuses: Collection[RunStatus]) -> datetime | None:
+        return self._time(self._sql.listed(self._sql.oldest_run_created, len(statuses)), self._in_values(statuses))
 
     def delete_events_before(self, cutoff: datetime) -> int:
         return self._run(self._sql.delete_events_before, (self._d.time(cutoff),))
@@ -610,7 +631,6 @@ class SQLTransaction(ABC):
     # Schedules.
 
     def get_schedule(self, name: str) -> Schedule | None:
-        self.lock(f"schedule:{name}")  # a new name is not a row yet
         doc = self._value(self._sql.get_schedule, (name,))
         return None if doc is None else Schedule.model_validate_json(doc)
 
