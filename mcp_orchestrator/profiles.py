@@ -175,9 +175,9 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     ),
     "command": AgentProfile(
         command=[],
-        stdin="{prompt}",
+        stdin="{task}",  # a program is not a model: no preamble, and no resume message
         description="Any executable: spawn_subagent's command is the argv, exactly as given (no placeholders), "
-        "the prompt arrives on stdin.",
+        "and the prompt, exactly as given, arrives on stdin.",
     ),
 }
 

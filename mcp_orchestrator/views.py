@@ -37,8 +37,14 @@ def brief(value: Any, limit: int = 60, *, terminal: bool = False) -> str:
     """
     if value is None and not terminal:
         return ""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = whole(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def whole(value: Any) -> str:
+    """A value as one line of JSON (a string as itself), uncut: what a person must read in full,
+    such as the error that ended a run."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def schedule_timing(schedule: Schedule, *, terminal: bool = False) -> str:

@@ -13,6 +13,7 @@ from mcp_orchestrator.cli import runs as cli_module
 from mcp_orchestrator.models import (
     CancelRunInput,
     CheckpointInput,
+    FinishRunInput,
     SendEventInput,
     SpawnSubagentInput,
     StartRunInput,
@@ -105,6 +106,15 @@ def test_help_explains_every_command(tmp_path: Path) -> None:
         "token": "Authorization: Bearer",
     }.items():
         assert words in cli(tmp_path / "x.db", command, "--help").stdout
+
+
+@pytest.mark.processes
+async def test_status_shows_the_error_whole(engine: Engine, db: str) -> None:
+    run_id = (await engine.runs.start_run(StartRunInput(name="doomed"))).run.run_id
+    error = {"type": "exited", "message": "x" * 200 + " Not logged in: run /login"}
+    await engine.runs.finish_run(FinishRunInput(run_id=run_id, error=error))
+    shown = cli(db, "status", run_id).stdout
+    assert json.dumps(error) in shown  # not cut before the words that say why
 
 
 @pytest.mark.processes

@@ -128,6 +128,15 @@ async def test_limits_hold_per_profile_and_per_concurrency_key(
     assert most_at_once(profile_journals + key_journals) <= 4  # the global limit
 
 
+async def test_a_command_agent_reads_the_prompt_exactly_as_given(supervised: Engine) -> None:
+    """A program is not a model: no preamble on its stdin, and placeholders in the prompt stay as written."""
+    prompt = "line one {db} {prompt}\nline two: ünïcode"
+    spawned = await supervised.subagents.spawn(SpawnSubagentInput(prompt=prompt, agent="command", command=["cat"]))
+    result = await until(supervised, spawned.run.run_id, ended)
+    assert result.run.status == RunStatus.COMPLETED
+    assert result.run.output == prompt
+
+
 async def test_timeout_kills_the_process_group_and_crashes_retry_with_backoff(
     tmp_path: Path, supervised: Engine
 ) -> None:

@@ -15,7 +15,7 @@ from ..models import (
     StatusResult,
 )
 from ..runtime import Engine
-from ..views import process_facts
+from ..views import process_facts, whole
 from .command import Commands, add_command, with_engine
 from .options import ModelOptions, Option
 from .render import brief, print_fields, print_json, print_table, when
@@ -150,7 +150,7 @@ def _print_run(run: Run) -> None:
             ("ended", when(run.ended_at)),
             ("deadline", when(run.deadline_at)),
             ("output", brief(run.output) if run.output is not None else ""),
-            ("error", brief(run.error) if run.error is not None else ""),
+            ("error", whole(run.error) if run.error is not None else ""),  # whole: it says why
         ]
     )
 
