@@ -55,7 +55,7 @@ def fill(tx: Transaction, first: int, count: int, steps: int, start: datetime) -
             updated_at=at,
             ended_at=at + timedelta(seconds=30) if status.terminal else None,
         )
-        tx.insert_run(run)
+        tx.insert_run(run, events_after=0)
         for index in range(steps):
             step = Step(
                 step=f"step-{index}", status=StepStatus.COMPLETED, attempt=1, output={"n": index}, started_at=at

@@ -149,10 +149,11 @@ def shown_value(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def short_json(value: Any, limit: int = 200) -> str:
-    """A value as text for a message, cut to ``limit`` characters."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def short_json(value: Any, limit: int | None = 200, *, ensure_ascii: bool = True) -> str:
+    """A value as one line of JSON (a string as itself) for a message or a screen, cut to ``limit``
+    characters with ``…`` (None: whole)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=ensure_ascii)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 T = TypeVar("T")

@@ -7,10 +7,10 @@ terminal's way, so each face keeps the exact output it has always had.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+from .errors import short_json
 from .models import Agent, Schedule
 
 
@@ -35,16 +35,13 @@ def brief(value: Any, limit: int = 60, *, terminal: bool = False) -> str:
     A missing value is blank on a page; the terminal shows it as ``null``, which a table cell can't
     confuse with an empty string.
     """
-    if value is None and not terminal:
-        return ""
-    text = whole(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return "" if value is None and not terminal else short_json(value, limit, ensure_ascii=False)
 
 
 def whole(value: Any) -> str:
     """A value as one line of JSON (a string as itself), uncut: what a person must read in full,
     such as the error that ended a run."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return short_json(value, None, ensure_ascii=False)
 
 
 def schedule_timing(schedule: Schedule, *, terminal: bool = False) -> str:

@@ -71,7 +71,7 @@ async def test_a_connection_lost_mid_transaction_is_retried_on_a_new_one(url: st
 
     def fn(tx: PostgresTransaction) -> str:
         backends.append(tx._fetchval("SELECT pg_backend_pid()"))
-        tx.insert_run(new_run("r1"))
+        tx.insert_run(new_run("r1"), events_after=0)
         if len(backends) == 1:
             tx._await(terminate(url, backends[0]))
         tx.append_journal("r1", "run_created", datetime.now(UTC))
@@ -105,7 +105,7 @@ async def test_a_commit_cut_off_before_it_was_made_is_run_again(url: str) -> Non
 
         def fn(tx: PostgresTransaction) -> str:
             backends.append(tx._fetchval("SELECT pg_backend_pid()"))
-            tx.insert_run(new_run("r1"))
+            tx.insert_run(new_run("r1"), events_after=0)
             return "made"
 
         write = asyncio.create_task(store.write(fn))
@@ -149,7 +149,7 @@ async def test_a_commit_made_whose_reply_was_lost_is_answered_as_made(url: str) 
 
     def fn(tx: PostgresTransaction) -> str:
         calls.append(1)
-        tx.insert_run(new_run("r1"))
+        tx.insert_run(new_run("r1"), events_after=0)
         return "made"
 
     async with PostgresStore(url) as store:
@@ -164,7 +164,7 @@ async def test_a_commit_whose_outcome_cannot_be_learned_is_reported_as_unknown(u
     unknown (repeating the write could make it twice), with the store named."""
 
     def fn(tx: PostgresTransaction) -> None:
-        tx.insert_run(new_run("r1"))
+        tx.insert_run(new_run("r1"), events_after=0)
 
     async with PostgresStore(url) as store:
 
@@ -213,7 +213,7 @@ async def test_a_key_inserted_meanwhile_runs_the_function_again_which_then_finds
                 return "found", existing.run_id
             if attempts.count(run_id) == 1:
                 tx._await(asyncio.wait_for(both_checked.wait(), 5))
-            tx.insert_run(new_run(run_id).model_copy(update={"key": "deploy-42"}))
+            tx.insert_run(new_run(run_id).model_copy(update={"key": "deploy-42"}), events_after=0)
             return "created", run_id
 
         return write
@@ -250,7 +250,7 @@ async def test_a_commit_on_one_store_wakes_a_waiter_on_another_promptly(url: str
         await asyncio.sleep(0.2)
         assert not waiter.done()  # nothing happened yet
         started = time.monotonic()
-        await store_a.write(lambda tx: tx.insert_run(new_run("r1")))
+        await store_a.write(lambda tx: tx.insert_run(new_run("r1"), events_after=0))
         await waiter
         assert time.monotonic() - started < 2
         assert store_b.generation == generation_b + 1
@@ -258,7 +258,7 @@ async def test_a_commit_on_one_store_wakes_a_waiter_on_another_promptly(url: str
 
         # A's listener hears B's next commit after its own notification (one channel, commit order):
         # once it has, A's own notification was delivered too, and ignored.
-        await store_b.write(lambda tx: tx.insert_run(new_run("r2")))
+        await store_b.write(lambda tx: tx.insert_run(new_run("r2"), events_after=0))
 
         async def heard_b() -> bool:
             return store_b._token in heard_by_a
@@ -344,7 +344,7 @@ def test_the_location_hides_the_password(given: str) -> None:
 async def test_a_newer_schema_is_refused_and_left_alone(url: str) -> None:
     """A database written by a newer version is not touched: no migration, nothing dropped."""
     async with PostgresStore(url) as store:
-        await store.write(lambda tx: tx.insert_run(new_run("r1")))
+        await store.write(lambda tx: tx.insert_run(new_run("r1"), events_after=0))
     await admin(url, "INSERT INTO schema_version (version, applied_at) VALUES ($1, now())", SCHEMA_VERSION + 1)
     with pytest.raises(SchemaTooNew, match="upgrade mcp-orchestrator"):
         await PostgresStore(url).open()
@@ -374,7 +374,7 @@ async def test_journal_after_stops_at_an_entry_of_a_transaction_still_open(url: 
         return [(entry.run_id, entry.step) for entry in tx.journal_after(0, ["step_completed"], 10)]
 
     async with PostgresStore(url) as store:
-        await store.write(lambda tx: [tx.insert_run(new_run(run_id)) for run_id in ("r1", "r2")])
+        await store.write(lambda tx: [tx.insert_run(new_run(run_id), events_after=0) for run_id in ("r1", "r2")])
         open_write = asyncio.create_task(store.write(slow))
         try:
             await asyncio.wait_for(appended.wait(), 5)
@@ -397,7 +397,7 @@ async def test_journal_after_passes_a_settled_gap(url: str) -> None:
         return [entry.step for entry in tx.journal_after(0, ["step_completed"], 10)]
 
     async with PostgresStore(url) as store:
-        await store.write(lambda tx: tx.insert_run(new_run("r1")))
+        await store.write(lambda tx: tx.insert_run(new_run("r1"), events_after=0))
         with pytest.raises(RuntimeError):
             await store.write(rolled_back)
         await store.write(lambda tx: tx.append_journal("r1", "step_completed", datetime.now(UTC), step="kept"))

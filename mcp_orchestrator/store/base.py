@@ -60,7 +60,7 @@ class Transaction(Protocol):
         fan-in that has just registered its wait then sees any run that ended meanwhile, while the
         transaction ending it, not seeing the wait yet, left it to this one."""
 
-    def insert_run(self, run: Run, events_after: int = 0) -> None:
+    def insert_run(self, run: Run, events_after: int) -> None:
         """``events_after``: the highest event seq that arrived before the run started (later ones
         arrived after it; 0: all of them)."""
 

@@ -365,7 +365,7 @@ class SQLTransaction(ABC):
         }
         return [found.get(run_id) for run_id in run_ids]
 
-    def insert_run(self, run: Run, events_after: int = 0) -> None:
+    def insert_run(self, run: Run, events_after: int) -> None:
         time = self._d.time
         self._run(
             self._sql.insert_run,
