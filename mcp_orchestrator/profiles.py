@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError, InvalidInput
 from .models import Agent
+from .permissions import ApprovalsConfig, PermissionPolicy
 
 PLACEHOLDERS = frozenset(
     {"prompt", "task", "run_id", "attempt", "session_id", "mcp_config", "opencode_config", "cwd", "db"}
@@ -83,6 +85,39 @@ def check_launchable(name: str, profile: AgentProfile, command: list[str], value
             )
 
 
+def executable(profile: AgentProfile, command: list[str]) -> str | None:
+    """The program a profile (or, for the 'command' profile, a caller's ``command``) starts; None when
+    a placeholder makes it unknowable before launch."""
+    argv = profile.command or command
+    return argv[0] if argv and argv[0] and not _PLACEHOLDER.search(argv[0]) else None
+
+
+def harness_missing(name: str, program: str, cwd: str, path: str | None) -> str | None:
+    """Why ``program`` cannot be started, in words for the caller and the run's error; None when it can.
+
+    ``path`` is the PATH searched. Checked at spawn and again at launch with the same words: the
+    PATH of the process that supervises sub-agents (not a client's) is the one that counts.
+    """
+    if os.sep in program:
+        target = Path(cwd, program).expanduser()
+        if target.is_file() and os.access(target, os.X_OK):
+            return None
+        return f"agent profile {name!r} runs {program!r}, which is not an executable file (looked in {cwd!r})"
+    if shutil.which(program, path=path) is not None:
+        return None
+    return (
+        f"agent profile {name!r} runs {program!r}, which is not on PATH (searched: {path or '(empty)'}); the PATH "
+        "of the server that supervises sub-agents is what counts: install it there, or give the profile's command "
+        "its absolute path"
+    )
+
+
+def profile_path(profile: AgentProfile) -> str | None:
+    """The PATH a profile's agent is started with: its own ``env.PATH`` when it has a fixed one."""
+    own = profile.env.get("PATH")
+    return own if own is not None and not _PLACEHOLDER.search(own) else os.environ.get("PATH", os.defpath)
+
+
 def unpassable(text: str) -> str | None:
     """Why ``text`` cannot be a program's argument or environment value (None: it can)."""
     if NUL in text:
@@ -110,16 +145,28 @@ class AgentProfile(BaseModel):
     )
     stdin: str | None = Field(None, description="Template written to the agent's stdin, e.g. '{prompt}'.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment (values may use placeholders).")
-    output: Literal["text", "claude-json"] = Field(
+    output: Literal["text", "claude-json", "codex-json", "gemini-json", "opencode-json"] = Field(
         "text",
-        description="How the final output is read from stdout: the text itself, or Claude Code's JSON "
-        "(result text and session id).",
+        description="How the final output is read from stdout: the text itself, or a harness's JSON lines "
+        "(Claude Code's stream-json, codex exec --json, Gemini CLI's stream-json, opencode run --format json): "
+        "the session id, the result, the harness's own error and usage limits.",
     )
     timeout_s: float | None = Field(3600.0, gt=0, description="Default per-attempt timeout, seconds.")
     max_attempts: int = Field(3, ge=1, le=100, description="Default attempts before the run fails.")
     max_concurrent: int | None = Field(None, ge=1, le=1000, description="At most this many of this profile at once.")
+    account: str | None = Field(
+        None,
+        max_length=200,
+        description="Whose usage limits it shares: at a usage limit every queued sub-agent of the same account "
+        "waits. Default: its executable and its config directory (CLAUDE_CONFIG_DIR, CODEX_HOME), so two "
+        "profiles that run one 'claude' login share one limit.",
+    )
     description: str = ""
     enabled: bool = Field(True, description="False refuses spawns of this profile (e.g. the built-in 'command').")
+    permissions: PermissionPolicy = Field(
+        default_factory=PermissionPolicy,
+        description="What its sub-agents may do without asking a person (Claude Code's permission prompt tool).",
+    )
 
     @field_validator("command", "resume", "extra_args")
     @classmethod
@@ -145,6 +192,16 @@ class AgentProfile(BaseModel):
         return env
 
 
+def account_of(name: str, profile: AgentProfile) -> str:
+    """The account whose usage limits a profile's sub-agents share (see ``AgentProfile.account``)."""
+    if profile.account:
+        return profile.account
+    if not profile.command:
+        return f"profile:{name}"
+    config_dir = next((profile.env[k] for k in ("CLAUDE_CONFIG_DIR", "CODEX_HOME") if k in profile.env), "")
+    return f"{Path(profile.command[0]).name}:{config_dir}"
+
+
 def _check_placeholders(template: str) -> None:
     if (problem := unpassable(template)) is not None:
         raise ValueError(f"{template!r:.100} {problem}, which no argv, environment or stdin can carry")
@@ -156,22 +213,89 @@ def _check_placeholders(template: str) -> None:
         )
 
 
-_CLAUDE_FLAGS = ["--output-format", "json", "--mcp-config", "{mcp_config}", "--allowedTools", "mcp__orchestrator"]
+PERMISSION_TOOL = "permission_prompt"  # the orchestrator's tool Claude Code asks before a tool that would prompt
+_CLAUDE_FLAGS = [
+    "--output-format",
+    "stream-json",  # a line per message: the session id at once, then tool calls, limits and the result
+    "--verbose",
+    "--mcp-config",
+    "{mcp_config}",
+    "--allowedTools",
+    "mcp__orchestrator",
+    "--permission-prompt-tool",
+    f"mcp__orchestrator__{PERMISSION_TOOL}",
+]
+
+_ORCHESTRATOR_ENV = '["MCP_ORCHESTRATOR_DB", "MCP_ORCHESTRATOR_RUN_ID", "MCP_ORCHESTRATOR_CONFIG"]'
+_CODEX_FLAGS = [
+    "--json",  # JSONL events: thread.started (the session id) at once, items, turn.completed or turn.failed
+    "--skip-git-repo-check",  # a sub-agent may work in a directory that is not a git repository
+    "--sandbox",  # (an exec option: before `resume` it holds for a resumed session too)
+    "workspace-write",  # commands may write in the working directory (its worktree) and temp, nowhere else
+    "-c",
+    'approval_policy="never"',  # nobody is there to approve: a refused command's failure goes back to the model
+    # The orchestrator's MCP server. Codex has no flag for a config file, so its `-c` overrides; it starts
+    # `mcp-orchestrator serve` from PATH (as the README's client setup does) and passes it the store and run
+    # id from the environment the orchestrator gives the agent (Codex gives an MCP server only a few variables
+    # of its own, such as PATH and HOME, and those it names).
+    "-c",
+    'mcp_servers.orchestrator.command="mcp-orchestrator"',
+    "-c",
+    'mcp_servers.orchestrator.args=["serve"]',
+    "-c",
+    f"mcp_servers.orchestrator.env_vars={_ORCHESTRATOR_ENV}",
+    "-c",
+    "mcp_servers.orchestrator.required=true",  # no orchestrator, no run: exec fails saying why, at once
+    "-c",
+    "mcp_servers.orchestrator.startup_timeout_sec=60",  # the default 10 s is short for a busy machine
+    "-c",
+    'mcp_servers.orchestrator.default_tools_approval_mode="approve"',  # checkpoint and finish_run never ask
+]
+_GEMINI_FLAGS = [
+    "--output-format=stream-json",  # init (the session id) first, message pieces, tool calls, a result line
+    "--approval-mode=auto_edit",  # file edits are approved; in headless mode whatever would ask is refused
+    "--skip-trust",  # trust the working directory for this session: else headless mode refuses to start there
+    # and starts no stdio MCP server. The orchestrator's tools are allowed without asking (headless mode
+    # refuses what would ask); other MCP servers of the user's settings are not loaded. Gemini CLI takes the
+    # server from the user's settings (`gemini mcp add --scope user orchestrator mcp-orchestrator serve`):
+    # it has no flag for a config file, and reads a system settings file only when root owns it.
+    "--allowed-mcp-server-names=orchestrator",
+]
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
-    # Headless Claude Code. Only the orchestrator's own tools are pre-approved (the sub-agent must be
-    # able to checkpoint and finish); any other tool follows Claude Code's own permission settings.
-    # Allow more with extra_args, e.g. ["--allowedTools", "Edit Bash(git:*)"].
+    # Headless Claude Code. The orchestrator's own tools are pre-approved (the sub-agent must be able to
+    # checkpoint and finish); every other tool that would prompt is asked of the orchestrator's
+    # permission tool, which follows the profile's permission policy and asks a person when it says so.
     "claude": AgentProfile(
         command=["claude", "-p", "{prompt}", *_CLAUDE_FLAGS],
         resume=["claude", "-p", "{prompt}", "--resume", "{session_id}", *_CLAUDE_FLAGS],
         output="claude-json",
         description="Claude Code in headless mode (claude -p), resumed with --resume.",
     ),
+    # Codex CLI in exec mode: edits and commands inside the working directory (its sandbox), no approvals.
+    "codex": AgentProfile(
+        command=["codex", "exec", *_CODEX_FLAGS, "{prompt}"],
+        resume=["codex", "exec", *_CODEX_FLAGS, "resume", "{session_id}", "{prompt}"],
+        output="codex-json",
+        description="Codex CLI (codex exec --json, workspace-write sandbox), resumed with codex exec resume.",
+    ),
+    # Gemini CLI in headless mode: edits files without asking; shell commands are refused.
+    "gemini": AgentProfile(
+        command=["gemini", "--prompt={prompt}", *_GEMINI_FLAGS],
+        resume=["gemini", "--resume={session_id}", "--prompt={prompt}", *_GEMINI_FLAGS],
+        output="gemini-json",
+        description="Gemini CLI (gemini --prompt, stream-json, auto_edit), resumed with --resume; the orchestrator "
+        "comes from the user's Gemini settings.",
+    ),
+    # OpenCode's default agent may edit and run commands; `run` rejects whatever would ask (a file outside the
+    # working directory, say), as no --auto is given.
     "opencode": AgentProfile(
-        command=["opencode", "run", "{prompt}"],
+        command=["opencode", "run", "--format", "json", "{prompt}"],
+        resume=["opencode", "run", "--session", "{session_id}", "--format", "json", "{prompt}"],
         env={"OPENCODE_CONFIG": "{opencode_config}"},
-        description="OpenCode (opencode run), the orchestrator added through OPENCODE_CONFIG.",
+        output="opencode-json",
+        description="OpenCode (opencode run --format json), the orchestrator added through OPENCODE_CONFIG, "
+        "resumed with --session.",
     ),
     "command": AgentProfile(
         command=[],
@@ -200,10 +324,17 @@ class AgentsConfig(BaseModel):
     heartbeat_timeout_s: float = Field(15.0, ge=1, le=3600, description="Silence after which a runner is dead.")
     kill_grace_s: float = Field(5.0, ge=0, le=600, description="Between SIGTERM and SIGKILL of an agent's group.")
     retry_backoff_s: float = Field(1.0, ge=0, le=3600, description="Wait before the first retry; doubles each time.")
+    usage_limit_backoff_s: float = Field(
+        60.0, ge=0.1, le=86_400, description="At a usage limit whose reset time is not given: the first pause; doubles."
+    )
+    usage_limit_max_backoff_s: float = Field(
+        1800.0, ge=1, le=86_400, description="The longest such pause before the next try."
+    )
     retention_days: float = Field(
         30.0, ge=0, le=36_500, description="Ended runs and old events are removed after this many days; 0 keeps all."
     )
     profiles: dict[str, AgentProfile] = Field(default_factory=lambda: dict(BUILTIN_PROFILES))
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig, description="How permission requests wait.")
 
     @field_validator("concurrency_keys")
     @classmethod
@@ -264,7 +395,10 @@ def load_agents_config(path: Path | None) -> AgentsConfig:
     try:
         return AgentsConfig.model_validate({**values, **limits, **supervisor, **retention, "profiles": profiles})
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors(include_url=False)]
+        problems = [
+            f"{'.'.join(map(str, error['loc']))}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors(include_url=False)
+        ]
         raise ConfigError(f"bad config file {path}: {'; '.join(problems)}") from exc
 
 

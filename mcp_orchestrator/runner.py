@@ -6,10 +6,16 @@ is quick), in a new process group, with stdout and stderr appended to the run's 
 it records the start in the store, heartbeats, kills the group when the run ends elsewhere
 (cancel) or the attempt times out, and records the exit with the agent's final output. The
 server that launched it may die meanwhile: the runner does not need it.
+
+The agent's stdout comes through a pipe: a thread copies every line to the log file as it
+arrives and hands it to the reader of the profile's output format (``agents/streams.py``), so
+the harness's session id is recorded the moment it is printed, and its result, its reason for
+failing or a usage limit are known at the exit without reading the log back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -17,10 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-OUTPUT_MAX = 64 * 1024  # the final output kept from stdout, in characters
-TAIL_READ = 4 * 1024 * 1024  # at most this much of the end of stdout is read for it
+if TYPE_CHECKING:
+    from .agents.streams import StreamReader
+
+LINE_MAX = 8 * 1024 * 1024  # a longer stdout line is logged whole but read only in part
 
 
 # A launch that failed with one of these may work if tried again (resources ran short for a moment);
@@ -32,9 +40,8 @@ TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.EN
 def main(argv: list[str]) -> int:
     with open(argv[1]) as file:
         spec = json.load(file)
-    stdout = open(spec["stdout"], "ab")  # noqa: SIM115  (the agent writes into them until it exits)
+    stdout = open(spec["stdout"], "ab")  # noqa: SIM115  (written until the agent exits)
     stderr = open(spec["stderr"], "ab")  # noqa: SIM115
-    offset = stdout.tell()
     stderr.write(
         f"--- attempt {spec['attempt']} started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode()
     )
@@ -43,7 +50,7 @@ def main(argv: list[str]) -> int:
     process: subprocess.Popen[bytes] | None = None
     failure: tuple[str, bool] | None = None
     try:
-        process = _start(spec, stdout, stderr)
+        process = _start(spec, stderr)
     except Exception as exc:  # every way a launch can fail is reported in the run, never left to be "lost"
         failure = _launch_failure(spec, exc)
         stderr.write(f"--- {failure[0]}\n".encode(errors="replace"))
@@ -51,10 +58,20 @@ def main(argv: list[str]) -> int:
 
     import asyncio
 
-    return asyncio.run(_attend(spec, process, started, offset, failure))
+    from .agents.streams import reader_for
+
+    reader = reader_for(spec["output"])
+    copied = threading.Event()  # stdout ended (the agent and whatever it left behind closed it)
+    news = threading.Event()  # the reader learned something to record at once (the session id)
+    if process is not None and process.stdout is not None:
+        pipe = process.stdout
+        threading.Thread(target=_copy, args=(pipe, stdout, reader, news, copied), daemon=True).start()
+    else:
+        copied.set()
+    return asyncio.run(_attend(spec, process, started, failure, reader, news, copied))
 
 
-def _start(spec: dict[str, Any], stdout: IO[bytes], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+def _start(spec: dict[str, Any], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     """Start the agent in a process group of its own, its prompt (if any) fed to stdin by a thread."""
     data = None if spec["stdin"] is None else spec["stdin"].encode()
     process = subprocess.Popen(
@@ -62,7 +79,7 @@ def _start(spec: dict[str, Any], stdout: IO[bytes], stderr: IO[bytes]) -> subpro
         cwd=spec["cwd"],
         env={**os.environ, **spec["env"]},
         stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-        stdout=stdout,
+        stdout=subprocess.PIPE,
         stderr=stderr,
         start_new_session=True,  # a group of its own: killing it never kills the runner
     )
@@ -74,6 +91,12 @@ def _start(spec: dict[str, Any], stdout: IO[bytes], stderr: IO[bytes]) -> subpro
 def _launch_failure(spec: dict[str, Any], exc: Exception) -> tuple[str, bool]:
     """Why the agent could not be started, and whether trying again may help."""
     program = spec["argv"][0] if spec["argv"] else "(an empty argv)"
+    if isinstance(exc, FileNotFoundError) and exc.filename in (None, program):
+        from .profiles import harness_missing
+
+        path = spec["env"].get("PATH", os.environ.get("PATH", os.defpath))
+        if (missing := harness_missing(spec.get("profile", "?"), program, spec["cwd"], path)) is not None:
+            return missing, False
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename not in (None, program) else ""
         reason = f"{exc.strerror or exc}{where}"
@@ -81,6 +104,28 @@ def _launch_failure(spec: dict[str, Any], exc: Exception) -> tuple[str, bool]:
     else:
         reason, retry = f"{type(exc).__name__}: {exc}", False
     return f"cannot start {program!r:.200} in {spec['cwd']!r:.200}: {reason}", retry
+
+
+def _copy(
+    pipe: IO[bytes], log: IO[bytes], reader: StreamReader, news: threading.Event, copied: threading.Event
+) -> None:
+    """Copy the agent's stdout to its log line by line, reading each (a line over LINE_MAX is read
+    in pieces: logged whole, parsed as pieces that a JSON reader skips)."""
+    try:
+        while line := pipe.readline(LINE_MAX):
+            log.write(line)
+            log.flush()  # `agents logs --follow` shows it now
+            session = reader.report.session_id
+            reader.feed(line.rstrip(b"\r\n"))
+            if reader.report.session_id != session:
+                news.set()
+    except (OSError, ValueError) as exc:  # the log's disk is full, say: the agent must not block on a full pipe
+        with contextlib.suppress(OSError, ValueError):
+            log.write(f"\n--- the runner stopped copying stdout: {exc}\n".encode())
+        while pipe.read(65536):
+            pass
+    finally:
+        copied.set()
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:
@@ -95,8 +140,10 @@ async def _attend(
     spec: dict[str, Any],
     process: subprocess.Popen[bytes] | None,
     started: float,
-    offset: int,
     failure: tuple[str, bool] | None,
+    reader: StreamReader,
+    news: threading.Event,
+    copied: threading.Event,
 ) -> int:
     import asyncio
     from datetime import UTC, datetime
@@ -122,46 +169,49 @@ async def _attend(
             run_id, attempt, pid=os.getpid(), pgid=process.pid, host=spec["node"], at=at, log_dir=log_dir
         )
         exit_code = asyncio.ensure_future(asyncio.to_thread(process.wait))
+        recorded: str | None = None
         while verdict == "continue":
-            done, _ = await asyncio.wait({exit_code}, timeout=settings.agents.heartbeat_s)
-            if done:
+            heard = asyncio.ensure_future(asyncio.to_thread(news.wait, settings.agents.heartbeat_s))
+            done, _ = await asyncio.wait({exit_code, heard}, timeout=settings.agents.heartbeat_s)
+            if (session := reader.report.session_id) is not None and session != recorded:
+                news.clear()
+                recorded = session
+                verdict = await agents.session_started(run_id, attempt, session)
+            if exit_code in done or verdict != "continue":
                 break
-            verdict = await agents.heartbeat(run_id, attempt)
+            if heard not in done or not heard.result():
+                verdict = await agents.heartbeat(run_id, attempt)
         how: ExitHow = "exited"
         if not exit_code.done():
             how = "timed_out" if verdict == "timeout" else "stopped"
         if how != "exited" or group_alive(process.pid):  # the agent's group ends with it
             await asyncio.to_thread(kill_group, process.pid, settings.agents.kill_grace_s)
         code = await exit_code
-        output, session_id = _final_output(spec, offset)
+        await asyncio.to_thread(copied.wait, 5.0)  # the last lines (a child that kept stdout open was killed)
+        report = reader.finish()
         why: str | None = None
         if how == "timed_out":
             why = "the attempt ran past its timeout; its process group was killed"
-        elif code != 0:
-            why = f"exited with code {code}" if code > 0 else f"killed by signal {-code}"
-            last = [line for line in tail_lines(Path(spec["stderr"]), 5) if line.strip()]
-            if last:
-                why += ": " + " | ".join(last)
-        await agents.exited(run_id, attempt, code, how=how, output=output, session_id=session_id, message=why)
+        elif code != 0 or report.error is not None:
+            why = report.error or _exit_words(code, tail_lines(Path(spec["stderr"]), 5))
+        await agents.exited(
+            run_id,
+            attempt,
+            code,
+            how=how,
+            output=report.output,
+            session_id=report.session_id,
+            message=why,
+            limit=None if how != "exited" else report.limit,
+        )
     return 0
 
 
-def _final_output(spec: dict[str, Any], offset: int) -> tuple[Any, str | None]:
-    """The agent's final output and, for Claude Code's JSON, its session id, from this attempt's stdout."""
-    with open(spec["stdout"], "rb") as file:
-        size = file.seek(0, 2)
-        file.seek(max(offset, size - TAIL_READ))  # the end is what matters; a huge log is not read whole
-        text = file.read().decode(errors="replace").strip()
-    if spec["output"] == "claude-json":
-        for candidate in [text, *reversed(text.splitlines())]:
-            try:
-                document = json.loads(candidate)
-            except ValueError:
-                continue
-            if isinstance(document, dict) and ("result" in document or "session_id" in document):
-                result = document.get("result")
-                return (result[-OUTPUT_MAX:] if isinstance(result, str) else result), document.get("session_id")
-    return (text[-OUTPUT_MAX:] or None), None
+def _exit_words(code: int, stderr_tail: list[str]) -> str:
+    """Why a process that said nothing structured failed: its exit and the end of its stderr."""
+    why = f"exited with code {code}" if code > 0 else f"killed by signal {-code}"
+    last = [line for line in stderr_tail if line.strip() and not line.startswith("--- attempt ")]
+    return why + (": " + " | ".join(last) if last else "")
 
 
 if __name__ == "__main__":

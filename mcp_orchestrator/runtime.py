@@ -9,6 +9,7 @@ from datetime import datetime
 from .config import Settings
 from .models import utcnow
 from .profiles import AgentsConfig
+from .services.approvals import Approvals
 from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, Context
 from .services.events import Events
 from .services.runs import Runs
@@ -22,9 +23,9 @@ from .store.base import Store
 class Engine(Context):
     """What the faces are handed: every service, sharing this context (store, clock, limits).
 
-    ``runs`` (runs and steps), ``events`` (events, waits, sleeps, fan-ins), ``subagents`` and
-    ``schedules``; retention and traces are functions of the context (``services.retention``,
-    ``services.tracing``)."""
+    ``runs`` (runs and steps), ``events`` (events, waits, sleeps, fan-ins), ``subagents``,
+    ``schedules`` and ``approvals`` (sub-agents' permission requests); retention and traces are
+    functions of the context (``services.retention``, ``services.tracing``)."""
 
     def __init__(
         self,
@@ -34,13 +35,22 @@ class Engine(Context):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Callable[[], datetime] = utcnow,
         agents: AgentsConfig | None = None,
+        subagent_run_id: str | None = None,
     ) -> None:
-        super().__init__(store, workspace=workspace, max_payload_bytes=max_payload_bytes, clock=clock)
-        spawns = Spawns(self, agents or AgentsConfig())
+        super().__init__(
+            store,
+            workspace=workspace,
+            max_payload_bytes=max_payload_bytes,
+            clock=clock,
+            subagent_run_id=subagent_run_id,
+        )
+        config = agents or AgentsConfig()
+        spawns = Spawns(self, config)
         self.runs = Runs(self)
         self.events = Events(self)
         self.subagents = Subagents(self, spawns)
         self.schedules = Schedules(self, spawns)
+        self.approvals = Approvals(self, config)
 
 
 @asynccontextmanager
@@ -49,7 +59,11 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     await store.open()
     try:
         yield Engine(
-            store, workspace=settings.workspace, max_payload_bytes=settings.max_payload_bytes, agents=settings.agents
+            store,
+            workspace=settings.workspace,
+            max_payload_bytes=settings.max_payload_bytes,
+            agents=settings.agents,
+            subagent_run_id=settings.subagent_run_id,
         )
     finally:
         await store.close()

@@ -37,6 +37,8 @@ step, seconds=...) is a durable timer. send_event(name, data) wakes waiting runs
 spawn_subagent(prompt, parent_run_id=<your run>, key=...) starts a background agent on a task as a child run
 (supervised: limits, retries, restart after its waits); wait_for_runs(run_ids, run_id, step) collects child
 runs once they end. If MCP_ORCHESTRATOR_RUN_ID names your run, you are a sub-agent: use that run.
+A sub-agent waiting on an 'approval' wait asks permission for a tool call: list_approvals(run_id=<your run>)
+shows your sub-agents' requests, decide_approval(approval_id, behavior, message) answers one.
 schedule(name, cron | every_s | at, action) fires a spawn or an event later or repeatedly, with no session open.
 To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
 """

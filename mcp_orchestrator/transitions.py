@@ -12,11 +12,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal
+from pydantic import ValidationError
+
+from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal, invalid_input_from
+from .ids import new_id
 from .models import (
     LIST_INDEX,
     LIVE_RUN_STATUSES,
     Agent,
+    AgentState,
+    ApprovalDecision,
     Event,
     RetryPolicy,
     Run,
@@ -184,7 +189,12 @@ def expire_if_overdue(tx: Transaction, now: datetime, run: Run) -> OrchestratorE
 # Waits. A wait is a step: registered once, ended by the first matching event (or its timeout, or
 # its wake time), and from then on memoized like any completed step.
 
-WAIT_TOOLS = {"event": "wait_for_event", "sleep": "sleep", "runs": "wait_for_runs"}  # by wait kind
+WAIT_TOOLS = {  # by wait kind
+    "event": "wait_for_event",
+    "sleep": "sleep",
+    "runs": "wait_for_runs",
+    "approval": "permission_prompt",
+}
 
 
 def open_wait(tx: Transaction, run_id: str, wait: Wait) -> Wait | OrchestratorError | None:
@@ -262,6 +272,8 @@ def fire_due_waits(tx: Transaction, now: datetime) -> int:
         when = None if wait.until is None else iso(wait.until)
         if wait.kind == "sleep":  # event and runs waits time out
             end_wait(tx, now, run_id, wait.step, {"status": "done", "wake_at": when}, "woke", {})
+        elif wait.kind == "approval":  # an undecided permission request expires: denied, by timeout
+            expire_approval(tx, now, wait)
         else:
             end_wait(tx, now, run_id, wait.step, {"status": "timed_out"}, "wait_timed_out", {"until": when})
     return len(due)
@@ -288,6 +300,9 @@ def send_event(tx: Transaction, now: datetime, args: SendEventInput, event_id: s
         # Within a run an event is consumed once, by the earliest wait it matches.
         if wait.kind == "event" and run_id not in woken and matches(event, wait.match):
             receive(tx, now, run_id, wait.step, seq, event)
+            woken.append(run_id)
+        elif wait.kind == "approval" and run_id not in woken:
+            decide_approval(tx, now, run_id, wait, seq, event)
             woken.append(run_id)
     cancelled: list[str] = []
     for run_id, match in tx.cancel_triggers_for(event.name, LIVE_RUN_STATUSES):
@@ -324,20 +339,128 @@ def _lookup(document: Any, path: Any) -> tuple[bool, Any]:
     return True, value
 
 
+# Approvals: a sub-agent's permission request is a wait (kind 'approval') for the event
+# 'approval.<approval_id>', whose data is the decision, so every way of sending an event decides one
+# alike. While it waits, its step's output is the request; once decided, {status, request, decision}.
+
+APPROVAL_EVENT_PREFIX = "approval."
+
+
+def approval_event(approval_id: str) -> str:
+    """The name of the event that decides the approval ``approval_id``."""
+    return f"{APPROVAL_EVENT_PREFIX}{approval_id}"
+
+
+def decide_approval(tx: Transaction, now: datetime, run_id: str, wait: Wait, seq: int, event: Event) -> None:
+    """The event (journal sequence ``seq``) decides the pending approval ``wait``. Its data must be a
+    decision (InvalidInput otherwise, and the event is not stored); a rule-scoped one without a rule
+    takes the request's suggested rule."""
+    step = tx.get_step(run_id, wait.step)
+    request = step.output if step is not None and isinstance(step.output, dict) else {}
+    what = f"the decision (data of event {event.name!r})"
+    try:
+        given = ApprovalDecision.model_validate(event.data)
+    except ValidationError as exc:
+        raise invalid_input_from(exc, what) from exc
+    rule = given.rule
+    if given.scope == "rule" and rule is None:
+        suggested = request.get("suggested_rule")
+        rule = suggested if isinstance(suggested, str) else None
+        if rule is None:
+            raise InvalidInput(
+                f"{what}: no rule can be suggested for this {request.get('tool_name')} call; give the rule "
+                "(e.g. 'Bash(npm test:*)'), or decide for this call only (scope 'call')"
+            )
+    by = given.by or ("agent" if event.source == "tool" else "person")
+    decision = given.model_copy(
+        update={
+            "rule": rule,
+            "by": by,
+            "source": given.source or event.source,
+            "event_id": event.event_id,
+            "decided_at": now,
+        }
+    )
+    status = "allowed" if decision.behavior == "allow" else "expired" if by == "timeout" else "denied"
+    tx.consume_event(run_id, seq, wait.step)
+    output = {"status": status, "request": request, "decision": decision.model_dump(mode="json")}
+    detail = {
+        "approval_id": request.get("approval_id"),
+        "tool_name": request.get("tool_name"),
+        **decision.model_dump(mode="json", include={"behavior", "scope", "rule", "by", "source", "event_id"}),
+    }
+    end_wait(tx, now, run_id, wait.step, output, "permission_decided", detail)
+
+
+def expire_approval(tx: Transaction, now: datetime, wait: Wait) -> None:
+    """Deny the undecided approval ``wait`` by timeout: a decision sent as its event, like any other."""
+    when = "" if wait.until is None else f" at {iso(wait.until)}"
+    data = {
+        "behavior": "deny",
+        "message": f"nobody decided on this request before it expired{when}",
+        "by": "timeout",
+        "source": "expiry",
+    }
+    for name in wait.events:
+        send_event(tx, now, SendEventInput(name=name, data=data), new_id(), "system")
+
+
 # Sub-agents.
 
 
 def queue_agent(tx: Transaction, now: datetime, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
     """Write a prepared spawn: its run (queued), its process record and the journal; or return the
-    sub-agent that already has ``args.key``."""
+    sub-agent that already has ``args.key``. Its account at a usage limit holds it from the start."""
     started = create_run(tx, now, args, agent.run_id, status=RunStatus.QUEUED)
     if not started.created:
         return existing_agent(tx, started.run)
+    if (held := account_gate(tx, now, agent.limit_account)) is not None:
+        until, reason = held
+        agent = agent.model_copy(update={"start_after": until, "paused_until": until, "paused_reason": reason})
     tx.save_agent(agent)
     tx.append_journal(agent.run_id, "subagent_queued", now, detail={"agent": agent.profile, "cwd": agent.cwd})
     if args.parent_run_id is not None:
         tx.append_journal(args.parent_run_id, "subagent_spawned", now, detail={"run_id": agent.run_id})
     return SpawnSubagentResult(run=started.run, created=True, process=agent)
+
+
+# Usage limits belong to an account, not to one sub-agent: a gate (a lease named after the account,
+# its holder the reason) holds every sub-agent of the account until the limit resets.
+
+
+def gate_lease(account: str) -> str:
+    return f"gate:{account}"
+
+
+def account_gate(tx: Transaction, now: datetime, account: str) -> tuple[datetime, str] | None:
+    """(until, why) while ``account`` is held at a usage limit; None when it is not."""
+    lease = tx.get_lease(gate_lease(account))
+    return None if lease is None or lease[1] <= now else (lease[1], lease[0])
+
+
+def hold_account(tx: Transaction, now: datetime, account: str, until: datetime, reason: str) -> None:
+    """Hold ``account`` until ``until``: its queued sub-agents start no earlier, and say why."""
+    name = gate_lease(account)
+    tx.lock(lease_lock(name))
+    current = account_gate(tx, now, account)
+    if current is None or current[0] < until:
+        tx.put_lease(name, reason, until)
+    for agent in tx.agents_in([AgentState.QUEUED]):
+        if agent.limit_account == account and (agent.start_after is None or agent.start_after < until):
+            tx.save_agent(
+                agent.model_copy(update={"start_after": until, "paused_until": until, "paused_reason": reason})
+            )
+            tx.append_journal(agent.run_id, "held", now, detail={"reason": reason, "until": iso(until)})
+
+
+def release_account(tx: Transaction, now: datetime, account: str) -> None:
+    """Lift ``account``'s gate now (a person says the limit is over): its held sub-agents may start."""
+    tx.lock(lease_lock(gate_lease(account)))
+    if (held := tx.get_lease(gate_lease(account))) is not None:
+        tx.delete_lease(gate_lease(account), held[0])
+    for agent in tx.agents_in([AgentState.QUEUED]):
+        if agent.limit_account == account and agent.paused_until is not None:
+            tx.save_agent(agent.model_copy(update={"start_after": now, "paused_until": None, "paused_reason": None}))
 
 
 def existing_agent(tx: Transaction, run: Run) -> SpawnSubagentResult:

@@ -60,8 +60,13 @@ def process_facts(process: Agent, *, terminal: bool = False) -> list[str]:
     process's times (a page shows those in the run's journal).
     """
     attempts = f"attempt {process.attempt} of up to {process.max_attempts}"
+    paused = []
+    if process.paused_until is not None and process.state in ("queued", "idle"):
+        paused = [
+            f"paused: {process.paused_reason or 'usage limit'} until {when(process.paused_until, terminal=terminal)}"
+        ]
     if not terminal:
-        facts = [process.profile, str(process.state), attempts]
+        facts = [process.profile, str(process.state), *paused, attempts]
         if process.pid:
             facts.append(f"pid {process.pid} (group {process.pgid}) on {process.host or ''}")
         if process.exited_at:
@@ -69,7 +74,7 @@ def process_facts(process: Agent, *, terminal: bool = False) -> list[str]:
         if process.worktree:
             facts.append(f"worktree {process.worktree} ({process.branch or ''})")
         return facts
-    facts = [process.profile, attempts, str(process.state)]
+    facts = [process.profile, attempts, str(process.state), *paused]
     if process.pid is not None:
         facts.append(f"runner pid {process.pid}, group {process.pgid} on {process.host}")
     if process.started_at is not None:
@@ -78,6 +83,6 @@ def process_facts(process: Agent, *, terminal: bool = False) -> list[str]:
         facts.append(f"exit {process.exit_code} at {when(process.exited_at, terminal=True)}")
     elif process.heartbeat_at is not None:
         facts.append(f"heartbeat {when(process.heartbeat_at, terminal=True)}")
-    if process.start_after is not None and process.state == "queued":
+    if process.start_after is not None and process.state == "queued" and not paused:
         facts.append(f"retry after {when(process.start_after, terminal=True)}")
     return facts

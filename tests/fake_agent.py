@@ -3,8 +3,9 @@
 Two ways to run it:
 
   fake_agent.py agent TASK_JSON MCP_CONFIG   what a 'command'-style profile starts
-  fake_agent.py claude ARGV...               a stand-in for Claude Code's headless mode: checks the
-                                             argv it is given and prints its JSON result shape
+  fake_agent.py claude ARGV...               a quick stand-in for Claude Code's headless mode: checks
+                                             the argv it is given and prints its stream-json shape
+                                             (the real Claude Code is tested in test_claude_code.py)
 
 The task is JSON: {"steps": [...], "sleep": s, "wait": "event-name", "finish": true,
 "crash_attempts": n, "exit": code, "output": any}. It reads its run id from
@@ -64,11 +65,12 @@ def as_agent(argv: list[str]) -> int:
 
 
 def as_claude(argv: list[str]) -> int:
-    """Check the argv the built-in claude profile builds, then work and print Claude's JSON result."""
+    """Check the argv the built-in claude profile builds, then work and print Claude's stream-json lines
+    (its init line with the session id first, its result last)."""
     assert argv[0] == "-p", argv
     prompt = argv[1]
     options = argv[2:]
-    assert options[options.index("--output-format") + 1] == "json", argv
+    assert options[options.index("--output-format") + 1] == "stream-json" and "--verbose" in options, argv
     config = options[options.index("--mcp-config") + 1]
     assert "mcp__orchestrator" in options[options.index("--allowedTools") + 1], argv
     assert "mcpServers" in json.loads(Path(config).read_text()), config
@@ -85,6 +87,7 @@ def as_claude(argv: list[str]) -> int:
         session_id = str(uuid.uuid4())
         state = {"task": json.loads(found[1]), "resumes": []}
     (sessions / f"{session_id}.json").write_text(json.dumps(state))
+    print(json.dumps({"type": "system", "subtype": "init", "session_id": session_id}), flush=True)
     code, text = asyncio.run(work(state["task"], config))
     result = {"type": "result", "subtype": "success", "is_error": code != 0, "result": text, "session_id": session_id}
     print(json.dumps(result))

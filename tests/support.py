@@ -317,4 +317,7 @@ CONTRACT_TOOLS = {
     "wait_for_event",
     "sleep",
     "wait_for_runs",
+    "permission_prompt",
+    "list_approvals",
+    "decide_approval",
 }

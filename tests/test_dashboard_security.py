@@ -88,7 +88,7 @@ async def test_pages_send_security_headers_and_break_no_content_security_rule(
         page.on("pageerror", lambda error: problems.append(str(error)))
         page.on("dialog", lambda dialog: dialog.accept())
         await sign_in(page, base, private_state_dir)
-        for path in ("/", f"/runs/{parent}", "/events", "/schedules", "/runs/no-such-run"):
+        for path in ("/", f"/runs/{parent}", "/events", "/schedules", "/approvals", "/runs/no-such-run"):
             response = await page.goto(f"{base}{path}")
             assert response is not None
             headers = await response.all_headers()

@@ -35,6 +35,9 @@ KNOWN_CODES = (
     "config_error",
     "store_error",
     "store_busy",
+    "approval_not_found",
+    "approval_decided",
+    "not_allowed",
 )
 SPECIFIC = re.compile(rf"^Error executing tool (\w+): ({'|'.join(KNOWN_CODES)}): \S")
 JSON_RPC_ERRORS = {-32700, -32600, -32602}
@@ -146,6 +149,10 @@ def check_answer(answer: dict[str, Any], tool: str, sent: str) -> None:
         assert specific is not None and specific.group(1) == tool, (sent[:300], text[:500])
         assert "Traceback" not in text, text
         event(f"tool error {specific.group(2)}")
+    elif tool == "permission_prompt":  # Claude Code's shape: one text block of JSON, nothing structured
+        assert result.get("structuredContent") is None and len(result["content"]) == 1, (sent[:300], result)
+        assert json.loads(result["content"][0]["text"])["behavior"] in ("allow", "deny"), (sent[:300], result)
+        event("text result")
     else:
         assert result.get("structuredContent") is not None, (sent[:300], result)
         event("result")

@@ -176,22 +176,29 @@ async def test_launch_failures_fail_the_run_at_once_and_a_callers_argv_runs_as_g
     no_format = tmp_path / "no-format"
     no_format.write_text("this is not a program\n")
     no_format.chmod(0o755)
+    absent = str(tmp_path / "absent")
     async with engine_on(db, config) as engine:
-        cases = {
-            str(tmp_path / "absent"): "No such file or directory",
-            str(not_executable): "Permission denied",
-            str(no_format): "Exec format error",
+        # What can be seen at spawn is refused there, in the words the run's error would have used.
+        for program in (absent, str(not_executable)):
+            with pytest.raises(InvalidInput, match="which is not an executable file"):
+                await engine.subagents.spawn(SpawnSubagentInput(prompt="p", agent="command", command=[program]))
+        args = SpawnSubagentInput(prompt="p", agent="command", command=[str(no_format)], max_attempts=3)
+        runs = {(await engine.subagents.spawn(args)).run.run_id: (f"cannot start {str(no_format)!r}", "Exec format")}
+
+        # What changed between spawn and launch (a program removed, made unexecutable; a NUL stored by
+        # another version) fails at launch, at once, saying why.
+        launch_cases = {
+            absent: (f"agent profile 'command' runs {absent!r}", "which is not an executable file"),
+            str(not_executable): (f"cannot start {str(not_executable)!r}", "Permission denied"),
+            "\x00": ("cannot start 'sleep'", "ValueError: embedded null byte"),
         }
-        runs = {}
-        for program, reason in cases.items():
-            args = SpawnSubagentInput(prompt="p", agent="command", command=[program], max_attempts=3)
-            runs[(await engine.subagents.spawn(args)).run.run_id] = f"cannot start {program!r}", reason
-        # A NUL in argv that got past spawn (stored by another version, say) fails at exec with ValueError.
-        args = SpawnSubagentInput(prompt="p", agent="command", command=["sleep", "1"], max_attempts=3)
-        run_args, agent = engine.subagents.spawns.prepare(args, None, new_id())
-        agent = agent.model_copy(update={"command": ["sleep", "1\x00"]})
-        await engine.store.write(lambda tx: transitions.queue_agent(tx, engine.now(), run_args, agent))
-        runs[agent.run_id] = "cannot start 'sleep'", "ValueError: embedded null byte"
+        for program, expected in launch_cases.items():
+            args = SpawnSubagentInput(prompt="p", agent="command", command=["sleep", "1"], max_attempts=3)
+            run_args, agent = engine.subagents.spawns.prepare(args, None, new_id())
+            argv = ["sleep", "1\x00"] if program == "\x00" else [program]
+            agent = agent.model_copy(update={"command": argv})
+            await engine.store.write(lambda tx, a=agent, r=run_args: transitions.queue_agent(tx, engine.now(), r, a))
+            runs[agent.run_id] = expected
 
         # A caller's own argv runs exactly as given: its braces are not the profile's placeholders.
         echo = ["sh", "-c", 'printf "%s|%s" "$1" "$2"', "sh", "{db}", "{prompt}"]

@@ -298,13 +298,16 @@ async def test_bad_spawns_are_refused_with_what_to_fix(tmp_path: Path, db: str) 
             assert result.is_error
             return result.content[0].text
 
-        assert "unknown agent profile 'gpt'; known: claude, command, opencode" in await refused(prompt="x", agent="gpt")
+        assert "unknown agent profile 'gpt'; known: claude, codex, command, gemini, opencode" in await refused(
+            prompt="x", agent="gpt"
+        )
         assert "prompt is blank" in await refused(prompt="   ")
         assert "is not an existing directory" in await refused(prompt="x", cwd=str(tmp_path / "nowhere"))
         assert "max_attempts" in await refused(prompt="x", max_attempts=0)
         assert "concurrency_limit" in await refused(prompt="x", concurrency_key="k", concurrency_limit=0)
         assert "command=[" in await refused(prompt="x", agent="command")
-        assert "worktree=true" in await refused(prompt="x", cwd=str(tmp_path), worktree=True)  # not a repository
+        not_a_repository = {"cwd": str(tmp_path), "worktree": True, "agent": "command", "command": ["true"]}
+        assert "worktree=true" in await refused(prompt="x", **not_a_repository)
         assert (await call(client, "list_runs"))["runs"] == []
 
     bad = tmp_path / "bad.toml"

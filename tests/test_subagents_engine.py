@@ -192,7 +192,9 @@ async def test_spawn_is_idempotent_by_key_and_checks_its_input(engine: Engine, t
     first = await engine.subagents.spawn(SpawnSubagentInput(prompt="p", agent="command", command=SLEEP, key="k"))
     again = await engine.subagents.spawn(SpawnSubagentInput(prompt="q", agent="command", command=SLEEP, key="k"))
     assert first.created and not again.created and again.run.run_id == first.run.run_id
-    with pytest.raises(InvalidInput, match="unknown agent profile 'nope'; known: claude, command, opencode"):
+    with pytest.raises(
+        InvalidInput, match="unknown agent profile 'nope'; known: claude, codex, command, gemini, opencode"
+    ):
         await engine.subagents.spawn(SpawnSubagentInput(prompt="p", agent="nope"))
     with pytest.raises(InvalidInput, match="command is for agent='command' only"):
         await engine.subagents.spawn(SpawnSubagentInput(prompt="p", agent="claude", command=["x"]))

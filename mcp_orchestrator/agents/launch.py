@@ -65,12 +65,20 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
         "run_id": agent.run_id,
         "attempt": agent.attempt,
         "argv": launch_argv(profile, agent.command, values, item.use_session),
-        "env": {**server_env, ENV_ATTEMPT: str(agent.attempt), **launch_env(profile, values)},
+        "env": {
+            **server_env,
+            ENV_ATTEMPT: str(agent.attempt),
+            # A permission request may wait for a person up to approvals.wait_s: the harness's MCP
+            # tool timeout (Claude Code's, in milliseconds) stays above it. The profile may set its own.
+            "MCP_TOOL_TIMEOUT": str(int((settings.agents.approvals.wait_s + 60) * 1000)),
+            **launch_env(profile, values),
+        },
         "cwd": agent.cwd,
         "stdin": None if profile.stdin is None else render(profile.stdin, values),
         "stdout": str(log_path(run_dir, "stdout")),
         "stderr": str(log_path(run_dir, "stderr")),
         "output": profile.output,
+        "profile": agent.profile,
         "db": settings.db,
         "node": settings.node,
         "config": None if settings.config_file is None else str(settings.config_file),

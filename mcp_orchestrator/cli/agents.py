@@ -35,6 +35,7 @@ SPAWN = ModelOptions(
     Option("command", rest=True, note="Last on the command line: every argument after it is the argv."),
 )
 LOG = ModelOptions(StatusInput, RUN)
+RESUME = ModelOptions(StatusInput, RUN)
 
 
 def add_commands(commands: Commands) -> None:
@@ -69,6 +70,15 @@ def add_commands(commands: Commands) -> None:
     )
     add_command(
         commands,
+        "resume",
+        _resume,
+        RESUME,
+        help="resume a sub-agent paused at a usage limit now",
+        description="End a sub-agent's pause at a usage limit now (when you know the limit is over, say after "
+        "switching plans), and let every sub-agent its account held start again. Prints the run.",
+    )
+    add_command(
+        commands,
         "agents",
         _agents,
         help="list the agent profiles and limits",
@@ -84,6 +94,14 @@ def _spawn(args: argparse.Namespace, settings: Settings) -> int:
         return print_json(result)
     verb = "queued" if result.created else "already exists:"
     print(f"{verb} {result.run.run_id} ({result.process.profile}, {result.run.status}) in {result.process.cwd}")
+    return 0
+
+
+def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    run = with_engine(settings, lambda engine: engine.subagents.resume_paused(args.run_id))
+    if args.json:
+        return print_json(run)
+    print(f"resumed {run.run_id} ({run.status}): it starts again within a moment")
     return 0
 
 

@@ -1,17 +1,22 @@
-"""What every service shares: the store, the clock, the default workspace and the payload limit."""
+"""What every service shares: the store, the clock, the default workspace, the payload limit, the run
+of a sub-agent's own server, and blocking until the store says something happened."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InvalidInput
 from ..models import utcnow
 from ..store.base import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+PROGRESS_EVERY_S = 3.0  # a blocked call reports progress this often
+T = TypeVar("T")
+Progress = Callable[[float, float, str], Awaitable[None]]
 
 
 class Context:
@@ -24,9 +29,11 @@ class Context:
         workspace: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Callable[[], datetime] = utcnow,
+        subagent_run_id: str | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
+        self.subagent_run_id = subagent_run_id  # a sub-agent's own server: the run it serves
         self.max_payload_bytes = max_payload_bytes
         self._clock = clock
 
@@ -49,3 +56,25 @@ class Context:
                 field=field,
                 size=size,
             )
+
+    async def until(
+        self,
+        check: Callable[[], Awaitable[tuple[bool, T, float | None]]],
+        block_s: float,
+        progress: Progress | None,
+        message: str,
+    ) -> T:
+        """Call ``check`` after every commit anywhere (or when it says something is due, in seconds)
+        until it reports done or ``block_s`` passes; returns its last value."""
+        started = reported = time.monotonic()
+        while True:
+            since = self.store.generation
+            done, value, due_in = await check()
+            elapsed = time.monotonic() - started
+            if done or elapsed >= block_s:
+                return value
+            if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY_S:
+                reported = time.monotonic()
+                await progress(elapsed, block_s, message)
+            timeout = min(block_s - elapsed, PROGRESS_EVERY_S, due_in if due_in is not None else PROGRESS_EVERY_S)
+            await self.store.wait_for_change(max(timeout, 0.0), since=since)

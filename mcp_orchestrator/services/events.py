@@ -36,11 +36,9 @@ from ..models import (
 )
 from ..store.base import Transaction
 from ..transitions import after, get_run
-from .context import Context
+from .context import Context, Progress
 
 T = TypeVar("T")
-Progress = Callable[[float, float, str], Awaitable[None]]
-PROGRESS_EVERY_S = 3.0  # a blocked wait reports progress this often
 
 
 class Events:
@@ -211,20 +209,8 @@ class Events:
         progress: Progress | None,
         message: str,
     ) -> T:
-        """Call ``check`` after every commit anywhere (or when it says something is due, in seconds)
-        until it reports done or ``block_s`` passes; returns its last value."""
-        started = reported = time.monotonic()
-        while True:
-            since = self.store.generation
-            done, value, due_in = await check()
-            elapsed = time.monotonic() - started
-            if done or elapsed >= block_s:
-                return value
-            if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY_S:
-                reported = time.monotonic()
-                await progress(elapsed, block_s, message)
-            timeout = min(block_s - elapsed, PROGRESS_EVERY_S, due_in if due_in is not None else PROGRESS_EVERY_S)
-            await self.store.wait_for_change(max(timeout, 0.0), since=since)
+        """See ``Context.until``: shared with the other services that block."""
+        return await self.context.until(check, block_s, progress, message)
 
 
 def _event_cursor(cursor: str) -> int:

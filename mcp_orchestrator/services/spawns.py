@@ -12,7 +12,16 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..models import Agent, AgentState, RetryPolicy, Run, SpawnSubagentInput, StartRunInput
-from ..profiles import NUL, AgentProfile, AgentsConfig, check_launchable
+from ..profiles import (
+    NUL,
+    AgentProfile,
+    AgentsConfig,
+    account_of,
+    check_launchable,
+    executable,
+    harness_missing,
+    profile_path,
+)
 from .context import Context
 
 
@@ -46,9 +55,13 @@ class Spawns:
             profile_name, profile, args.command or [], {"prompt": args.prompt, "task": args.prompt, "cwd": cwd}
         )
         self.context.check_payload("prompt", args.prompt)
+        program = executable(profile, args.command or [])
+        if program is not None and (missing := harness_missing(profile_name, program, cwd, profile_path(profile))):
+            raise InvalidInput(missing, field="agent" if profile.command else "command")
         agent = Agent(
             run_id=run_id,
             profile=profile_name,
+            account=account_of(profile_name, profile),
             prompt=args.prompt,
             cwd=cwd,
             command=args.command or [],

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from .. import transitions
 from ..agents import worktree
-from ..errors import OrchestratorError, short_json
+from ..agents.streams import Limit
+from ..errors import InvalidInput, OrchestratorError, short_json
 from ..ids import new_id
 from ..models import (
     ACTIVE_AGENT_STATES,
@@ -33,7 +34,9 @@ from ..models import (
     RunStatus,
     SpawnSubagentInput,
     SpawnSubagentResult,
+    Step,
     StepStatus,
+    Wait,
 )
 from ..profiles import NUL, AgentProfile, Launch
 from ..store.base import AgentRule, Transaction
@@ -57,6 +60,7 @@ def node_lease(node: str) -> str:
     return f"node:{node}"
 
 
+PAUSE_STEP = "usage-limit-"  # the durable timer step of a pause at a usage limit: usage-limit-<attempt>
 START_TIMEOUT_S = 60.0  # a claimed sub-agent whose runner never reported is lost after this
 EXIT_AFTER_FINISH_S = 30.0  # an agent that finished its run is killed if it has not exited by then
 Verdict = Literal["continue", "stop", "timeout"]  # what a runner is told at start and each heartbeat
@@ -153,10 +157,16 @@ class Subagents:
             free = min(free, self.config.node_max_concurrent - sum(agent.host == node for agent in active))
         by_profile = Counter(agent.profile for agent in active)
         by_key = Counter(agent.concurrency_key for agent in active if agent.concurrency_key)
+        gates: dict[str, bool] = {}  # accounts held at a usage limit, read once per account
         picked: list[tuple[Agent, AgentProfile | None]] = []
         for agent in tx.agents_by_run_status(STARTABLE, start_by=now, limit=1000) if free > 0 else []:
             if len(picked) >= free:
                 break
+            account = agent.limit_account
+            if account not in gates:
+                gates[account] = transitions.account_gate(tx, now, account) is not None
+            if gates[account]:
+                continue
             profile = self.config.profiles.get(agent.profile)
             key = agent.concurrency_key
             profile_limit = profile.max_concurrent if profile is not None else None
@@ -193,6 +203,8 @@ class Subagents:
                     "launched_at": now,
                     **_NO_PROCESS,
                     "host": node,
+                    "paused_until": None,
+                    "paused_reason": None,
                 }
             )
             tx.save_agent(claimed)
@@ -206,13 +218,21 @@ class Subagents:
         if not agent.resume:
             return first
         notes = [f"You are resumed: run {agent.run_id}, process attempt {agent.attempt + 1}."]
-        if agent.exit_code != 0:
+        if agent.paused_until is not None:
+            notes.append(
+                f"Your previous process stopped at a usage limit ({agent.paused_reason}); it has reset. "
+                "Go on from where you were."
+            )
+        elif agent.exit_code != 0:
             ended = "was lost" if agent.exit_code is None else f"exited with code {agent.exit_code}"
             notes.append(f"Your previous process {ended} before finishing; check what it left half done.")
         steps = tx.list_steps(agent.run_id)
         for step in steps:
             ended_since = step.ended_at is not None and agent.exited_at is not None and step.ended_at >= agent.exited_at
-            if step.kind != "checkpoint" and step.status == StepStatus.COMPLETED and ended_since:
+            paused = step.step.startswith(PAUSE_STEP)
+            if step.kind == "approval" and step.status == StepStatus.COMPLETED and ended_since and not _answered(step):
+                notes.append(_decided(step.output))
+            elif step.kind != "checkpoint" and not paused and step.status == StepStatus.COMPLETED and ended_since:
                 notes.append(f"Your wait {step.step!r} ended: {short_json(step.output, 500)}")
         done = [step.step for step in steps if step.status == StepStatus.COMPLETED]
         if done:
@@ -286,6 +306,22 @@ class Subagents:
 
         return await self.store.write(record)
 
+    async def session_started(self, run_id: str, attempt: int, session_id: str) -> Verdict:
+        """The harness printed its session id: kept at once, so that an attempt killed or crashed from
+        here on is resumed in that session. Counts as a heartbeat."""
+
+        def record(tx: Transaction) -> Verdict:
+            agent = tx.get_agent(run_id)
+            if agent is None or agent.attempt != attempt or agent.state != AgentState.LIVE:
+                return "stop"
+            tx.save_agent(agent.model_copy(update={"session_id": session_id[:200], "heartbeat_at": self.context.now()}))
+            tx.append_journal(
+                run_id, "session_started", self.context.now(), attempt=attempt, detail={"session_id": session_id[:200]}
+            )
+            return "continue"
+
+        return await self.store.write(record, wake=False)
+
     async def heartbeat(self, run_id: str, attempt: int) -> Verdict:
         """Still alive; the answer says whether to go on, stop (the run ended) or kill for timeout."""
 
@@ -319,14 +355,17 @@ class Subagents:
         session_id: str | None = None,
         message: str | None = None,
         retry: bool = True,
+        limit: Limit | None = None,
     ) -> None:
         """The agent's process ended. Unless the agent finished its run itself, its exit decides:
-        0 completes the run with ``output``, anything else is a failed attempt (retried while
-        attempts remain, unless ``retry`` is False: a launch that would fail the same way again).
-        A run that waits keeps waiting without a process."""
+        0 without a ``message`` (the harness's own error) completes the run with ``output``; a
+        ``limit`` (the account's usage limit, or the model overloaded) pauses it without counting an
+        attempt; anything else is a failed attempt (retried while attempts remain, unless ``retry``
+        is False: a launch that would fail the same way again). A run that waits keeps waiting
+        without a process."""
         self.context.check_payload("output", output)
         await self.store.write(
-            lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message, retry)
+            lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message, retry, limit)
         )
 
     def _exit(
@@ -340,6 +379,7 @@ class Subagents:
         how: ExitHow,
         message: str | None,
         retry: bool = True,
+        limit: Limit | None = None,
     ) -> None:
         agent = tx.get_agent(run_id)
         if agent is None or agent.attempt != attempt or agent.state not in ACTIVE_AGENT_STATES:
@@ -351,8 +391,11 @@ class Subagents:
         )
         detail = {"how": how, "exit_code": exit_code, "pid": agent.pid}
         tx.append_journal(run_id, "process_exited", now, attempt=attempt, detail=detail)
-        clean = how == "exited" and exit_code == 0
-        if run.status.terminal:
+        clean = how == "exited" and exit_code == 0 and message is None
+        if limit is not None and not clean and not run.status.terminal:
+            agent = self._pause(tx, run, agent, limit, message, now)
+            state = AgentState.IDLE  # waits on the durable timer of its pause, holding no process
+        elif run.status.terminal:
             state = AgentState.DONE
         elif clean and run.status == RunStatus.WAITING:
             state = AgentState.IDLE  # waits without a process; started again when the wait ends
@@ -368,7 +411,52 @@ class Subagents:
             retry_at = self._failed_attempt(tx, run, agent, how, message, now, retry)
             agent = agent.model_copy(update={"start_after": retry_at})
             state = AgentState.DONE if agent.start_after is None else AgentState.QUEUED
+        if limit is None and agent.pauses:
+            agent = agent.model_copy(update={"pauses": 0})
         tx.save_agent(agent.model_copy(update={"state": state}))
+
+    def _pause(
+        self, tx: Transaction, run: Run, agent: Agent, limit: Limit, message: str | None, now: datetime
+    ) -> Agent:
+        """Pause the run at its account's usage limit: a durable timer until the limit resets (when the
+        harness said; else a backoff that doubles, capped), the account's other queued sub-agents held
+        until then too, and the attempt not counted against max_attempts."""
+        backoff = min(self.config.usage_limit_backoff_s * 2**agent.pauses, self.config.usage_limit_max_backoff_s)
+        until = (
+            limit.resets_at
+            if limit.resets_at is not None and limit.resets_at > now
+            else now + timedelta(seconds=backoff)
+        )
+        reason = limit.describe()
+        wait = Wait(step=f"{PAUSE_STEP}{agent.attempt}", kind="sleep", until=until, created_at=now)
+        transitions.open_wait(tx, run.run_id, wait)
+        detail = {"reason": reason, "until": transitions.iso(until), "message": message}
+        tx.append_journal(run.run_id, "paused", now, attempt=agent.attempt, detail=detail)
+        transitions.hold_account(tx, now, agent.limit_account, until, reason)
+        update = {"resume": True, "pauses": agent.pauses + 1, "paused_until": until, "paused_reason": reason}
+        return agent.model_copy(update=update)
+
+    async def resume_paused(self, run_id: str) -> Run:
+        """End a run's pause at a usage limit now (a person says the limit is over): it and every
+        sub-agent its account held start again."""
+
+        def resume(tx: Transaction) -> Run:
+            now = self.context.now()
+            agent = tx.get_agent(run_id)
+            run = transitions.get_run(tx, run_id, payloads=False)
+            pauses = [wait for wait in tx.list_waits(run_id) if wait.step.startswith(PAUSE_STEP)]
+            if agent is None or not pauses:
+                raise InvalidInput(
+                    f"run {run_id} is not paused at a usage limit (it is {run.status}); nothing to resume",
+                    run_id=run_id,
+                )
+            for wait in pauses:
+                done = {"status": "done", "wake_at": transitions.iso(now), "resumed_early": True}
+                transitions.end_wait(tx, now, run_id, wait.step, done, "woke", {"resumed_early": True})
+            transitions.release_account(tx, now, agent.limit_account)
+            return transitions.get_run(tx, run_id)
+
+        return await self.store.write(resume)
 
     def _failed_attempt(
         self, tx: Transaction, run: Run, agent: Agent, how: ExitHow, message: str | None, now: datetime, retry: bool
@@ -392,10 +480,12 @@ class Subagents:
 
     @staticmethod
     def _waited_during(tx: Transaction, agent: Agent) -> bool:
-        """Whether the attempt opened a wait (that has since ended): the agent may not have seen it end."""
+        """Whether the attempt opened a wait (that has since ended) the agent may not have seen end: not
+        an approval already answered to it (its permission call returned the decision)."""
         began = agent.started_at or agent.launched_at
         return any(
-            step.kind != "checkpoint" and began and step.started_at >= began for step in tx.list_steps(agent.run_id)
+            step.kind != "checkpoint" and began and step.started_at >= began and not _answered(step)
+            for step in tx.list_steps(agent.run_id)
         )
 
     @staticmethod
@@ -404,6 +494,24 @@ class Subagents:
         if run is None:
             raise OrchestratorError(f"run {run_id} is gone")
         return run
+
+
+def _answered(step: Step) -> bool:
+    """An approval whose decision its permission call already returned to the agent."""
+    return step.kind == "approval" and isinstance(step.output, dict) and step.output.get("answered_at") is not None
+
+
+def _decided(output: Any) -> str:
+    """The resume note for a permission request decided while the agent had no process."""
+    output = output if isinstance(output, dict) else {}
+    request = output.get("request") if isinstance(output.get("request"), dict) else {}
+    decision = output.get("decision") if isinstance(output.get("decision"), dict) else {}
+    tool = request.get("tool_name", "a tool")
+    said = f' ("{decision["message"]}")' if decision.get("message") else ""
+    if output.get("status") == "allowed":
+        return f"Your request to use {tool} was allowed{said}: make the same call again; it is answered at once."
+    why = "it expired undecided" if output.get("status") == "expired" else f"it was denied{said}"
+    return f"Your request to use {tool} was not allowed ({why}): do not retry it; finish the task another way."
 
 
 _NO_PROCESS: dict[str, Any] = {

@@ -30,7 +30,20 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
-from ..models import Agent, AgentState, Event, Firing, JournalEntry, Run, RunFilter, RunStatus, Schedule, Step, Wait
+from ..models import (
+    Agent,
+    AgentState,
+    Event,
+    Firing,
+    JournalEntry,
+    Run,
+    RunFilter,
+    RunStatus,
+    Schedule,
+    Step,
+    StepStatus,
+    Wait,
+)
 
 T = TypeVar("T")
 # Which sub-agents a query selects: by state, the statuses their run may have (any other state: none).
@@ -151,6 +164,15 @@ class Transaction(Protocol):
 
     def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
         """(run_id, wait) of every pending wait whose ``until`` is at or before ``now``."""
+
+    def waits_of_kind(self, kind: str) -> list[tuple[str, Wait]]:
+        """(run_id, wait) of every pending wait of this kind (e.g. 'approval'), oldest first."""
+
+    def steps_of_kind(
+        self, kind: str, statuses: Collection[StepStatus], run_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[str, Step]]:
+        """(run_id, step) of steps of this kind in one of ``statuses`` (of these runs, or of any),
+        newest first (by started_at), at most ``limit``."""
 
     def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """(event name, match) pairs that cancel the run."""

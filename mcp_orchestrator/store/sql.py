@@ -30,6 +30,7 @@ from ..models import (
     RunStatus,
     Schedule,
     Step,
+    StepStatus,
     Wait,
 )
 from .base import AgentRule
@@ -127,7 +128,7 @@ class Statements:
         journal = d.document(
             "seq run_id at kind step attempt", detail=d.embed_json.format(f"coalesce(detail, {d.empty_object})")
         )
-        step = d.document("step kind status attempt started_at ended_at retry_at", "output error")
+        step = step_document = d.document("step kind status attempt started_at ended_at retry_at", "output error")
         wait = d.document("step kind mode until created_at", "match", watched=d.embed_json.format("names"))
         self.select_run, lean = f"SELECT {run} FROM runs", f"SELECT {lean} FROM runs"
         self.select_journal, step = f"SELECT {journal} FROM journal", f"SELECT {step} FROM steps"
@@ -214,6 +215,8 @@ class Statements:
         self.due_waits = sql(
             f"{wait} WHERE until IS NOT NULL AND until <= ? ORDER BY until" + lock("FOR UPDATE SKIP LOCKED")
         )
+        self.waits_of_kind = sql(f"{wait} WHERE kind = ? ORDER BY created_at, run_id, step")
+        self.select_kind_steps = f"SELECT run_id, {step_document} FROM steps"
         self.insert_cancel_trigger = sql("INSERT INTO cancel_triggers (run_id, name, match) VALUES (?, ?, ?)")
         self.cancel_triggers_for = (
             "SELECT t.run_id, t.match FROM cancel_triggers t JOIN runs USING (run_id) "
@@ -556,6 +559,22 @@ class SQLTransaction(ABC):
     def due_waits(self, now: datetime) -> list[tuple[str, Wait]]:
         rows = self._all(self._sql.due_waits, (self._d.time(now),))
         return [(row[0], Wait.model_validate_json(row[1])) for row in rows]
+
+    def waits_of_kind(self, kind: str) -> list[tuple[str, Wait]]:
+        return [(row[0], Wait.model_validate_json(row[1])) for row in self._all(self._sql.waits_of_kind, (kind,))]
+
+    def steps_of_kind(
+        self, kind: str, statuses: Collection[StepStatus], run_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[str, Step]]:
+        if not statuses or run_ids == []:
+            return []
+        clauses = ["kind = ?", f"status {self._d.in_list(len(statuses))}"]
+        params: list[Any] = [kind, *self._in_values(statuses)]
+        if run_ids is not None:
+            clauses.append(f"run_id {self._d.in_list(len(run_ids))}")
+            params.extend(self._d.values(run_ids))
+        query = self._d.sql(f"{self._sql.select_kind_steps} {_where(clauses)} ORDER BY started_at DESC, step LIMIT ?")
+        return [(row[0], Step.model_validate_json(row[1])) for row in self._all(query, (*params, limit))]
 
     def insert_cancel_triggers(self, run_id: str, triggers: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self._many(self._sql.insert_cancel_trigger, [(run_id, name, _dump(match)) for name, match in triggers])

@@ -7,6 +7,8 @@ constraints included), so the tool schema, the validation and the engine share o
 The input model alone validates (the SDK's own argument check is made lenient), so every refusal
 is one ``invalid_input: ...`` text; engine errors become ``ToolError``s whose text the model can
 act on, and anything unforeseen an ``internal_error: ...`` naming the tool, its traceback logged.
+A ``text`` tool answers with one text block, its result's JSON, and no structured content: what a
+harness that reads the text alone expects (Claude Code's permission prompt tool).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class EngineTool:
     title: str
     annotations: ToolAnnotations
     blocking: bool = False  # takes a progress callback as a third argument
+    text: bool = False  # answers with one text block (the result's JSON, nulls left out), no structured content
 
 
 TOOLS: list[EngineTool] = []
@@ -74,9 +77,10 @@ def engine_tool(
     title: str,
     annotations: ToolAnnotations,
     blocking: bool = False,
+    text: bool = False,
 ) -> Callable[[Primitive], Primitive]:
     def register(fn: Primitive) -> Primitive:
-        TOOLS.append(EngineTool(fn, input_model, result_model, title, annotations, blocking))
+        TOOLS.append(EngineTool(fn, input_model, result_model, title, annotations, blocking, text))
         return fn
 
     return register
@@ -108,8 +112,8 @@ async def call_primitive(
         raise ToolError(error_text(error)) from exc
 
 
-def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
-    async def handler(ctx: Context, **arguments: Any) -> BaseModel:
+def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel | str]]:
+    async def handler(ctx: Context, **arguments: Any) -> BaseModel | str:
         # The SDK drops arguments the schema does not name; a misspelt one ("outptu") would
         # silently become a default, so name it instead.
         sent = (ctx.request_context.params or {}).get("arguments") or {}
@@ -125,7 +129,8 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
 
         app = cast(AppContext, ctx.request_context.lifespan_context)  # what the server's lifespan yields
         extra = (progress,) if tool.blocking else ()
-        return await call_primitive(tool.fn, app.engine, tool.input_model, given, *extra)
+        result = await call_primitive(tool.fn, app.engine, tool.input_model, given, *extra)
+        return result.model_dump_json(exclude_none=True) if tool.text else result
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context}
@@ -134,8 +139,9 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel]]:
         default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
         parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default))
         annotations[name] = hint
-    annotations["return"] = tool.result_model
-    handler.__signature__ = inspect.Signature(parameters, return_annotation=tool.result_model)  # type: ignore[attr-defined]
+    returns = str if tool.text else tool.result_model
+    annotations["return"] = returns
+    handler.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     handler.__annotations__ = annotations
     handler.__name__ = tool.fn.__name__
     handler.__doc__ = inspect.cleandoc(tool.fn.__doc__ or "")
@@ -147,7 +153,12 @@ def engine_tools() -> list[Tool]:
     validation left to that model (see ``_lenient``)."""
     tools = []
     for tool in TOOLS:
-        mcp_tool = Tool.from_function(_as_mcp_function(tool), title=tool.title, annotations=tool.annotations)
+        mcp_tool = Tool.from_function(
+            _as_mcp_function(tool),
+            title=tool.title,
+            annotations=tool.annotations,
+            structured_output=False if tool.text else None,
+        )
         mcp_tool.fn_metadata.arg_model = _lenient(mcp_tool.fn_metadata.arg_model)  # the schema is already built
         tools.append(mcp_tool)
     return tools

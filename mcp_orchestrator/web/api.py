@@ -21,6 +21,8 @@ from starlette.routing import Route
 from ..errors import InvalidInput, invalid_input_from
 from ..models import (
     CancelRunInput,
+    DecideApprovalInput,
+    ListApprovalsInput,
     ListEventsInput,
     ListRunsInput,
     ListSchedulesInput,
@@ -59,6 +61,12 @@ def api_routes(engine: Engine) -> list[Route]:
     async def resume(request: Request) -> BaseModel:
         return await engine.schedules.set_enabled(request.path_params["name"], True)
 
+    async def approvals(request: Request) -> BaseModel:
+        return await engine.approvals.list(_query(ListApprovalsInput, request, renames={"run": "run_id"}))
+
+    async def decide(request: Request) -> BaseModel:
+        return await engine.approvals.decide(await _body(DecideApprovalInput, request), by="person", source="api")
+
     return [
         Route("/api/runs", _json(runs), methods=["GET"]),
         Route("/api/runs/{run_id}", _json(run), methods=["GET"]),
@@ -69,6 +77,8 @@ def api_routes(engine: Engine) -> list[Route]:
         # {name:path}: a name stored before names were restricted may hold '/' (sent as %2F).
         Route("/api/schedules/{name:path}/pause", _json(pause), methods=["POST"]),
         Route("/api/schedules/{name:path}/resume", _json(resume), methods=["POST"]),
+        Route("/api/approvals", _json(approvals), methods=["GET"]),
+        Route("/api/approvals/{approval_id}/decision", _json(decide), methods=["POST"]),
     ]
 
 

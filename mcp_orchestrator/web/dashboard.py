@@ -1,11 +1,13 @@
-"""The web dashboard: runs, one run, events and schedules, rendered on the server.
+"""The web dashboard: runs, one run, events, schedules and approvals, rendered on the server.
 
 Pages are Jinja2 templates (``templates/``, autoescaped) with one script and one style sheet
 (``static/``), no inline code or style, so a strict Content-Security-Policy holds. The script
 follows ``/api/stream`` (server-sent events) and swaps in the page's fresh ``<main>`` when what
 the page shows changed, and sends the actions (cancel, retry, send an event, pause or resume a
-schedule) to the JSON API with the page's CSRF token. The sign-in form (``GET /login``) is
-rendered here; ``login.py`` handles its POST.
+schedule) to the JSON API with the page's CSRF token; a decision on a permission request goes to
+``POST /approvals/{approval_id}/decision`` here, behind the same checks, so that it is recorded as
+a person's from the dashboard. The sign-in form (``GET /login``) is rendered here; ``login.py``
+handles its POST.
 
 A live stream is tied to one page: the server renders that page's ``<main>`` again after each
 commit and speaks only when its fingerprint changed, so commits nobody sees (lease renewals,
@@ -37,8 +39,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from .. import __version__
-from ..errors import OrchestratorError, RunNotFound, invalid_input_from
-from ..models import ListEventsInput, ListRunsInput, ListSchedulesInput, RunStatus, StatusInput
+from ..errors import InvalidInput, OrchestratorError, RunNotFound, invalid_input_from
+from ..models import (
+    DecideApprovalInput,
+    ListApprovalsInput,
+    ListEventsInput,
+    ListRunsInput,
+    ListSchedulesInput,
+    RunStatus,
+    StatusInput,
+)
 from ..runtime import Engine
 from ..views import brief, duration, process_facts, schedule_timing, when
 
@@ -47,6 +57,9 @@ STREAM_SETTLE_S = 0.25  # after a commit, wait this long so that a burst of comm
 STREAM_LIFETIME_S = 300.0  # then the server ends the stream and the browser opens a new one
 STREAM_RETRY_MS = 2000  # how soon the browser reconnects
 MAX_STREAMS = 32  # open at once in this process; more are refused with 503
+APPROVALS_SHOWN = 100  # pending requests on a page; the newest decided ones below them
+DECIDED_SHOWN = 50
+INPUT_SHOWN = 4000  # characters of a request's input (already at most 16 KiB) shown on a page
 MAX_DEPTH_SHOWN = 8  # deeper children are indented like this depth (dashboard.css has depth-0 to -8)
 PACKAGE = __name__.rpartition(".")[0]  # holds templates/ and static/
 CSP = (
@@ -120,8 +133,33 @@ def dashboard_routes(
             return Page("Not found", _fragment("error.html", message=f"No run has the id {run_id}."), status=404)
         tree = [(min(depth, MAX_DEPTH_SHOWN), run) for depth, run in await engine.runs.descendants(status.children)]
         retryable = (RunStatus.FAILED, RunStatus.CANCELLED)
-        body = _fragment("run.html", run=status.run, status=status, tree=tree, retryable=retryable)
+        asking = ListApprovalsInput(run_id=run_id, status="pending", limit=APPROVALS_SHOWN)
+        approvals = (await engine.approvals.list(asking)).approvals
+        body = _fragment("run.html", run=status.run, status=status, tree=tree, retryable=retryable, approvals=approvals)
         return Page(status.run.name, body)
+
+    async def approvals_page(request: Request) -> Page:
+        pending = await engine.approvals.list(ListApprovalsInput(status="pending", limit=APPROVALS_SHOWN))
+        decided = await engine.approvals.list(ListApprovalsInput(status="decided", limit=DECIDED_SHOWN))
+        body = _fragment("approvals.html", pending=pending.approvals, decided=decided.approvals)
+        return Page("Approvals", body)
+
+    async def decide(request: Request) -> Response:
+        """``POST /approvals/{approval_id}/decision``: a person's decision from a page's buttons,
+        behind the same sign-in, Origin, CSRF-token and JSON checks (``auth``) as every write."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise InvalidInput(f"the body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidInput('the body must be a JSON object, e.g. {"behavior": "allow"}')
+        try:
+            args = DecideApprovalInput.model_validate({**body, **request.path_params})
+        except ValidationError as exc:
+            raise invalid_input_from(exc, "parameter") from exc
+        decided = await engine.approvals.decide(args, by="person", source="dashboard")
+        return Response(decided.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
 
     async def events_page(request: Request) -> Page:
         listed = await engine.events.list_events(ListEventsInput(limit=100))
@@ -141,10 +179,12 @@ def dashboard_routes(
         "/runs/{run_id}": run_page,
         "/events": events_page,
         "/schedules": schedules_page,
+        "/approvals": approvals_page,
     }
     return [
         *(Route(path, _html(render), methods=["GET"]) for path, render in pages.items()),
         Route("/login", login_page, methods=["GET"]),
+        Route("/approvals/{approval_id}/decision", decide, methods=["POST"]),
         Route("/api/stream", _stream(engine, pages, max_streams, stream_lifetime_s), methods=["GET"]),
         Mount("/static", app=_Static(packages=[(PACKAGE, "static")]), name="static"),
     ]
@@ -312,6 +352,7 @@ TEMPLATES.globals.update(
     duration=duration,
     schedule_timing=schedule_timing,
     process_facts=process_facts,
+    input_shown=INPUT_SHOWN,
     run_href=_run_href,
     prefill=_prefill,
 )

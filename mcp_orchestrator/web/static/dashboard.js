@@ -67,7 +67,19 @@
     var button = e.target.closest('button[data-post]');
     if (!button) return;
     if (button.dataset.confirm && !confirm(button.dataset.confirm)) return;
-    post(button.dataset.post).then(function () { notice('Done'); refresh(); }, function (err) { notice(err.message); });
+    var body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
+    post(button.dataset.post, body).then(function () { notice('Done'); refresh(); }, function (err) { notice(err.message); });
+  });
+  // Deny a permission request, with what the person says to the agent (optional).
+  document.addEventListener('submit', function (e) {
+    var form = e.target.closest('form[data-deny]');
+    if (!form) return;
+    e.preventDefault();
+    var message = form.elements.message.value.trim();
+    var body = message ? {behavior: 'deny', message: message} : {behavior: 'deny'};
+    post(form.dataset.deny, body).then(function () {
+      form.elements.message.blur(); notice('Denied'); refresh();
+    }, function (err) { notice(err.message); });
   });
   document.addEventListener('submit', function (e) {
     var form = e.target.closest('form[data-send-event]');
