@@ -44,10 +44,10 @@ def api_routes(engine: Engine) -> list[Route]:
         return await engine.runs.status(_query(StatusInput, request, renames={"journal": "journal_limit"}))
 
     async def cancel(request: Request) -> BaseModel:
-        return await engine.runs.cancel_run(await _body(CancelRunInput, request))
+        return await engine.runs.cancel_run(await request_input(CancelRunInput, request))
 
     async def retry(request: Request) -> BaseModel:
-        return await engine.runs.retry_run(await _body(RetryRunInput, request))
+        return await engine.runs.retry_run(await request_input(RetryRunInput, request))
 
     async def events(request: Request) -> BaseModel:
         return await engine.events.list_events(_query(ListEventsInput, request))
@@ -65,7 +65,9 @@ def api_routes(engine: Engine) -> list[Route]:
         return await engine.approvals.list(_query(ListApprovalsInput, request, renames={"run": "run_id"}))
 
     async def decide(request: Request) -> BaseModel:
-        return await engine.approvals.decide(await _body(DecideApprovalInput, request), by="person", source="api")
+        return await engine.approvals.decide(
+            await request_input(DecideApprovalInput, request), by="person", source="api"
+        )
 
     return [
         Route("/api/runs", _json(runs), methods=["GET"]),
@@ -99,15 +101,15 @@ def _query(model: type[BaseModel], request: Request, renames: dict[str, str] | N
     return _validated(model, fields)
 
 
-async def _body(model: type[BaseModel], request: Request) -> Any:
-    """The model from the path and an optional JSON object body."""
+async def request_input(model: type[BaseModel], request: Request) -> Any:
+    """The model from the path and an optional JSON object body (the API's and the dashboard's writes)."""
     raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise InvalidInput('the body must be a JSON object, e.g. {"reason": "superseded"}')
+        raise InvalidInput(f"the body must be a JSON object of {model.__name__}'s fields, e.g. {{}}")
     return _validated(model, {**body, **request.path_params})
 
 

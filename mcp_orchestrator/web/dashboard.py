@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from .. import __version__
-from ..errors import InvalidInput, OrchestratorError, RunNotFound, invalid_input_from
+from ..errors import OrchestratorError, RunNotFound, invalid_input_from
 from ..models import (
     DecideApprovalInput,
     ListApprovalsInput,
@@ -51,6 +51,7 @@ from ..models import (
 )
 from ..runtime import Engine
 from ..views import brief, duration, process_facts, schedule_timing, when
+from .api import request_input
 
 STREAM_KEEPALIVE_S = 15.0
 STREAM_SETTLE_S = 0.25  # after a commit, wait this long so that a burst of commits is one look
@@ -147,17 +148,7 @@ def dashboard_routes(
     async def decide(request: Request) -> Response:
         """``POST /approvals/{approval_id}/decision``: a person's decision from a page's buttons,
         behind the same sign-in, Origin, CSRF-token and JSON checks (``auth``) as every write."""
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
-            raise InvalidInput(f"the body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidInput('the body must be a JSON object, e.g. {"behavior": "allow"}')
-        try:
-            args = DecideApprovalInput.model_validate({**body, **request.path_params})
-        except ValidationError as exc:
-            raise invalid_input_from(exc, "parameter") from exc
+        args = await request_input(DecideApprovalInput, request)
         decided = await engine.approvals.decide(args, by="person", source="dashboard")
         return Response(decided.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
 
