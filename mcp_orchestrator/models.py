@@ -238,6 +238,68 @@ class RetryPolicy(BaseModel):
         return min(self.initial_backoff_s * self.backoff_coefficient ** (failed_attempt - 1), self.max_backoff_s)
 
 
+class Usage(BaseModel):
+    """What an agent's harness reported spending, as it reported it (never estimated lower).
+
+    Summed over a run's attempts (``Run.usage``) and over a run's tree (``Run.tree_usage``)."""
+
+    cost_usd: float = Field(0.0, ge=0, description="US dollars, as the harness priced it.")
+    input_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    cache_read_tokens: int = Field(0, ge=0)
+    cache_write_tokens: int = Field(0, ge=0)
+    turns: int = Field(0, ge=0, description="Model turns (answers).")
+    model: str | None = Field(None, description="The model last reported.")
+
+    def plus(self, other: Usage) -> Usage:
+        """The two added up (the model: the other's, if it names one)."""
+        return Usage(
+            cost_usd=self.cost_usd + other.cost_usd,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            turns=self.turns + other.turns,
+            model=other.model or self.model,
+        )
+
+    def at_least(self, other: Usage) -> Usage:
+        """Each figure the larger of the two: a later report never lowers what was reported."""
+        return Usage(
+            cost_usd=max(self.cost_usd, other.cost_usd),
+            input_tokens=max(self.input_tokens, other.input_tokens),
+            output_tokens=max(self.output_tokens, other.output_tokens),
+            cache_read_tokens=max(self.cache_read_tokens, other.cache_read_tokens),
+            cache_write_tokens=max(self.cache_write_tokens, other.cache_write_tokens),
+            turns=max(self.turns, other.turns),
+            model=other.model or self.model,
+        )
+
+    def minus(self, other: Usage) -> Usage:
+        """What this has beyond ``other`` (never negative)."""
+        return Usage(
+            cost_usd=max(0.0, self.cost_usd - other.cost_usd),
+            input_tokens=max(0, self.input_tokens - other.input_tokens),
+            output_tokens=max(0, self.output_tokens - other.output_tokens),
+            cache_read_tokens=max(0, self.cache_read_tokens - other.cache_read_tokens),
+            cache_write_tokens=max(0, self.cache_write_tokens - other.cache_write_tokens),
+            turns=max(0, self.turns - other.turns),
+            model=self.model,
+        )
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+class Budget(BaseModel):
+    """What a run may spend: ``max_budget_usd`` covers the run and all its descendants; ``max_turns``
+    the run's own model turns. Reached, its sub-agents pause (a wait of kind 'budget') until raised."""
+
+    max_budget_usd: float | None = Field(None, gt=0, le=1_000_000, description="US dollars for the run's whole tree.")
+    max_turns: int | None = Field(None, ge=1, le=1_000_000, description="Model turns of the run's own agent.")
+
+
 class Run(BaseModel):
     """One durable unit of work and where it stands."""
 
@@ -256,16 +318,20 @@ class Run(BaseModel):
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None = None
+    budget: Budget | None = Field(None, description="What the run (with its descendants) may spend.")
+    usage: Usage | None = Field(None, description="What its own sub-agent's attempts spent.")
+    tree_usage: Usage | None = Field(None, description="What it and all its descendants spent.")
 
 
 class Step(BaseModel):
     """A named entry of a run's journal: its latest attempt and outcome."""
 
     step: str
-    kind: Literal["checkpoint", "event", "sleep", "runs", "approval"] = Field(
+    kind: Literal["checkpoint", "event", "sleep", "runs", "approval", "budget"] = Field(
         "checkpoint",
         description="checkpoint: work the agent records; event: a wait for an event; sleep: a timer; "
-        "runs: a wait for other runs to end; approval: a permission request waiting for a decision.",
+        "runs: a wait for other runs to end; approval: a permission request waiting for a decision; "
+        "budget: a sub-agent paused at its budget, until the budget is raised.",
     )
     status: StepStatus
     attempt: int = Field(description="Number of the latest attempt, from 1.")
@@ -304,7 +370,7 @@ class Wait(BaseModel):
     (``kind='approval'``: the event ``approval.<approval_id>``)."""
 
     step: str
-    kind: Literal["event", "sleep", "runs", "approval"]
+    kind: Literal["event", "sleep", "runs", "approval", "budget"]
     events: list[str] = Field(default_factory=list, description="Event names waited for (any of them).")
     run_ids: list[str] = Field(default_factory=list, description="For runs: the ids of the runs waited for.")
     mode: Literal["all", "any"] | None = Field(None, description="For runs: wait for all of them, or any one.")
@@ -339,7 +405,9 @@ class AgentState(StrEnum):
 
 
 ACTIVE_AGENT_STATES = frozenset({AgentState.STARTING, AgentState.LIVE})
-ExitHow = Literal["exited", "timed_out", "stopped", "launch_failed", "lost"]  # how a process attempt ended
+# How a process attempt ended: "budget" (stopped at its run's budget) and "silent" (stopped by the
+# silence policy) are the supervisor's own reasons for stopping it.
+ExitHow = Literal["exited", "timed_out", "stopped", "launch_failed", "lost", "budget", "silent"]
 
 
 class Agent(BaseModel):
@@ -384,11 +452,57 @@ class Agent(BaseModel):
     exited_at: datetime | None = None
     exit_code: int | None = Field(None, description="Negative: killed by that signal.")
     log_dir: str | None = Field(None, description="Directory of stdout.log and stderr.log.")
+    attempt_usage: Usage | None = Field(None, description="What the current (or last) attempt spent so far.")
+    active_at: datetime | None = Field(
+        None, description="When its output last showed activity (a turn, a tool call): silence is measured from it."
+    )
+    activity_dropped: int = Field(0, description="Activity entries dropped, oldest first, to keep the cap.")
 
     @property
     def limit_account(self) -> str:
         """The account whose usage limit holds it (a record from before accounts: its profile's)."""
         return self.account or f"profile:{self.profile}"
+
+
+ActivityKind = Literal["turn", "text", "tool", "permission", "pause", "budget", "message", "result", "silent", "note"]
+ACTIVITY_SUMMARY_MAX = 300  # characters of an entry's one-line summary
+
+
+class Activity(BaseModel):
+    """One entry of a sub-agent's activity timeline (bounded: see ``Agent.activity_dropped``)."""
+
+    seq: int = Field(0, description="Order within the store: later entries have larger numbers.")
+    attempt: int | None = Field(None, description="The process attempt it happened in.")
+    at: datetime
+    kind: ActivityKind = Field(
+        description="turn: the model answered; text: what it said (an excerpt); tool: a tool call; permission: a "
+        "permission decision; pause: a usage-limit pause; budget: stopped at its budget; message: a message to "
+        "it; result: the attempt's result; silent: no output for a while; note: anything else."
+    )
+    summary: str = Field(max_length=ACTIVITY_SUMMARY_MAX, description="One line: the file, the command, the words.")
+    tool: str | None = Field(None, description="For tool: its name.")
+    failed: bool | None = Field(None, description="For tool: whether it failed (null: still running).")
+    duration_ms: int | None = Field(None, description="For tool: how long it took.")
+    ref: str | None = Field(None, description="Stable id of the entry within its run (a tool call's id).")
+
+
+MessageStatus = Literal["queued", "delivered", "dropped"]
+
+
+class Message(BaseModel):
+    """A message to a running sub-agent, kept until delivered (or dropped when its run ended)."""
+
+    message_id: str
+    run_id: str
+    text: str
+    source: str = Field(description="Who sent it: tool, cli, dashboard, api.")
+    status: MessageStatus
+    queued_at: datetime
+    delivered_at: datetime | None = None
+    attempt: int | None = Field(None, description="The attempt it was delivered to.")
+    how: Literal["live", "resume", "inbox"] | None = Field(
+        None, description="live: written to the running agent; resume: in its resume prompt; inbox: it read it."
+    )
 
 
 # Inputs: one model per primitive. Field descriptions become the tool argument descriptions.
@@ -418,6 +532,21 @@ Labels = Annotated[
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+BudgetUsd = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=1_000_000,
+        description="Budget in US dollars for this run and all its descendants: once they have spent it, its "
+        "sub-agents pause (they do not fail) until the budget is raised with set_budget.",
+    ),
+]
+MaxTurns = Annotated[
+    int | None,
+    Field(ge=1, le=1_000_000, description="Model turns the sub-agent may take over all its attempts; then it pauses."),
+]
 
 
 class CancelOn(_Input):
@@ -454,6 +583,7 @@ class StartRunInput(_Input):
         description="Cancel the run (and its descendants) when such an event arrives, e.g. "
         "[{'event': 'pr.closed', 'match': {'data.pr': 42}}].",
     )
+    max_budget_usd: BudgetUsd = None
     workspace: OptionalText = Field(
         None,
         max_length=4096,
@@ -513,6 +643,10 @@ class StatusInput(_Input):
     run_id: RunId
     journal_limit: int = Field(50, ge=0, le=1000, description="How many of the latest journal entries to include.")
     log_lines: int = Field(20, ge=0, le=1000, description="For a sub-agent: how many last lines of each log.")
+    activity_limit: int = Field(20, ge=0, le=1000, description="For a sub-agent: how many activity entries.")
+    activity_cursor: OptionalText = Field(
+        None, max_length=32, description="activity_cursor of a previous status: the entries before those."
+    )
 
 
 class ListRunsInput(_Input):
@@ -652,6 +786,8 @@ class SpawnSubagentInput(_Input):
         description="For agent='command' only: the argv to run exactly as given (no shell; braces such as "
         "{prompt} or {db} are not placeholders here); the prompt arrives on its stdin.",
     )
+    max_budget_usd: BudgetUsd = None
+    max_turns: MaxTurns = None
 
     @model_validator(mode="after")
     def _real_prompt(self) -> SpawnSubagentInput:
@@ -870,6 +1006,11 @@ class StatusResult(BaseModel):
         default_factory=dict, description="For a sub-agent: the last lines of its stdout and stderr."
     )
     journal: list[JournalEntry] = Field(description="The latest journal entries, oldest first.")
+    activity: list[Activity] = Field(
+        default_factory=list, description="For a sub-agent: its latest activity entries, oldest first."
+    )
+    activity_cursor: str | None = Field(None, description="Pass as activity_cursor for earlier entries; null: none.")
+    messages: list[Message] = Field(default_factory=list, description="Messages to it not yet delivered.")
 
 
 class SendEventResult(BaseModel):
@@ -1060,3 +1201,38 @@ class PermissionAnswer(BaseModel):
     behavior: Behavior
     updatedInput: dict[str, JsonValue] | None = None  # Claude Code's name
     message: str | None = None
+
+
+class SendMessageInput(_Input):
+    run_id: RunId
+    text: Text = Field(min_length=1, max_length=20_000, description="What to tell the sub-agent, in plain words.")
+
+
+class SendMessageResult(BaseModel):
+    message: Message = Field(description="The message as queued (status 'queued'), or as already delivered.")
+    delivery: str = Field(description="When it will reach the agent, in words.")
+
+
+class ReadMessagesInput(_Input):
+    run_id: RunId
+
+
+class ReadMessagesResult(BaseModel):
+    messages: list[Message] = Field(description="Messages not delivered before, oldest first; now delivered.")
+
+
+class SetBudgetInput(_Input):
+    run_id: RunId
+    max_budget_usd: BudgetUsd = None
+    max_turns: MaxTurns = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SetBudgetInput:
+        if self.max_budget_usd is None and self.max_turns is None:
+            raise ValueError("give max_budget_usd, max_turns or both: the new limits")
+        return self
+
+
+class SetBudgetResult(BaseModel):
+    run: Run = Field(description="The run with its new budget and what its tree has spent.")
+    resumed_run_ids: list[str] = Field(description="Runs paused at a budget that the new budget lets go on.")

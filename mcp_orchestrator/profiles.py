@@ -112,6 +112,12 @@ def harness_missing(name: str, program: str, cwd: str, path: str | None) -> str 
     )
 
 
+def uses_prompt(profile: AgentProfile) -> bool:
+    """Whether the profile hands the agent the orchestrator's prompt (where resume notes and messages go)."""
+    templates = [*profile.command, *(profile.resume or []), *profile.extra_args, *profile.env.values()]
+    return any("{prompt}" in template for template in [*templates, profile.stdin or ""])
+
+
 def profile_path(profile: AgentProfile) -> str | None:
     """The PATH a profile's agent is started with: its own ``env.PATH`` when it has a fixed one."""
     own = profile.env.get("PATH")
@@ -144,6 +150,12 @@ class AgentProfile(BaseModel):
         default_factory=list, description="Appended to command and resume: e.g. ['--model', 'opus']."
     )
     stdin: str | None = Field(None, description="Template written to the agent's stdin, e.g. '{prompt}'.")
+    input: Literal["text", "claude-stream-json"] = Field(
+        "text",
+        description="How stdin is written: 'text' (the stdin template, then closed) or 'claude-stream-json' (Claude "
+        "Code's --input-format stream-json: the prompt as a user message, then each message sent to the running "
+        "agent, stdin kept open until it has answered and nothing more is queued).",
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment (values may use placeholders).")
     output: Literal["text", "claude-json", "codex-json", "gemini-json", "opencode-json"] = Field(
         "text",
@@ -166,6 +178,16 @@ class AgentProfile(BaseModel):
     permissions: PermissionPolicy = Field(
         default_factory=PermissionPolicy,
         description="What its sub-agents may do without asking a person (Claude Code's permission prompt tool).",
+    )
+    max_budget_usd: float | None = Field(
+        None, gt=0, le=1_000_000, description="Default budget in US dollars of its sub-agents (and their descendants)."
+    )
+    max_turns: int | None = Field(None, ge=1, le=1_000_000, description="Default model turns of its sub-agents.")
+    budget_flag: str | None = Field(
+        None, description="The harness's option that caps its spending, given the dollars left: '--max-budget-usd'."
+    )
+    turns_flag: str | None = Field(
+        None, description="The harness's option that caps its turns, given the turns left: '--max-turns'."
     )
 
     @field_validator("command", "resume", "extra_args")
@@ -218,6 +240,8 @@ _CLAUDE_FLAGS = [
     "--output-format",
     "stream-json",  # a line per message: the session id at once, then tool calls, limits and the result
     "--verbose",
+    "--input-format",
+    "stream-json",  # user messages on stdin: the prompt, then messages sent to it while it works
     "--mcp-config",
     "{mcp_config}",
     "--allowedTools",
@@ -266,11 +290,16 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     # Headless Claude Code. The orchestrator's own tools are pre-approved (the sub-agent must be able to
     # checkpoint and finish); every other tool that would prompt is asked of the orchestrator's
     # permission tool, which follows the profile's permission policy and asks a person when it says so.
+    # The prompt, and every message sent to the running agent, arrive on stdin as stream-json user messages.
     "claude": AgentProfile(
-        command=["claude", "-p", "{prompt}", *_CLAUDE_FLAGS],
-        resume=["claude", "-p", "{prompt}", "--resume", "{session_id}", *_CLAUDE_FLAGS],
+        command=["claude", "-p", *_CLAUDE_FLAGS],
+        resume=["claude", "-p", "--resume", "{session_id}", *_CLAUDE_FLAGS],
+        stdin="{prompt}",
+        input="claude-stream-json",
         output="claude-json",
-        description="Claude Code in headless mode (claude -p), resumed with --resume.",
+        budget_flag="--max-budget-usd",
+        turns_flag="--max-turns",
+        description="Claude Code in headless mode (claude -p, stream-json in and out), resumed with --resume.",
     ),
     # Codex CLI in exec mode: edits and commands inside the working directory (its sandbox), no approvals.
     "codex": AgentProfile(
@@ -329,6 +358,21 @@ class AgentsConfig(BaseModel):
     )
     usage_limit_max_backoff_s: float = Field(
         1800.0, ge=1, le=86_400, description="The longest such pause before the next try."
+    )
+    max_budget_usd: float | None = Field(
+        None, gt=0, le=1_000_000, description="Default budget in US dollars of a sub-agent whose profile sets none."
+    )
+    max_turns: int | None = Field(None, ge=1, le=1_000_000, description="Default model turns of a sub-agent.")
+    activity_max: int = Field(
+        1000, ge=10, le=1_000_000, description="Activity entries kept per run; older ones are dropped and counted."
+    )
+    silent_after_s: float | None = Field(
+        600.0, gt=0, le=604_800, description="A live sub-agent whose output shows no activity this long is silent."
+    )
+    on_silent: Literal["flag", "restart", "cancel"] = Field(
+        "flag",
+        description="What happens to a silent sub-agent: flagged only; its process restarted (a failed attempt); "
+        "or its run cancelled.",
     )
     retention_days: float = Field(
         30.0, ge=0, le=36_500, description="Ended runs and old events are removed after this many days; 0 keeps all."
@@ -410,3 +454,5 @@ class Launch:
     profile: AgentProfile
     prompt: str
     use_session: bool  # launch with the profile's resume template and the harness's session id
+    budget_usd: float | None = None  # what the harness may spend in this attempt (its running total included)
+    max_turns: int | None = None  # model turns it may take in this attempt

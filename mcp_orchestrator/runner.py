@@ -3,14 +3,24 @@
 ``python -m mcp_orchestrator.runner SPEC.json``, started by the supervisor in a session of
 its own. It starts the agent first (before importing anything heavy, so that queued-to-running
 is quick), in a new process group, with stdout and stderr appended to the run's log files; then
-it records the start in the store, heartbeats, kills the group when the run ends elsewhere
-(cancel) or the attempt times out, and records the exit with the agent's final output. The
-server that launched it may die meanwhile: the runner does not need it.
+it records the start in the store, reports once a heartbeat, kills the group when the run ends
+elsewhere (cancel), the attempt times out, the run's budget is spent or the agent stays silent too
+long, and records the exit with the agent's final output. The server that launched it may die
+meanwhile: the runner does not need it.
 
 The agent's stdout comes through a pipe: a thread copies every line to the log file as it
 arrives and hands it to the reader of the profile's output format (``agents/streams.py``), so
 the harness's session id is recorded the moment it is printed, and its result, its reason for
-failing or a usage limit are known at the exit without reading the log back.
+failing or a usage limit are known at the exit without reading the log back. What the reader
+gathers on the way (activity: turns, tool calls, texts; usage and cost so far) goes to the store
+with the heartbeat, in one write: however busy the agent, watching it costs one write a heartbeat.
+
+Live input (the profile's ``input`` is ``claude-stream-json``: ``claude -p --input-format
+stream-json``): the agent's stdin stays open. The first prompt is its first user line; messages
+sent to the run come back in the heartbeat's answer and are written as further user lines at once,
+by a thread of their own, so a full pipe never holds up the heartbeat. Once the agent has answered
+(a result line) since the last line written and a heartbeat brought nothing new, stdin is closed:
+Claude Code then ends its session and exits, as ``-p`` does with a prompt.
 """
 
 from __future__ import annotations
@@ -19,22 +29,37 @@ import contextlib
 import errno
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+    from pathlib import Path
+
     from .agents.streams import StreamReader
+    from .models import ExitHow, Message
+    from .services.subagents import Subagents, Verdict
 
 LINE_MAX = 8 * 1024 * 1024  # a longer stdout line is logged whole but read only in part
-
+LIVE_INPUT = "claude-stream-json"  # the spec's `input` whose stdin stays open for more user lines
 
 # A launch that failed with one of these may work if tried again (resources ran short for a moment);
 # any other failure (no such file, permission denied, exec format error, a NUL in an argument) would
 # fail the same way every time, so the run fails at once with the reason.
 TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ETXTBSY, errno.EINTR})
+
+# A verdict other than "continue" kills the agent's group; how its exit is then recorded, and why.
+KILLED_HOW: dict[str, ExitHow] = {"stop": "stopped", "timeout": "timed_out", "budget": "budget", "silent": "silent"}
+KILLED_WHY = {
+    "timed_out": "the attempt ran past its timeout; its process group was killed",
+    "budget": "the run reached its budget; its process group was killed",
+    "silent": "the agent showed no activity for too long; its process group was killed",
+}
 
 
 def main(argv: list[str]) -> int:
@@ -46,11 +71,12 @@ def main(argv: list[str]) -> int:
         f"--- attempt {spec['attempt']} started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode()
     )
     stderr.flush()
+    live = spec.get("input", "text") == LIVE_INPUT
     started = time.time()
     process: subprocess.Popen[bytes] | None = None
     failure: tuple[str, bool] | None = None
     try:
-        process = _start(spec, stderr)
+        process = _start(spec, stderr, live)
     except Exception as exc:  # every way a launch can fail is reported in the run, never left to be "lost"
         failure = _launch_failure(spec, exc)
         stderr.write(f"--- {failure[0]}\n".encode(errors="replace"))
@@ -61,29 +87,34 @@ def main(argv: list[str]) -> int:
     from .agents.streams import reader_for
 
     reader = reader_for(spec["output"])
+    news = News()
     copied = threading.Event()  # stdout ended (the agent and whatever it left behind closed it)
-    news = threading.Event()  # the reader learned something to record at once (the session id)
-    if process is not None and process.stdout is not None:
-        pipe = process.stdout
-        threading.Thread(target=_copy, args=(pipe, stdout, reader, news, copied), daemon=True).start()
+    stdin: LiveInput | None = None
+    if process is not None:
+        if live and process.stdin is not None:
+            stdin = LiveInput(process.stdin, lambda: reader.report.results)
+            if spec["stdin"] is not None:
+                stdin.send(None, spec["stdin"])
+        start_copying(process, stdout, reader, news, copied)
     else:
         copied.set()
-    return asyncio.run(_attend(spec, process, started, failure, reader, news, copied))
+    return asyncio.run(_attend(spec, process, started, failure, reader, news, copied, stdin))
 
 
-def _start(spec: dict[str, Any], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start the agent in a process group of its own, its prompt (if any) fed to stdin by a thread."""
+def _start(spec: dict[str, Any], stderr: IO[bytes], live: bool) -> subprocess.Popen[bytes]:
+    """Start the agent in a process group of its own. Its prompt (if any) is fed to stdin by a thread,
+    which then closes it; with live input, stdin stays open for the runner's user lines."""
     data = None if spec["stdin"] is None else spec["stdin"].encode()
     process = subprocess.Popen(
         spec["argv"],
         cwd=spec["cwd"],
         env={**os.environ, **spec["env"]},
-        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+        stdin=subprocess.PIPE if live or data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
         start_new_session=True,  # a group of its own: killing it never kills the runner
     )
-    if process.stdin is not None and data is not None:
+    if not live and process.stdin is not None and data is not None:
         threading.Thread(target=_feed, args=(process.stdin, data), daemon=True).start()
     return process
 
@@ -106,19 +137,63 @@ def _launch_failure(spec: dict[str, Any], exc: Exception) -> tuple[str, bool]:
     return f"cannot start {program!r:.200} in {spec['cwd']!r:.200}: {reason}", retry
 
 
-def _copy(
-    pipe: IO[bytes], log: IO[bytes], reader: StreamReader, news: threading.Event, copied: threading.Event
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:  # the agent exited, or closed stdin without reading it
+        pass
+
+
+# Reading stdout.
+
+
+class News:
+    """Raised by the copy thread when the reader learned something to act on at once (a session id,
+    a result); the event loop awaits it. Raised before the loop is bound, it is kept until then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._raised = False
+        self._wake: Callable[[], object] | None = None
+
+    def raise_(self) -> None:
+        with self._lock:
+            self._raised = True
+            wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                wake()
+
+    def bind(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        """From now on news sets ``event`` (in ``loop``)."""
+        with self._lock:
+            self._wake = lambda: loop.call_soon_threadsafe(event.set)
+            if self._raised:
+                event.set()
+
+
+def start_copying(
+    process: subprocess.Popen[bytes], log: IO[bytes], reader: StreamReader, news: News, copied: threading.Event
 ) -> None:
+    """Copy the agent's stdout to its log and its reader in a thread; ``copied`` is set when stdout ends."""
+    if process.stdout is None:
+        copied.set()
+        return
+    threading.Thread(target=_copy, args=(process.stdout, log, reader, news, copied), daemon=True).start()
+
+
+def _copy(pipe: IO[bytes], log: IO[bytes], reader: StreamReader, news: News, copied: threading.Event) -> None:
     """Copy the agent's stdout to its log line by line, reading each (a line over LINE_MAX is read
     in pieces: logged whole, parsed as pieces that a JSON reader skips)."""
     try:
         while line := pipe.readline(LINE_MAX):
             log.write(line)
             log.flush()  # `agents logs --follow` shows it now
-            session = reader.report.session_id
+            session, results = reader.report.session_id, reader.report.results
             reader.feed(line.rstrip(b"\r\n"))
-            if reader.report.session_id != session:
-                news.set()
+            if reader.report.session_id != session or reader.report.results != results:
+                news.raise_()
     except (OSError, ValueError) as exc:  # the log's disk is full, say: the agent must not block on a full pipe
         with contextlib.suppress(OSError, ValueError):
             log.write(f"\n--- the runner stopped copying stdout: {exc}\n".encode())
@@ -128,12 +203,87 @@ def _copy(
         copied.set()
 
 
-def _feed(pipe: IO[bytes], data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except OSError:  # the agent exited, or closed stdin without reading it
-        pass
+# Writing stdin (live input).
+
+
+def user_line(text: str) -> bytes:
+    """One stream-json user message (``claude -p --input-format stream-json``), newline-terminated."""
+    message = {"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": text}]}}
+    return json.dumps(message).encode() + b"\n"
+
+
+class LiveInput:
+    """The agent's stdin, kept open for user lines. A thread of its own writes them, so that a full pipe
+    (an agent deep in a long turn) never holds up the heartbeat; once a write fails (the agent is gone)
+    nothing more is written, and what was not written is not reported delivered."""
+
+    def __init__(self, pipe: IO[bytes], results: Callable[[], int]) -> None:
+        self._pipe = pipe
+        self._results = results  # how many result lines the agent printed so far
+        self._lines: queue.SimpleQueue[tuple[str | None, str] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._sent: set[str] = set()  # message ids handed to the writer: none is written twice
+        self._pending = 0  # lines handed to the writer and not yet written
+        self._written: list[str] = []  # message ids written since the last take
+        self._results_before_last = 0  # results printed before the last line was written
+        self.closed = False  # closed by the runner, or broken
+        threading.Thread(target=self._write_all, daemon=True).start()
+
+    def is_new(self, message_id: str) -> bool:
+        return message_id not in self._sent
+
+    def send(self, message_id: str | None, text: str) -> None:
+        """Write a user line (a message's, or the first prompt without an id), unless stdin is closed or
+        the message was sent before."""
+        with self._lock:
+            if self.closed or message_id in self._sent:
+                return
+            if message_id is not None:
+                self._sent.add(message_id)
+            self._pending += 1
+        self._lines.put((message_id, text))
+
+    def answered(self) -> bool:
+        """Whether the agent printed a result since the last line was written, and nothing waits to be."""
+        with self._lock:
+            return not self.closed and self._pending == 0 and self._results() > self._results_before_last
+
+    def close(self) -> None:
+        """End the input once the lines handed over are written: the agent finishes its session."""
+        with self._lock:
+            self.closed = True
+        self._lines.put(None)
+
+    def take_written(self) -> list[str]:
+        """The ids of the messages written since the last take."""
+        with self._lock:
+            written, self._written = self._written, []
+        return written
+
+    def _write_all(self) -> None:
+        while (line := self._lines.get()) is not None:
+            message_id, text = line
+            # Counted before the write: a result printed in between answers an earlier line, and closing
+            # early is harmless (the agent still answers what it has read), while waiting for a result
+            # that already came would keep it waiting for input until its timeout.
+            results = self._results()
+            try:
+                self._pipe.write(user_line(text))
+                self._pipe.flush()
+            except (OSError, ValueError):  # the agent is gone, or closed its stdin
+                break
+            with self._lock:
+                self._pending -= 1
+                self._results_before_last = results
+                if message_id is not None:
+                    self._written.append(message_id)
+        with self._lock:
+            self.closed = True
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.close()
+
+
+# Attending the agent.
 
 
 async def _attend(
@@ -142,8 +292,9 @@ async def _attend(
     started: float,
     failure: tuple[str, bool] | None,
     reader: StreamReader,
-    news: threading.Event,
+    news: News,
     copied: threading.Event,
+    stdin: LiveInput | None,
 ) -> int:
     import asyncio
     from datetime import UTC, datetime
@@ -151,8 +302,6 @@ async def _attend(
 
     from .agents.launch import group_alive, kill_group
     from .config import Settings
-    from .logs import tail_lines
-    from .models import ExitHow
     from .runtime import open_engine
 
     settings = Settings.load(db=spec["db"], config=spec["config"])
@@ -169,42 +318,115 @@ async def _attend(
             run_id, attempt, pid=os.getpid(), pgid=process.pid, host=spec["node"], at=at, log_dir=log_dir
         )
         exit_code = asyncio.ensure_future(asyncio.to_thread(process.wait))
-        recorded: str | None = None
-        while verdict == "continue":
-            heard = asyncio.ensure_future(asyncio.to_thread(news.wait, settings.agents.heartbeat_s))
-            done, _ = await asyncio.wait({exit_code, heard}, timeout=settings.agents.heartbeat_s)
-            if (session := reader.report.session_id) is not None and session != recorded:
-                news.clear()
-                recorded = session
-                verdict = await agents.session_started(run_id, attempt, session)
-            if exit_code in done or verdict != "continue":
-                break
-            if heard not in done or not heard.result():
-                verdict = await agents.heartbeat(run_id, attempt)
-        how: ExitHow = "exited"
-        if not exit_code.done():
-            how = "timed_out" if verdict == "timeout" else "stopped"
+        watch = Watch(run_id, attempt, agents, reader, stdin, settings.agents.heartbeat_s)
+        if verdict == "continue":
+            verdict = await watch.until_exit(exit_code, news)
+        how: ExitHow = "exited" if exit_code.done() else KILLED_HOW.get(verdict, "stopped")
         if how != "exited" or group_alive(process.pid):  # the agent's group ends with it
             await asyncio.to_thread(kill_group, process.pid, settings.agents.kill_grace_s)
         code = await exit_code
         await asyncio.to_thread(copied.wait, 5.0)  # the last lines (a child that kept stdout open was killed)
-        report = reader.finish()
-        why: str | None = None
-        if how == "timed_out":
-            why = "the attempt ran past its timeout; its process group was killed"
-        elif code != 0 or report.error is not None:
-            why = report.error or _exit_words(code, tail_lines(Path(spec["stderr"]), 5))
-        await agents.exited(
-            run_id,
-            attempt,
+        await watch.exited(code, how, Path(spec["stderr"]))
+    return 0
+
+
+class Watch:
+    """The runner's reports on one attempt: a batch once a heartbeat (what the reader gathered, the
+    messages written), the session id at once, and the exit; and, with live input, the user lines."""
+
+    def __init__(
+        self,
+        run_id: str,
+        attempt: int,
+        agents: Subagents,
+        reader: StreamReader,
+        stdin: LiveInput | None,
+        heartbeat_s: float,
+    ) -> None:
+        self.run_id, self.attempt = run_id, attempt
+        self.agents = agents
+        self.reader = reader
+        self.stdin = stdin
+        self.heartbeat_s = heartbeat_s
+        self.session: str | None = None  # the session id recorded
+
+    async def until_exit(self, exit_code: asyncio.Future[int], news: News) -> Verdict:
+        """Report until the agent exits (the verdict is then "continue") or a verdict says to stop it:
+        once a heartbeat, and at once when the agent answered live input (its stdin may close now)."""
+        import asyncio
+
+        heard = asyncio.Event()
+        news.bind(asyncio.get_running_loop(), heard)
+        due = time.monotonic() + self.heartbeat_s  # the start counted as a beat
+        verdict: Verdict = "continue"
+        while verdict == "continue":
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(heard.wait())
+            done, _ = await asyncio.wait([exit_code, waiter], timeout=max(0.0, due - time.monotonic()))
+            waiter.cancel()
+            heard.clear()  # before looking: news that comes after is seen on the next turn
+            if (session := self.reader.report.session_id) is not None and session != self.session:
+                self.session = session
+                verdict = await self.agents.session_started(self.run_id, self.attempt, session)
+            if exit_code in done or verdict != "continue":
+                break
+            if time.monotonic() >= due or (self.stdin is not None and self.stdin.answered()):
+                verdict = await self.report()
+                due = time.monotonic() + self.heartbeat_s
+        return verdict
+
+    async def report(self) -> Verdict:
+        """One heartbeat with everything new since the last; writes the messages it brings back."""
+        activity, dropped = self.reader.take_activity()
+        progress = self.reader.report
+        beat = await self.agents.report(
+            self.run_id,
+            self.attempt,
+            activity=activity,
+            dropped=dropped,
+            usage=progress.spent,
+            active_at=progress.active_at,
+            delivered=self._delivered(),
+            live_input=self.stdin is not None and not self.stdin.closed,
+        )
+        if self.stdin is not None and beat.verdict == "continue":
+            self._steer(self.stdin, beat.messages)
+        return beat.verdict
+
+    def _steer(self, stdin: LiveInput, messages: Sequence[Message]) -> None:
+        """Write the beat's new messages; with none, close stdin once the agent answered the last line."""
+        fresh = [message for message in messages if stdin.is_new(message.message_id)]
+        for message in fresh:
+            stdin.send(message.message_id, message.text)
+        if not fresh and stdin.answered():
+            stdin.close()
+
+    def _delivered(self) -> list[str]:
+        return self.stdin.take_written() if self.stdin is not None else []
+
+    async def exited(self, code: int, how: ExitHow, stderr: Path) -> None:
+        """Record the exit with the final output, usage and the last batch (stdout has ended by now)."""
+        from .logs import tail_lines
+
+        report = self.reader.finish()
+        activity, dropped = self.reader.take_activity()
+        why: str | None = KILLED_WHY.get(how)
+        if why is None and (code != 0 or report.error is not None):
+            why = report.error or _exit_words(code, tail_lines(stderr, 5))
+        await self.agents.exited(
+            self.run_id,
+            self.attempt,
             code,
             how=how,
             output=report.output,
             session_id=report.session_id,
             message=why,
             limit=None if how != "exited" else report.limit,
+            usage=report.spent,
+            stopped_by=report.stopped_by,
+            activity=activity,
+            dropped=dropped,
+            delivered=self._delivered(),
         )
-    return 0
 
 
 def _exit_words(code: int, stderr_tail: list[str]) -> str:

@@ -10,8 +10,10 @@ from .config import Settings
 from .models import utcnow
 from .profiles import AgentsConfig
 from .services.approvals import Approvals
+from .services.budgets import Budgets
 from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, Context
 from .services.events import Events
+from .services.messages import Messages
 from .services.runs import Runs
 from .services.schedules import Schedules
 from .services.spawns import Spawns
@@ -24,7 +26,8 @@ class Engine(Context):
     """What the faces are handed: every service, sharing this context (store, clock, limits).
 
     ``runs`` (runs and steps), ``events`` (events, waits, sleeps, fan-ins), ``subagents``,
-    ``schedules`` and ``approvals`` (sub-agents' permission requests); retention and traces are
+    ``schedules``, ``approvals`` (sub-agents' permission requests), ``messages`` (to sub-agents) and
+    ``budgets``; retention and traces are
     functions of the context (``services.retention``, ``services.tracing``)."""
 
     def __init__(
@@ -51,6 +54,8 @@ class Engine(Context):
         self.subagents = Subagents(self, spawns)
         self.schedules = Schedules(self, spawns)
         self.approvals = Approvals(self, config)
+        self.messages = Messages(self, config)
+        self.budgets = Budgets(self)
 
 
 @asynccontextmanager

@@ -39,6 +39,9 @@ spawn_subagent(prompt, parent_run_id=<your run>, key=...) starts a background ag
 runs once they end. If MCP_ORCHESTRATOR_RUN_ID names your run, you are a sub-agent: use that run.
 A sub-agent waiting on an 'approval' wait asks permission for a tool call: list_approvals(run_id=<your run>)
 shows your sub-agents' requests, decide_approval(approval_id, behavior, message) answers one.
+send_message(run_id, text) tells a sub-agent something while it works; status shows its activity and cost;
+max_budget_usd at spawn caps a child's tree (it pauses, set_budget raises it). A sub-agent reads its own
+messages with read_messages(run_id).
 schedule(name, cron | every_s | at, action) fires a spawn or an event later or repeatedly, with no session open.
 To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
 """

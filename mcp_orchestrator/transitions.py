@@ -9,20 +9,34 @@ being queued) lives here once, so every way in behaves alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .errors import InvalidInput, KeyConflict, OrchestratorError, RunNotFound, RunTerminal, invalid_input_from
+from .errors import (
+    InvalidInput,
+    KeyConflict,
+    NotAllowed,
+    OrchestratorError,
+    RunNotFound,
+    RunTerminal,
+    invalid_input_from,
+)
 from .ids import new_id
 from .models import (
     LIST_INDEX,
     LIVE_RUN_STATUSES,
+    Activity,
+    ActivityKind,
     Agent,
     AgentState,
     ApprovalDecision,
+    Budget,
     Event,
+    Message,
     RetryPolicy,
     Run,
     RunStatus,
@@ -33,6 +47,7 @@ from .models import (
     StartRunResult,
     Step,
     StepStatus,
+    Usage,
     Wait,
 )
 from .store.base import Transaction
@@ -87,9 +102,10 @@ def create_run(
     *,
     workspace: str | None = None,
     status: RunStatus = RunStatus.RUNNING,
+    max_turns: int | None = None,
 ) -> StartRunResult:
     """The run with ``args.key`` if there is one, else a new run in ``status`` (``workspace`` is
-    recorded when the caller names none)."""
+    recorded when the caller names none; ``max_turns`` goes into its budget, for a sub-agent)."""
     if args.key is not None and (existing := tx.get_run_by_key(args.key)) is not None:
         if existing.name != args.name:
             raise KeyConflict(
@@ -119,6 +135,9 @@ def create_run(
         deadline_at=after(now, args.timeout_s),
         created_at=now,
         updated_at=now,
+        budget=Budget(max_budget_usd=args.max_budget_usd, max_turns=max_turns)
+        if args.max_budget_usd is not None or max_turns is not None
+        else None,
     )
     # Events stored from here on arrived after the run started: waits may receive them.
     tx.insert_run(run, events_after=tx.last_event_seq())
@@ -147,6 +166,7 @@ def end_runs(
     tx.set_runs_status(run_ids, status, ended_at=now, output=output, error=error)
     for run_id in run_ids:
         tx.append_journal(run_id, kind, now, detail=detail)
+    drop_messages(tx, now, run_ids)
     # No lock: a fan-in registered at the same moment takes turns with this on the run's row (it reads
     # the awaited runs FOR SHARE, see settle_fan_in), so one of the two always sees the other.
     for run_id in run_ids:
@@ -194,6 +214,7 @@ WAIT_TOOLS = {  # by wait kind
     "sleep": "sleep",
     "runs": "wait_for_runs",
     "approval": "permission_prompt",
+    "budget": "set_budget",
 }
 
 
@@ -390,6 +411,8 @@ def decide_approval(tx: Transaction, now: datetime, run_id: str, wait: Wait, seq
         **decision.model_dump(mode="json", include={"behavior", "scope", "rule", "by", "source", "event_id"}),
     }
     end_wait(tx, now, run_id, wait.step, output, "permission_decided", detail)
+    words = f"{request.get('tool_name')} {status} by {by}" + (f": {decision.message}" if decision.message else "")
+    note_for_run(tx, run_id, now, "permission", words, None)  # trimmed at the agent's next report
 
 
 def expire_approval(tx: Transaction, now: datetime, wait: Wait) -> None:
@@ -408,10 +431,12 @@ def expire_approval(tx: Transaction, now: datetime, wait: Wait) -> None:
 # Sub-agents.
 
 
-def queue_agent(tx: Transaction, now: datetime, args: StartRunInput, agent: Agent) -> SpawnSubagentResult:
+def queue_agent(
+    tx: Transaction, now: datetime, args: StartRunInput, agent: Agent, max_turns: int | None = None
+) -> SpawnSubagentResult:
     """Write a prepared spawn: its run (queued), its process record and the journal; or return the
     sub-agent that already has ``args.key``. Its account at a usage limit holds it from the start."""
-    started = create_run(tx, now, args, agent.run_id, status=RunStatus.QUEUED)
+    started = create_run(tx, now, args, agent.run_id, status=RunStatus.QUEUED, max_turns=max_turns)
     if not started.created:
         return existing_agent(tx, started.run)
     if (held := account_gate(tx, now, agent.limit_account)) is not None:
@@ -473,6 +498,166 @@ def existing_agent(tx: Transaction, run: Run) -> SpawnSubagentResult:
             run_id=run.run_id,
         )
     return SpawnSubagentResult(run=run, created=False, process=agent)
+
+
+# What sub-agents spend. A run's ``usage`` is what its own agent's attempts spent; its ``tree_usage``
+# adds every descendant's: an attempt's spending is added to both on its run and to the tree of each
+# ancestor as it is reported, so a tree's figures (and its budget) are read from one row.
+
+
+def add_usage(tx: Transaction, run_id: str, spent: Usage) -> None:
+    """Add what an attempt spent (beyond what it had already reported) to its run and its ancestors' trees."""
+    if spent.cost_usd <= 0 and spent.tokens <= 0 and spent.turns <= 0:
+        return
+    run = get_run(tx, run_id, payloads=False)
+    tx.set_run_usage(run_id, (run.usage or Usage()).plus(spent), (run.tree_usage or Usage()).plus(spent))
+    for ancestor_id in tx.ancestor_ids(run_id):
+        ancestor = tx.get_run(ancestor_id, payloads=False)
+        if ancestor is not None:
+            tx.set_run_usage(ancestor_id, ancestor.usage, (ancestor.tree_usage or Usage()).plus(spent))
+
+
+def check_below(tx: Transaction, run_id: str, agent_run: str | None, acts_on: str, **details: Any) -> None:
+    """A sub-agent's own server (``agent_run``: the run it serves; None: not a sub-agent's) steers only the
+    runs below its own, never its own or an ancestor's: NotAllowed otherwise, saying what it ``acts_on``
+    (e.g. "sets the budgets of")."""
+    if agent_run is None or agent_run in tx.ancestor_ids(run_id):
+        return
+    raise NotAllowed(
+        f"run {run_id} is not below run {agent_run} (the run this sub-agent works on): an agent {acts_on} only "
+        "the sub-agents it spawned (and theirs)",
+        run_id=run_id,
+        **details,
+    )
+
+
+@dataclass(frozen=True)
+class BudgetLeft:
+    """What a run may still spend under the tightest budget over it and its ancestors (None: no cap)."""
+
+    usd: float | None = None
+    turns: int | None = None
+    spent_usd: float = 0.0  # by the tree whose budget is the tightest
+    limit_usd: float | None = None
+    holder: str | None = None  # the run whose budget that is
+
+    @property
+    def reached(self) -> bool:
+        return (self.usd is not None and self.usd <= 0) or (self.turns is not None and self.turns <= 0)
+
+    def describe(self) -> str:
+        """In words, e.g. "budget reached: $0.0421 of $0.0400 (run 01H...'s tree)"."""
+        if self.usd is not None and self.usd <= 0 and self.limit_usd is not None:
+            return f"budget reached: ${self.spent_usd:.4f} of ${self.limit_usd:.4f} (run {self.holder}'s tree)"
+        if self.turns is not None and self.turns <= 0:
+            return "budget reached: its max_turns are used up"
+        return "within budget"
+
+
+def budget_left(tx: Transaction, run: Run) -> BudgetLeft:
+    """The budget left to ``run``'s agent: the least of its tree budget's and each ancestor's, and its turns."""
+    left = BudgetLeft()
+    if run.budget is not None and run.budget.max_turns is not None:
+        left = BudgetLeft(turns=run.budget.max_turns - (run.usage.turns if run.usage else 0))
+    chain = [run, *(tx.peek_runs(tx.ancestor_ids(run.run_id)) if run.parent_run_id else [])]
+    for holder in chain:
+        if holder is None or holder.budget is None or holder.budget.max_budget_usd is None:
+            continue
+        spent = holder.tree_usage.cost_usd if holder.tree_usage else 0.0
+        usd = holder.budget.max_budget_usd - spent
+        if left.usd is None or usd < left.usd:
+            limit = holder.budget.max_budget_usd
+            left = BudgetLeft(usd=usd, turns=left.turns, spent_usd=spent, limit_usd=limit, holder=holder.run_id)
+    return left
+
+
+BUDGET_STEP = "budget-"  # the wait step of a pause at a budget: budget-<n>
+
+
+def pause_at_budget(tx: Transaction, now: datetime, run: Run, agent: Agent, left: BudgetLeft, cap: int) -> Agent:
+    """Pause the sub-agent's run at its budget: a wait of kind 'budget' that ``set_budget`` ends once the
+    budget is raised (or a cancel ends the run). Returns the agent, to be resumed when it goes on."""
+    paused = sum(step.kind == "budget" for step in tx.list_steps(run.run_id))
+    reason = left.describe()
+    wait = Wait(step=f"{BUDGET_STEP}{paused + 1}", kind="budget", created_at=now)
+    open_wait(tx, run.run_id, wait)
+    detail = {"reason": reason, "spent_usd": left.spent_usd, "limit_usd": left.limit_usd, "holder": left.holder}
+    tx.append_journal(run.run_id, "budget_reached", now, wait.step, attempt=agent.attempt or None, detail=detail)
+    agent = note(tx, agent, now, "budget", reason, cap)
+    return agent.model_copy(update={"resume": agent.attempt > 0})
+
+
+def budget_waits(tx: Transaction, run_id: str) -> list[Wait]:
+    return [wait for wait in tx.list_waits(run_id) if wait.kind == "budget"]
+
+
+def end_budget_wait(tx: Transaction, now: datetime, run_id: str, wait: Wait, why: str) -> None:
+    end_wait(tx, now, run_id, wait.step, {"status": "raised", "message": why}, "budget_raised", {"message": why})
+
+
+# Activity: a sub-agent's timeline, capped per run (the oldest entries dropped and counted).
+
+
+def record_activity(tx: Transaction, agent: Agent, entries: Sequence[Activity], dropped: int, cap: int | None) -> Agent:
+    """Append ``entries`` to the agent's run, keep the newest ``cap`` (None: leave that to the next call
+    that knows the cap); returns the agent with its count of dropped entries grown (the caller saves it)."""
+    if entries:
+        tx.append_activity(agent.run_id, entries)
+        dropped += tx.trim_activity(agent.run_id, cap) if cap is not None else 0
+    return agent.model_copy(update={"activity_dropped": agent.activity_dropped + dropped}) if dropped else agent
+
+
+def note(tx: Transaction, agent: Agent, now: datetime, kind: ActivityKind, summary: str, cap: int | None) -> Agent:
+    """One entry of the orchestrator's own (a decision, a pause, a message) in the agent's timeline."""
+    entry = Activity(at=now, attempt=agent.attempt or None, kind=kind, summary=one_line(summary))
+    return record_activity(tx, agent, [entry], 0, cap)
+
+
+def note_for_run(
+    tx: Transaction, run_id: str, now: datetime, kind: ActivityKind, summary: str, cap: int | None
+) -> None:
+    """``note`` for a run that may be a sub-agent's (its agent saved); nothing for any other run."""
+    agent = tx.get_agent(run_id)
+    if agent is not None:
+        tx.save_agent(note(tx, agent, now, kind, summary, cap))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# Messages to sub-agents: queued, then delivered to one attempt (live, in a resume prompt, or read from
+# its inbox), or dropped when the run ends first.
+
+
+def deliver_messages(
+    tx: Transaction,
+    now: datetime,
+    agent: Agent,
+    messages: Sequence[Message],
+    how: Literal["live", "resume", "inbox"],
+    cap: int,
+) -> Agent:
+    """Mark ``messages`` delivered to the agent's current attempt; returns the agent (its timeline grown)."""
+    for message in messages:
+        if message.status != "queued":
+            continue
+        update = {"status": "delivered", "delivered_at": now, "attempt": agent.attempt or None, "how": how}
+        tx.save_message(message.model_copy(update=update))
+        detail = {"message_id": message.message_id, "how": how}
+        tx.append_journal(agent.run_id, "message_delivered", now, attempt=agent.attempt or None, detail=detail)
+        agent = note(tx, agent, now, "message", f"message delivered ({how}): {message.text}", cap)
+    return agent
+
+
+def drop_messages(tx: Transaction, now: datetime, run_ids: Sequence[str]) -> None:
+    """Messages still queued for runs that ended: dropped, each journaled."""
+    while queued := tx.messages_of(run_ids, ["queued"], 1000):
+        for message in queued:
+            tx.save_message(message.model_copy(update={"status": "dropped"}))
+            detail = {"message_id": message.message_id, "reason": "the run ended before it was delivered"}
+            tx.append_journal(message.run_id, "message_dropped", now, detail=detail)
 
 
 # Time.

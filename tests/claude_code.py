@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from mcp import Client
 
 from .model_standin import Standin
+from .subagent_helpers import FAST_SUPERVISOR
+from .support import call, http_client, http_token
 
 REPO = Path(__file__).resolve().parent.parent
 DUMMY_API_KEY = "dummy-key-for-the-model-standin"  # goes nowhere but the stand-in
@@ -134,3 +139,71 @@ def _finish(done: subprocess.CompletedProcess[str]) -> Finished:
 def parse_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
     """The JSON objects of a stream-json output, one a line (anything else is a test failure)."""
     return [json.loads(line) for line in lines if line.strip()]
+
+
+@dataclass
+class Orchestrator:
+    """A real server supervising Claude Code sub-agents with the built-in ``claude`` profile, an MCP client
+    of it, the model stand-in the agents talk to and the directory they work in."""
+
+    client: Client
+    standin: Standin
+    workdir: Path
+    db: str
+    base: str  # the server's address: its dashboard and API
+
+    async def spawn(self, prompt: str = "do the task", **arguments: Any) -> str:
+        spawned = await call(self.client, "spawn_subagent", prompt=prompt, cwd=str(self.workdir), **arguments)
+        assert spawned["process"]["profile"] == "claude"
+        return str(spawned["run"]["run_id"])
+
+    async def status(self, run_id: str) -> dict[str, Any]:
+        return await call(self.client, "status", run_id=run_id, journal_limit=200, activity_limit=200)
+
+    async def approvals(self, status: str = "pending") -> list[dict[str, Any]]:
+        return list((await call(self.client, "list_approvals", status=status))["approvals"])
+
+    async def pending_approval(self, timeout: float = 60) -> dict[str, Any]:
+        """The one permission request the sub-agent is waiting on, once it has been made."""
+        with anyio.fail_after(timeout):
+            while not (pending := await self.approvals()):
+                await anyio.sleep(0.1)
+        (approval,) = pending
+        return approval
+
+    async def until(self, run_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+        """Poll the run's status until ``done`` holds."""
+        with anyio.fail_after(timeout):
+            while not done(result := await self.status(run_id)):
+                await anyio.sleep(0.1)
+        return result
+
+
+@asynccontextmanager
+async def orchestrating(
+    tmp_path: Path,
+    db: str,
+    http_server: Callable[..., str],
+    private_state_dir: Path,
+    standin: Standin,
+    config: str = "",
+    **env: str,
+) -> AsyncIterator[Orchestrator]:
+    """Start a server that supervises Claude Code sub-agents (``config`` adds to its config file, ``env`` to
+    Claude Code's environment), and connect to it."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"{FAST_SUPERVISOR}\n{config}")
+    workdir = tmp_path / "work"
+    workdir.mkdir(exist_ok=True)
+    environment = claude_env(standin, tmp_path / "claude-config", CLAUDE_CODE_MAX_RETRIES="0", **env)
+    base = http_server(MCP_ORCHESTRATOR_CONFIG=str(path), **environment)
+    async with http_client(base, http_token(private_state_dir)) as client:
+        yield Orchestrator(client, standin, workdir, db, base)
+
+
+def ended(result: dict[str, Any]) -> bool:
+    return result["run"]["status"] in ("completed", "failed", "cancelled") and result["process"]["state"] == "done"
+
+
+def journal(result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [entry for entry in result["journal"] if entry["kind"] == kind]

@@ -32,6 +32,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from playwright.async_api import Page, async_playwright
 
 from mcp_orchestrator.models import StatusInput
 from mcp_orchestrator.runtime import Engine
@@ -226,6 +227,27 @@ def chromium() -> str:
     return found
 
 
+@asynccontextmanager
+async def dashboard_page(
+    base: str, token: str, problems: list[str], width: int = 1280, height: int = 900
+) -> AsyncIterator[Page]:
+    """A headless-Chromium page signed in to the dashboard at ``base`` (on its run list); the page's
+    uncaught errors are appended to ``problems``, and its dialogs (confirmations) accepted."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = await browser.new_page(viewport={"width": width, "height": height})
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        await page.goto(f"{base}/login")
+        await page.fill("input[name=token]", token)
+        await page.click("button:has-text('Sign in')")
+        await page.wait_for_selector("h1:has-text('Runs')")
+        try:
+            yield page
+        finally:
+            await browser.close()
+
+
 ANSWER_WITHIN_S = 5.0
 
 
@@ -320,4 +342,7 @@ CONTRACT_TOOLS = {
     "permission_prompt",
     "list_approvals",
     "decide_approval",
+    "send_message",
+    "read_messages",
+    "set_budget",
 }

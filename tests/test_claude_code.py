@@ -8,20 +8,18 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 
-from .claude_code import claude_env
+from .claude_code import Orchestrator, ended, journal, orchestrating
 from .model_standin import Standin, hold, http_error, text, tool_use
-from .subagent_helpers import FAST_SUPERVISOR, pid_gone
-from .support import call, cli, http_client, http_token
+from .subagent_helpers import pid_gone
+from .support import call, cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -38,64 +36,22 @@ def standin() -> Iterator[Standin]:
         yield model
 
 
-@dataclass
-class Orchestrator:
-    client: Client
-    standin: Standin
-    workdir: Path
-    db: str
-
-    async def spawn(self, prompt: str = "do the task", **arguments: Any) -> str:
-        spawned = await call(self.client, "spawn_subagent", prompt=prompt, cwd=str(self.workdir), **arguments)
-        assert spawned["process"]["profile"] == "claude"
-        return str(spawned["run"]["run_id"])
-
-    async def status(self, run_id: str) -> dict[str, Any]:
-        return await call(self.client, "status", run_id=run_id, journal_limit=200)
-
-    async def approvals(self, status: str = "pending") -> list[dict[str, Any]]:
-        return list((await call(self.client, "list_approvals", status=status))["approvals"])
-
-    async def pending_approval(self, timeout: float = 60) -> dict[str, Any]:
-        """The one permission request the sub-agent is waiting on, once it has been made."""
-        with anyio.fail_after(timeout):
-            while not (pending := await self.approvals()):
-                await anyio.sleep(0.1)
-        (approval,) = pending
-        return approval
-
-    async def until(self, run_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
-        """Poll the run's status until ``done`` holds."""
-        with anyio.fail_after(timeout):
-            while not done(result := await self.status(run_id)):
-                await anyio.sleep(0.1)
-        return result
-
-
-def ended(result: dict[str, Any]) -> bool:
-    return result["run"]["status"] in ("completed", "failed", "cancelled") and result["process"]["state"] == "done"
-
-
-def journal(result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [entry for entry in result["journal"] if entry["kind"] == kind]
-
-
 @pytest.fixture
 def orchestrator(
     tmp_path: Path, db: str, http_server: Callable[..., str], private_state_dir: Path, standin: Standin
-) -> Callable[..., Any]:
+) -> Callable[..., AbstractAsyncContextManager[Orchestrator]]:
     """Start a server that supervises Claude Code sub-agents (``config`` adds to its config file)."""
 
-    @asynccontextmanager
-    async def start(config: str = "", **env: str) -> AsyncIterator[Orchestrator]:
-        path = tmp_path / "config.toml"
-        path.write_text(f"{FAST_SUPERVISOR}\n[limits]\nusage_limit_backoff_s = 2\n{config}")
-        workdir = tmp_path / "work"
-        workdir.mkdir(exist_ok=True)
-        environment = claude_env(standin, tmp_path / "claude-config", CLAUDE_CODE_MAX_RETRIES="0", **env)
-        base = http_server(MCP_ORCHESTRATOR_CONFIG=str(path), **environment)
-        async with http_client(base, http_token(private_state_dir)) as client:
-            yield Orchestrator(client, standin, workdir, db)
+    def start(config: str = "", **env: str) -> AbstractAsyncContextManager[Orchestrator]:
+        return orchestrating(
+            tmp_path,
+            db,
+            http_server,
+            private_state_dir,
+            standin,
+            "[limits]\nusage_limit_backoff_s = 2\n" + config,
+            **env,
+        )
 
     return start
 

@@ -48,7 +48,7 @@ async def test_runs_status_and_cancel_match_the_store(engine: Engine, db: str) -
     assert paged["next_cursor"] == child
 
     table = cli(db, "runs").stdout
-    assert table.splitlines()[0].split() == ["RUN", "NAME", "STATUS", "CREATED", "UPDATED", "WORKSPACE"]
+    assert table.splitlines()[0].split() == ["RUN", "NAME", "STATUS", "COST", "CREATED", "UPDATED", "WORKSPACE"]
     assert root in table and "running" in table
 
     status = json.loads(cli(db, "status", root, "--json").stdout)

@@ -17,6 +17,7 @@ Where the lines come from:
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -25,7 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcp_orchestrator.agents import streams
-from mcp_orchestrator.agents.streams import ERROR_MAX, OUTPUT_MAX, READERS, AttemptReport, Limit, reader_for
+from mcp_orchestrator.agents.streams import (
+    ACTIVITY_BUFFER_MAX,
+    ERROR_MAX,
+    OUTPUT_MAX,
+    PENDING_CALLS_MAX,
+    READERS,
+    ActivityLog,
+    AttemptReport,
+    Limit,
+    StreamReader,
+    reader_for,
+)
+from mcp_orchestrator.models import ACTIVITY_SUMMARY_MAX, Activity, Usage
 from mcp_orchestrator.profiles import BUILTIN_PROFILES, launch_argv, load_agents_config
 
 
@@ -36,6 +49,23 @@ def read(output: str, *lines: str | bytes | dict[str, Any]) -> AttemptReport:
             line = json.dumps(line)
         reader.feed(line.encode() if isinstance(line, str) else line)
     return reader.finish()
+
+
+def feed(reader: StreamReader, *lines: str | dict[str, Any]) -> None:
+    for line in lines:
+        reader.feed((line if isinstance(line, str) else json.dumps(line)).encode())
+
+
+def taken(reader: StreamReader) -> list[tuple[str, str, str | None, bool | None]]:
+    """The entries since the last take, as (kind, summary, tool, failed); none may have been dropped."""
+    entries, dropped = reader.take_activity()
+    assert dropped == 0
+    assert all(entry.attempt is None and entry.at.tzinfo is not None and one_line(entry.summary) for entry in entries)
+    return [(entry.kind, entry.summary, entry.tool, entry.failed) for entry in entries]
+
+
+def one_line(summary: str) -> bool:
+    return "\n" not in summary and len(summary) <= ACTIVITY_SUMMARY_MAX
 
 
 def soon(at: datetime | None, seconds: float) -> bool:
@@ -576,6 +606,463 @@ def test_opencode_other_errors_say_why() -> None:
     assert report.error == ("Session not found\nOpenCode reported an error without a message (UnknownError)")
 
 
+# --- activity and spending, as each harness prints them --------------------------------------------------
+
+
+def claude_assistant(message_id: str, block: dict[str, Any], output_tokens: int = 30, **usage: int) -> dict[str, Any]:
+    """One line of an assistant message: Claude Code prints one per content block, repeating id and usage."""
+    counts = {"input_tokens": 1000, "output_tokens": output_tokens, "cache_read_input_tokens": 200}
+    return {
+        "type": "assistant",
+        "message": {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-opus-5-5",
+            "content": [block],
+            "stop_reason": None,
+            "usage": {**counts, "cache_creation_input_tokens": 50, **usage},
+        },
+        "parent_tool_use_id": None,
+        "session_id": CLAUDE_INIT["session_id"],
+        "uuid": f"u-{message_id}",
+    }
+
+
+def claude_tool_use(message_id: str, call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return claude_assistant(message_id, {"type": "tool_use", "id": call_id, "name": name, "input": arguments})
+
+
+def claude_tool_result(call_id: str, **fields: Any) -> dict[str, Any]:
+    block = {"tool_use_id": call_id, "type": "tool_result", "content": "1\tline one", **fields}
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": [block]},
+        "parent_tool_use_id": None,
+        "session_id": CLAUDE_INIT["session_id"],
+    }
+
+
+def since_last(cost: float, inputs: int = 5234, outputs: int = 53, model: str = "claude-opus-5-5") -> dict[str, Any]:
+    counts = {"inputTokens": inputs, "outputTokens": outputs, "cacheReadInputTokens": 0}
+    return {model: {**counts, "cacheCreationInputTokens": 0, "costUSD": cost}}
+
+
+BUDGET_RESULT = (
+    '{"type":"result","subtype":"error_max_budget_usd","is_error":true,"num_turns":2,"total_cost_usd":0.021996,'
+    '"terminal_reason":"budget_exhausted","errors":["Reached maximum budget ($0.02)"],"session_id":"...",'
+    '"usage":{"input_tokens":2570,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":25},'
+    '"modelUsage":{"claude-opus-5-5":{"inputTokens":5234,"outputTokens":53,"cacheReadInputTokens":0,'
+    '"cacheCreationInputTokens":0,"costUSD":0.021996}},"model_usage_since_last_result":{"claude-opus-5-5":'
+    '{"inputTokens":5234,"outputTokens":53,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"costUSD":0.021996}}}'
+)
+
+
+def test_claude_activity_turns_text_tool_calls_and_results() -> None:
+    reader = reader_for("claude-json")
+    feed(
+        reader,
+        CLAUDE_INIT,
+        claude_assistant("msg_01", {"type": "text", "text": "Let me read\nthe file."}),
+        claude_tool_use("msg_01", "toolu_01", "Read", {"file_path": "/home/dev/project/src/app.py"}),
+        claude_tool_use("msg_01", "toolu_02", "Bash", {"command": "npm test", "description": "Run the tests"}),
+    )
+    assert reader.report.active_at is not None and reader.report.results == 0
+    assert taken(reader) == [
+        ("turn", "turn 1", None, None),
+        ("text", "Let me read the file.", None, None),
+        ("tool", "Read /home/dev/project/src/app.py", "Read", None),
+        ("tool", "Bash: npm test", "Bash", None),
+    ]
+    assert taken(reader) == []  # nothing new
+    feed(
+        reader,
+        claude_tool_result("toolu_01"),  # is_error absent: not failed
+        claude_tool_result("toolu_02", is_error=True),
+        {"type": "user", "message": {"role": "user", "content": "also check the docs"}},  # a message, echoed
+        claude_tool_result("toolu_unknown", is_error=True),  # a call never read: nothing
+        claude_tool_use("msg_02", "toolu_03", "mcp__orchestrator__checkpoint", {"note": "tests pass"}),
+        claude_result(),
+    )
+    entries, dropped = reader.take_activity()
+    assert dropped == 0
+    read_call, bash_call = entries[:2]  # the calls again, with their results: the store updates them by ref
+    assert (read_call.ref, read_call.failed, read_call.tool) == ("toolu_01", False, "Read")
+    assert (bash_call.ref, bash_call.failed) == ("toolu_02", True)
+    assert read_call.duration_ms is not None and read_call.duration_ms >= 0
+    assert [(e.kind, e.summary, e.tool, e.failed) for e in entries[2:]] == [
+        ("turn", "turn 2", None, None),
+        ("tool", "mcp__orchestrator__checkpoint: tests pass", "mcp__orchestrator__checkpoint", None),
+        ("result", "success: Done: tests pass. ($0.0123, 2 turns)", None, False),
+    ]
+    assert entries[3].ref == "toolu_03" and reader.report.results == 1
+
+
+def test_a_call_whose_result_comes_before_the_take_is_taken_once_with_it() -> None:
+    reader = reader_for("claude-json")
+    feed(reader, claude_tool_use("msg_01", "toolu_01", "Glob", {"pattern": "**/*.py"}), claude_tool_result("toolu_01"))
+    entries, _ = reader.take_activity()
+    assert [(e.kind, e.summary, e.failed) for e in entries] == [
+        ("turn", "turn 1", None),
+        ("tool", "Glob: **/*.py", False),
+    ]
+
+
+def test_claude_spending_grows_live_and_each_result_settles_it() -> None:
+    reader = reader_for("claude-json")
+    feed(reader, CLAUDE_INIT, claude_assistant("msg_01", {"type": "text", "text": "Looking."}, output_tokens=2))
+    live = Usage(input_tokens=1000, output_tokens=2, cache_read_tokens=200, cache_write_tokens=50, turns=1)
+    assert reader.report.spent == live.model_copy(update={"model": "claude-opus-5-5"})
+    # The same message's next line repeats its usage, grown: counted once, at its largest.
+    feed(reader, claude_tool_use("msg_01", "toolu_01", "Read", {"file_path": "a.py"}))
+    feed(reader, claude_assistant("msg_02", {"type": "text", "text": "Done."}))
+    spent = reader.report.spent
+    assert spent is not None and (spent.input_tokens, spent.output_tokens, spent.turns) == (2000, 60, 2)
+    assert spent.cost_usd == 0 and reader.report.session_cost_usd is None
+    # The result replaces the live counts with its own figures (what this process spent since its last result).
+    feed(reader, claude_result(total_cost_usd=0.04, num_turns=2, model_usage_since_last_result=since_last(0.04)))
+    spent = reader.report.spent
+    assert spent is not None and spent.cost_usd == pytest.approx(0.04) and spent.turns == 2
+    assert (spent.input_tokens, spent.output_tokens) == (5234, 60)  # its outputs (53) do not lower what was reported
+    assert spent.model == "claude-opus-5-5" and reader.report.session_cost_usd == pytest.approx(0.04)
+    # A second message on stdin: a second init and answer; its result adds to the first.
+    feed(reader, CLAUDE_INIT, claude_assistant("msg_03", {"type": "text", "text": "Again."}))
+    spent = reader.report.spent
+    assert spent is not None and spent.turns == 3 and spent.input_tokens == 6234
+    feed(reader, claude_result(total_cost_usd=0.07, num_turns=1, model_usage_since_last_result=since_last(0.03)))
+    spent = reader.report.spent
+    assert spent is not None and spent.cost_usd == pytest.approx(0.07) and spent.turns == 3
+    assert spent.input_tokens == 10468 and reader.report.results == 2
+    assert reader.report.session_cost_usd == pytest.approx(0.07)
+
+
+def test_a_resumed_claude_session_spends_only_what_this_process_spent() -> None:
+    report = read(
+        "claude-json",
+        claude_result(total_cost_usd=0.02068, num_turns=1, model_usage_since_last_result=since_last(0.010392)),
+    )
+    assert report.spent is not None and report.spent.cost_usd == pytest.approx(0.010392)
+    assert report.session_cost_usd == pytest.approx(0.02068) and report.cost_usd == pytest.approx(0.02068)
+
+
+def test_claude_results_without_per_model_usage_fall_back_on_the_total_and_usage() -> None:
+    reader = reader_for("claude-json")
+    model_usage = {"claude-haiku-5": {"costUSD": 0.001}, "claude-opus-5-5": {"costUSD": 0.009}}
+    feed(reader, claude_result(total_cost_usd=0.01, num_turns=2, modelUsage=model_usage))
+    spent = reader.report.spent
+    assert spent is not None and spent.cost_usd == pytest.approx(0.01)  # the first: the total minus nothing
+    assert (spent.input_tokens, spent.output_tokens, spent.turns) == (1200, 80, 2)
+    assert spent.model == "claude-opus-5-5"  # the model it spent most on
+    feed(reader, claude_result(total_cost_usd=0.025, num_turns=1, usage={"input_tokens": 300, "output_tokens": 9}))
+    spent = reader.report.spent
+    assert spent is not None and spent.cost_usd == pytest.approx(0.025)  # plus the increase of the total
+    assert (spent.input_tokens, spent.output_tokens, spent.turns) == (1500, 89, 3)
+    # A result with neither: nothing added, nothing lowered.
+    feed(reader, {"type": "result", "subtype": "success", "result": "ok"})
+    assert reader.report.spent == spent.model_copy(update={"model": "claude-opus-5-5"})
+    assert reader.report.results == 3
+
+
+def test_claude_budget_stop_is_no_usage_limit_and_says_why() -> None:
+    reader = reader_for("claude-json")
+    feed(reader, CLAUDE_INIT, BUDGET_RESULT)
+    report = reader.finish()
+    assert report.stopped_by == "budget" and report.limit is None
+    assert report.error == (
+        "Reached maximum budget ($0.02) (subtype error_max_budget_usd; terminal_reason budget_exhausted)"
+    )
+    assert report.spent == Usage(
+        cost_usd=0.021996, input_tokens=5234, output_tokens=53, turns=2, model="claude-opus-5-5"
+    )
+    assert report.session_cost_usd == pytest.approx(0.021996) and report.results == 1
+    entries, _ = reader.take_activity()
+    assert [(e.kind, e.failed) for e in entries] == [("result", True)]
+    assert entries[0].summary.startswith("Reached maximum budget ($0.02)")
+    assert entries[0].summary.endswith("($0.0220, 2 turns)")
+
+
+@pytest.mark.parametrize(
+    ("fields", "stop"),
+    [
+        (
+            {"subtype": "error_max_turns", "terminal_reason": "max_turns", "errors": ["Reached maximum turns (3)"]},
+            "turns",
+        ),
+        ({"subtype": "error_during_execution", "terminal_reason": "max_turns"}, "turns"),
+        ({"subtype": "error_during_execution", "terminal_reason": "budget_exhausted"}, "budget"),
+        ({"subtype": "error_during_execution", "errors": ["boom"]}, None),
+        ({"subtype": "success", "is_error": False}, None),
+    ],
+)
+def test_claude_stopped_by(fields: dict[str, Any], stop: str | None) -> None:
+    report = read("claude-json", claude_result(**{"is_error": True, "result": None, **fields}))
+    assert report.stopped_by == stop
+    if stop is not None:  # its own cap, even worded like a limit, is not the account's usage limit
+        report = read("claude-json", claude_result(**{"is_error": True, **fields, "result": "usage limit reached"}))
+        assert report.limit is None and report.stopped_by == stop
+
+
+def test_claude_error_words_come_from_errors_when_the_result_has_none() -> None:
+    report = read(
+        "claude-json", claude_result(subtype="error_during_execution", is_error=True, result=None, errors=["a", "b"])
+    )
+    assert report.error == "a; b (subtype error_during_execution; terminal_reason completed)"
+    report = read("claude-json", claude_result(subtype="error_during_execution", is_error=True, result=None))
+    assert report.error is not None and report.error.startswith("Claude Code reported an error without a message")
+
+
+def test_codex_activity_and_spending() -> None:
+    reader = reader_for("codex-json")
+    feed(
+        reader,
+        CODEX_OK[0],
+        CODEX_OK[1],
+        '{"type":"item.started","item":{"id":"item_0","type":"command_execution","command":"bash -lc \'npm test\'",'
+        '"aggregated_output":"","exit_code":null,"status":"in_progress"}}',
+        '{"type":"item.started","item":{"id":"item_1","type":"mcp_tool_call","server":"orchestrator","tool":"status",'
+        '"arguments":{"run_id":"r1"},"result":null,"error":null,"status":"in_progress"}}',
+    )
+    spent = reader.report.spent
+    assert spent is not None and spent.turns == 1 and spent.tokens == 0  # a turn, no tokens yet
+    entries, _ = reader.take_activity()
+    assert [(e.kind, e.summary, e.tool) for e in entries] == [
+        ("turn", "turn 1", None),
+        ("tool", "shell: bash -lc 'npm test'", "shell"),
+        ("tool", "mcp__orchestrator__status: r1", "mcp__orchestrator__status"),
+    ]
+    command_ref, mcp_ref = entries[1].ref, entries[2].ref
+    assert command_ref is not None and command_ref.endswith("item_0") and command_ref != "item_0"
+    feed(
+        reader,
+        '{"type":"item.completed","item":{"id":"item_0","type":"command_execution","command":"bash -lc \'npm test\'",'
+        '"aggregated_output":"1 failing","exit_code":1,"status":"failed"}}',
+        '{"type":"item.completed","item":{"id":"item_1","type":"mcp_tool_call","server":"orchestrator",'
+        '"tool":"status","arguments":{"run_id":"r1"},"result":{"content":[]},"error":null,"status":"completed"}}',
+        '{"type":"item.completed","item":{"id":"item_2","type":"file_change","changes":[{"path":"src/a.py",'
+        '"kind":"update"}],"status":"completed"}}',
+        *CODEX_OK[2:],
+    )
+    entries, _ = reader.take_activity()
+    assert [(e.kind, e.summary, e.ref, e.failed) for e in entries[:2]] == [
+        ("tool", "shell: bash -lc 'npm test'", command_ref, True),
+        ("tool", "mcp__orchestrator__status: r1", mcp_ref, False),
+    ]
+    assert [(e.kind, e.summary, e.failed) for e in entries[2:]] == [
+        ("tool", "apply_patch src/a.py", False),
+        ("text", "All done: the file is written.", None),
+        ("result", "success: All done: the file is written.", False),
+    ]
+    report = reader.finish()
+    assert report.spent == Usage(input_tokens=1000, output_tokens=30, cache_read_tokens=200, turns=1)
+    assert report.session_usage == report.spent.model_copy(update={"turns": 0}) and report.results == 1
+    # Every process starts its items at item_0: the refs of two attempts differ.
+    again = reader_for("codex-json")
+    feed(again, CODEX_OK[1], '{"type":"item.started","item":{"id":"item_0","type":"command_execution","command":"ls"}}')
+    assert again.take_activity()[0][1].ref not in (None, command_ref)
+
+
+def test_codex_thread_totals_count_for_the_turns_of_this_process() -> None:
+    reader = reader_for("codex-json")
+    usage = '{{"type":"turn.completed","usage":{{"input_tokens":{},"cached_input_tokens":{},"output_tokens":{}}}}}'
+    feed(reader, CODEX_OK[0], CODEX_OK[1], usage.format(1000, 200, 30))
+    feed(reader, CODEX_OK[1], usage.format(2500, 1200, 50))
+    report = reader.finish()
+    assert report.spent == Usage(input_tokens=1300, output_tokens=50, cache_read_tokens=1200, turns=2)
+    assert report.session_usage == Usage(input_tokens=1300, output_tokens=50, cache_read_tokens=1200)
+    failed = read("codex-json", *codex_failure("boom"))
+    assert failed.results == 1 and failed.spent == Usage(turns=1)
+
+
+def test_codex_failed_turn_is_a_failed_result() -> None:
+    reader = reader_for("codex-json")
+    feed(reader, *codex_failure("You've hit your usage limit. Try again later."))
+    assert taken(reader) == [
+        ("turn", "turn 1", None, None),
+        ("result", "You've hit your usage limit. Try again later.", None, True),
+    ]
+
+
+def test_gemini_activity_and_spending() -> None:
+    tool = "read_file_1796073524202_0"
+    reader = reader_for("gemini-json")
+    feed(
+        reader,
+        GEMINI_INIT,
+        GEMINI_USER,
+        '{"type":"message","role":"assistant","content":"Let me ","delta":true}',
+        '{"type":"message","role":"assistant","content":"look.","delta":true}',
+        f'{{"type":"tool_use","tool_name":"read_file","tool_id":"{tool}","parameters":{{"file_path":"a.py"}}}}',
+        '{"type":"tool_use","tool_name":"run_shell_command","tool_id":"sh1","parameters":{"command":"make"}}',
+        f'{{"type":"tool_result","tool_id":"{tool}","status":"success","output":"x = 1"}}',
+        '{"type":"tool_result","tool_id":"sh1","status":"error","output":"","error":{"type":"x","message":"no"}}',
+        *GEMINI_OK[2:],
+    )
+    entries, _ = reader.take_activity()
+    assert [(e.kind, e.summary, e.tool, e.ref, e.failed) for e in entries] == [
+        ("turn", "turn 1", None, None, None),
+        ("text", "Let me look.", None, None, None),
+        ("tool", "read_file a.py", "read_file", tool, False),
+        ("tool", "run_shell_command: make", "run_shell_command", "sh1", True),
+        ("turn", "turn 2", None, None, None),  # the first message after the tool results
+        ("text", "All done: the file is written.", None, None, None),
+        ("result", "success: All done: the file is written.", None, None, False),
+    ]
+    report = reader.finish()
+    assert report.spent == Usage(
+        input_tokens=800, output_tokens=9, cache_read_tokens=100, turns=2, model="gemini-2.5-pro"
+    )
+    assert report.results == 1
+    failed = reader_for("gemini-json")
+    feed(failed, *gemini_error("[API Error: The model is overloaded. Please try again later.]"))
+    assert taken(failed) == [("result", "[API Error: The model is overloaded. Please try again later.]", None, True)]
+
+
+def test_opencode_activity_and_spending() -> None:
+    done = {"status": "completed", "input": {"filePath": "a.py"}, "output": "", "title": "a.py"}
+    timing = {"start": 1796074245000, "end": 1796074245120}
+    failed = {"status": "error", "input": {"command": "make"}, "error": "exit 2", "time": timing}
+    reader = reader_for("opencode-json")
+    feed(
+        reader,
+        oc("step_start", part=oc_part("step-start", snapshot="106257ad")),
+        oc_text("Let me edit a.py."),
+        oc("tool_use", part=oc_part("tool", id="prt_1", callID="call_1", tool="edit", state={**done, "time": timing})),
+        oc("tool_use", part=oc_part("tool", id="prt_2", callID="call_2", tool="bash", state=failed)),
+        oc_step_finish(0.002, 1230),
+        oc("step_start", part=oc_part("step-start", snapshot="2a")),
+        oc_text("All done: the file is written."),
+        oc_step_finish(0.00305, 1230),
+    )
+    entries, _ = reader.take_activity()
+    assert [(e.kind, e.summary, e.tool, e.ref, e.failed, e.duration_ms) for e in entries] == [
+        ("turn", "turn 1", None, None, None, None),
+        ("text", "Let me edit a.py.", None, None, None, None),
+        ("tool", "edit a.py", "edit", "prt_1", False, 120),
+        ("tool", "bash: make", "bash", "prt_2", True, 120),
+        ("turn", "turn 2", None, None, None, None),  # a finished step is no result
+        ("text", "All done: the file is written.", None, None, None, None),
+    ]
+    report = reader.finish()
+    assert report.spent is not None and report.spent.cost_usd == pytest.approx(0.00505)
+    assert report.spent.model_copy(update={"cost_usd": 0}) == Usage(
+        input_tokens=2000, output_tokens=50, cache_read_tokens=400, turns=2
+    )
+    assert report.results == 0
+    feed(reader, oc_api_error("Internal server error", 500, {}))
+    assert taken(reader) == [("result", "Internal server error (APIError, status 500)", None, True)]
+    assert reader.report.results == 1
+
+
+def test_opencode_running_tool_is_updated_when_it_ends() -> None:
+    running = {"status": "running", "input": {"command": "sleep 1"}, "time": {"start": 1796074245000}}
+    ended = {**running, "status": "completed", "time": {"start": 1796074245000, "end": 1796074246000}}
+    reader = reader_for("opencode-json")
+    feed(reader, oc("tool_use", part=oc_part("tool", id="prt_9", tool="bash", state=running)))
+    assert taken(reader) == [("tool", "bash: sleep 1", "bash", None)]
+    feed(reader, oc("tool_use", part=oc_part("tool", id="prt_9", tool="bash", state=ended)))
+    entries, _ = reader.take_activity()
+    assert [(e.ref, e.failed, e.duration_ms) for e in entries] == [("prt_9", False, 1000)]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "summary"),
+    [
+        ("Read", {"file_path": "src/app.py", "limit": 20}, "Read src/app.py"),
+        ("Edit", {"old_string": "a", "file_path": "b.py"}, "Edit b.py"),  # the telling field, wherever it is
+        ("NotebookEdit", {"notebook_path": "n.ipynb"}, "NotebookEdit n.ipynb"),
+        ("Bash", {"command": "npm test\n  --watch=false", "timeout": 5}, "Bash: npm test --watch=false"),
+        ("Grep", {"pattern": "TODO", "path": "src"}, "Grep src"),
+        ("WebFetch", {"url": "https://example.com/docs", "prompt": "summarize"}, "WebFetch: https://example.com/docs"),
+        ("WebSearch", {"query": "pydantic v2"}, "WebSearch: pydantic v2"),
+        ("Task", {"description": "Find the bug", "prompt": "long..."}, "Task: Find the bug"),
+        ("TodoWrite", {"todos": [{"content": "x"}], "title": "plan"}, "TodoWrite: plan"),  # the first short text
+        ("TodoWrite", {"todos": []}, "TodoWrite"),
+        ("Weird", "not an object", "Weird"),
+    ],
+)
+def test_a_tool_call_summary_names_the_telling_input(tool: str, arguments: Any, summary: str) -> None:
+    assert streams._call_summary(tool, arguments) == summary
+
+
+def test_summaries_are_one_cut_line() -> None:
+    reader = reader_for("claude-json")
+    long_path = "/very" * 10_000 + "/deep/app.py"
+    feed(
+        reader,
+        claude_assistant("msg_1", {"type": "text", "text": "word\n" * 100_000}),
+        claude_tool_use("msg_1", "toolu_1", "Read", {"file_path": long_path}),
+        claude_tool_use("msg_1", "toolu_2", "X" * 1000, {"command": "y" * 100_000}),
+        claude_result(result="z\n" * 100_000, total_cost_usd=123456.789, num_turns=10**9),
+    )
+    entries, _ = reader.take_activity()
+    assert all(one_line(entry.summary) for entry in entries)
+    assert entries[2].summary.startswith("Read …") and entries[2].summary.endswith("/deep/app.py")
+    assert len(entries[2].summary) == ACTIVITY_SUMMARY_MAX
+    assert entries[-1].summary.endswith("($123456.7890, 1000000000 turns)")
+
+
+def test_activity_piling_up_between_takes_drops_the_oldest_and_counts_them() -> None:
+    reader = reader_for("claude-json")
+    calls = ACTIVITY_BUFFER_MAX + 500
+    feed(reader, *(claude_tool_use(f"msg_{i}", f"toolu_{i}", "Read", {"file_path": f"f{i}"}) for i in range(calls)))
+    entries, dropped = reader.take_activity()
+    assert len(entries) == ACTIVITY_BUFFER_MAX and dropped == 2 * calls - ACTIVITY_BUFFER_MAX  # a turn and a call each
+    assert entries[-1].ref == f"toolu_{calls - 1}" and reader.take_activity() == ([], 0)
+    # Pending calls are capped too: the oldest are forgotten, and their results add nothing.
+    feed(reader, claude_tool_result("toolu_0"), claude_tool_result(f"toolu_{calls - PENDING_CALLS_MAX}"))
+    entries, dropped = reader.take_activity()
+    assert [(e.ref, e.failed) for e in entries] == [(f"toolu_{calls - PENDING_CALLS_MAX}", False)] and dropped == 0
+    spent = reader.report.spent
+    assert spent is not None and spent.turns == calls  # the turns and tokens of forgotten messages still count
+    assert spent.input_tokens == 1000 * calls
+
+
+def test_a_changed_entry_dropped_before_its_take_comes_back_once_changed() -> None:
+    log = ActivityLog(cap=2)
+    log.call("t1", "Read", "Read a")
+    log.add("text", "one")
+    log.add("text", "two")  # the call is dropped
+    log.returned("t1", failed=False, duration_ms=5)
+    entries, dropped = log.take()
+    assert [(e.summary, e.ref, e.failed) for e in entries] == [("two", None, None), ("Read a", "t1", False)]
+    assert dropped == 2  # the call, and "one" once the result came back
+
+
+def test_activity_is_taken_safely_from_another_thread() -> None:
+    reader = reader_for("claude-json")
+    lines = [json.dumps(claude_tool_use(f"m{i}", f"t{i}", "Read", {"path": str(i)})).encode() for i in range(3000)]
+    seen: list[Activity] = []
+    dropped = 0
+    done = threading.Event()
+
+    def take() -> None:
+        nonlocal dropped
+        while not done.is_set():
+            entries, lost = reader.take_activity()
+            seen.extend(entries)
+            dropped += lost
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    for line in lines:
+        reader.feed(line)
+    done.set()
+    taker.join()
+    entries, lost = reader.take_activity()
+    seen.extend(entries)
+    assert len(seen) + dropped + lost == 6000
+    turns = [int(e.summary.split()[1]) for e in seen if e.kind == "turn"]
+    assert turns == sorted(turns)  # in order
+
+
+def test_text_reader_has_no_activity() -> None:
+    reader = reader_for("text")
+    reader.feed(b'{"type": "assistant", "message": {"id": "m", "content": []}}')
+    assert reader.take_activity() == ([], 0)
+    report = reader.finish()
+    assert report.spent is None and report.results == 0 and report.active_at is None
+
+
 # --- every reader: hostile lines ---------------------------------------------------------------------------
 
 JSON_OUTPUTS = sorted(name for name in READERS if name != "text")
@@ -622,6 +1109,32 @@ HOSTILE: list[bytes] = [
     b'"statusCode": 429, "responseHeaders": {"retry-after": "Mon, 99 Foo 2026 99:99:99 GMT", "retry-after-ms": "x"}}}}',
     b'{"type": "error", "error": {"name": "APIError", "data": {"message": "try again in 99999999 days", '
     b'"statusCode": 429, "responseHeaders": {"retry-after": "99999999999999999999"}}}}',
+    # wrong types where the activity and spending are read
+    b'{"type": "assistant", "message": {"id": 5, "content": "text", "usage": {"input_tokens": -1}}}',
+    b'{"type": "assistant", "message": {"id": "m", "model": 3, "usage": [1], "content": [{"type": "tool_use", '
+    b'"id": 7, "name": ["x"], "input": "cmd"}, {"type": "text", "text": 5}, null, 3]}}',
+    b'{"type": "assistant", "message": {"id": "m", "content": [{"type": "tool_use", "id": "t", "name": "x", '
+    b'"input": {"command": [1, null, "ls"], "path": {"a": 1}}}], "usage": {"output_tokens": 1e400}}}',
+    b'{"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": {"a": 1}, "is_error": "y"}]}}',
+    b'{"type": "user", "message": {"content": "a message sent on stdin"}}',
+    b'{"type": "result", "model_usage_since_last_result": {"m": {"costUSD": -3, "inputTokens": 1e400}, "n": 2}, '
+    b'"num_turns": -2, "errors": [1, null, ""], "subtype": "error_max_turns", "total_cost_usd": -1}',
+    b'{"type": "result", "model_usage_since_last_result": [1], "modelUsage": {"": 1, "m": {"costUSD": "x"}}, '
+    b'"total_cost_usd": 1e308, "num_turns": 99999999999999999999999}',
+    b'{"type": "item.started", "item": {"type": "mcp_tool_call", "id": ["x"], "server": 1}}',
+    b'{"type": "item.started", "item": {"type": "mcp_tool_call", "id": "i", "server": 1, "arguments": [1]}}',
+    b'{"type": "item.completed", "item": {"type": "file_change", "id": "i", "changes": [{"path": 3}, "x"], '
+    b'"status": 9, "exit_code": "1"}}',
+    b'{"type": "item.completed", "item": {"type": "command_execution", "id": "c", "command": {"a": 1}}}',
+    b'{"type": "turn.completed", "usage": {"input_tokens": 5, "cached_input_tokens": 9}}',
+    b'{"type": "tool_use", "tool_name": "x", "tool_id": 5, "parameters": [1]}',
+    b'{"type": "tool_result", "tool_id": null, "status": ["error"]}',
+    b'{"type": "tool_use", "part": {"tool": "bash", "id": "p", "state": {"status": "completed", '
+    b'"time": {"start": "a", "end": 1e400}, "input": "x"}}}',
+    b'{"type": "tool_use", "part": {"tool": "bash", "id": "q", "state": {"status": "error", '
+    b'"time": {"start": 10, "end": 2}}}}',
+    b'{"type": "result", "status": "success", "stats": {"input": -5, "cached": 1e400, "models": {"m": 1, "": {}}}}',
+    b'{"type": "init", "model": {"a": 1}}',
 ]
 
 
@@ -634,6 +1147,9 @@ def test_no_line_makes_a_reader_raise(output: str) -> None:
     assert report.error is None or (isinstance(report.error, str) and len(report.error) <= ERROR_MAX)
     assert report.output is None or isinstance(report.output, (str, int, list, dict))
     assert all(isinstance(name, str) for name in report.usage)
+    entries, dropped = reader.take_activity()
+    assert dropped == 0 and all(one_line(entry.summary) for entry in entries)
+    assert report.spent is None or report.spent.tokens < 10**14
 
 
 @pytest.mark.parametrize("output", JSON_OUTPUTS)
@@ -676,8 +1192,12 @@ EVENTS = st.fixed_dictionaries(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=st.lists(EVENTS, max_size=8), output=st.sampled_from(sorted(READERS)))
 def test_arbitrary_events_never_make_a_reader_raise(events: list[dict[str, Any]], output: str) -> None:
-    report = read(output, *(json.dumps(event) for event in events))
+    reader = reader_for(output)
+    for event in events:
+        reader.feed(json.dumps(event).encode())
+    report = reader.finish()
     assert report.error is None or len(report.error) <= ERROR_MAX
+    assert all(one_line(entry.summary) for entry in reader.take_activity()[0])
     if report.limit is not None and report.limit.resets_at is not None:
         assert report.limit.resets_at.tzinfo is not None
 

@@ -27,7 +27,7 @@ from mcp_orchestrator.models import (
     SpawnSubagentInput,
     StatusInput,
 )
-from mcp_orchestrator.profiles import BUILTIN_PROFILES, launch_argv
+from mcp_orchestrator.profiles import BUILTIN_PROFILES, launch_argv, render
 from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import engine_on, until, write_config
@@ -56,13 +56,13 @@ async def test_what_exec_cannot_take_is_refused_at_spawn_naming_the_field(
     spawn = engine.subagents.spawn
     with pytest.raises(InvalidInput, match=r"^command\[1\] '1\\x00' holds a NUL character \(\\x00\) at position 1"):
         await spawn(unchecked(prompt="p", command=["sleep", "1\x00"]))
-    for agent in ("claude", "opencode"):  # both put the prompt in argv
+    for agent in ("codex", "opencode"):  # both put the prompt in argv (Claude Code takes it on stdin)
         with pytest.raises(
             InvalidInput, match=rf"^prompt holds a NUL character .* at position 3; agent profile '{agent}'"
         ):
             await spawn(unchecked(prompt="fix\x00it", agent=agent))
     with pytest.raises(InvalidInput, match=r"^prompt holds '\\ud800' at position 0, which cannot be encoded"):
-        await spawn(unchecked(prompt="\ud800", agent="claude"))
+        await spawn(unchecked(prompt="\ud800", agent="codex"))
     with pytest.raises(InvalidInput, match=r"^command\[0\] .* cannot be encoded"):
         await spawn(unchecked(prompt="p", command=["\udfff"]))
     assert (await engine.runs.list_runs(ListRunsInput())).runs == []  # nothing was written
@@ -161,8 +161,10 @@ def test_a_callers_argv_is_run_as_given_and_a_prompt_is_expanded_once() -> None:
         "{prompt}",
         "{run_id}",
     ]
-    claude = launch_argv(BUILTIN_PROFILES["claude"], [], values, False)
-    assert claude[:3] == ["claude", "-p", "say {db}"]  # the value is not expanded again
+    opencode = launch_argv(BUILTIN_PROFILES["opencode"], [], values, False)
+    assert opencode[-1] == "say {db}"  # the value is not expanded again
+    claude = BUILTIN_PROFILES["claude"]  # Claude Code takes the prompt on stdin, filled in the same way
+    assert claude.stdin is not None and render(claude.stdin, values) == "say {db}"
 
 
 @pytest.mark.processes
@@ -194,7 +196,7 @@ async def test_launch_failures_fail_the_run_at_once_and_a_callers_argv_runs_as_g
         }
         for program, expected in launch_cases.items():
             args = SpawnSubagentInput(prompt="p", agent="command", command=["sleep", "1"], max_attempts=3)
-            run_args, agent = engine.subagents.spawns.prepare(args, None, new_id())
+            run_args, agent, _ = engine.subagents.spawns.prepare(args, None, new_id())
             argv = ["sleep", "1\x00"] if program == "\x00" else [program]
             agent = agent.model_copy(update={"command": argv})
             await engine.store.write(lambda tx, a=agent, r=run_args: transitions.queue_agent(tx, engine.now(), r, a))

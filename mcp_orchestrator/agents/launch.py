@@ -64,7 +64,7 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
     spec = {
         "run_id": agent.run_id,
         "attempt": agent.attempt,
-        "argv": launch_argv(profile, agent.command, values, item.use_session),
+        "argv": [*launch_argv(profile, agent.command, values, item.use_session), *_caps(item)],
         "env": {
             **server_env,
             ENV_ATTEMPT: str(agent.attempt),
@@ -75,6 +75,7 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
         },
         "cwd": agent.cwd,
         "stdin": None if profile.stdin is None else render(profile.stdin, values),
+        "input": profile.input,
         "stdout": str(log_path(run_dir, "stdout")),
         "stderr": str(log_path(run_dir, "stderr")),
         "output": profile.output,
@@ -93,6 +94,16 @@ def launch(item: Launch, settings: Settings) -> subprocess.Popen[bytes]:
             stderr=runner_log,
             start_new_session=True,  # its own session: a signal to the server's group never reaches it
         )
+
+
+def _caps(item: Launch) -> list[str]:
+    """The harness's own options capping this attempt's spending and turns, where the profile names them."""
+    caps = []
+    if item.profile.budget_flag and item.budget_usd is not None:
+        caps += [item.profile.budget_flag, f"{max(item.budget_usd, 0.0):.6f}"]
+    if item.profile.turns_flag and item.max_turns is not None:
+        caps += [item.profile.turns_flag, str(max(item.max_turns, 1))]
+    return caps
 
 
 def _write_private(path: Path, document: Any) -> Path:

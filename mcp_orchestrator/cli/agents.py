@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import InvalidInput
-from ..models import SpawnSubagentInput, StatusInput, StatusResult
+from ..models import ACTIVE_AGENT_STATES, SpawnSubagentInput, StatusInput, StatusResult
 from ..runtime import Engine, open_engine
+from ..views import ACTIVITY_PAGE, activity_line
 from .command import Commands, add_command, with_engine
 from .options import ModelOptions, Option
 from .render import print_json, print_table
@@ -36,6 +38,8 @@ SPAWN = ModelOptions(
 )
 LOG = ModelOptions(StatusInput, RUN)
 RESUME = ModelOptions(StatusInput, RUN)
+ACTIVITY_HOLD_S = 5.0  # --activity --follow prints a tool call once it has finished, or once it has run this long
+ACTIVITY_GRACE_S = 40.0  # after the run ended, how long --follow waits for its process's last entries
 
 
 def add_commands(commands: Commands) -> None:
@@ -53,13 +57,19 @@ def add_commands(commands: Commands) -> None:
         "logs",
         _logs,
         LOG,
-        help="print a sub-agent's log (--follow to keep printing)",
+        help="print a sub-agent's log or activity (--follow to keep printing)",
         description="Print the log of a sub-agent's process: stdout, or stderr with --stderr (which also "
-        "marks where each attempt started). With --follow, keep printing until the run ends.",
+        "marks where each attempt started); or with --activity its activity timeline, one line an entry: the "
+        "time, the attempt, the kind (turn, text, tool, permission, pause, budget, message, result, silent), "
+        "what happened, and for a tool call whether it failed and how long it took. With --follow, keep "
+        "printing until the run ends (a tool call is printed once it has finished, or after a few seconds).",
         json=False,
     )
     logs.add_argument("--stderr", action="store_true", help="the stderr log instead of stdout")
-    logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.add_argument(
+        "--activity", action="store_true", help="the activity timeline (what the agent did) instead of a log file"
+    )
+    logs.add_argument("--tail", type=int, help="only the last N lines (with --activity: entries)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
     logs.add_argument(
         "--raw",
@@ -109,6 +119,10 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
     """The log as it is, then (with --follow) what is added until the run ends."""
     from ..logs import log_path, tail_lines
 
+    if args.tail is not None and args.tail < 0:
+        raise InvalidInput(f"--tail {args.tail}: give a number of lines, 0 or more")
+    if args.activity:
+        return _activity(args, settings)
     query = LOG.build(args, journal_limit=0, log_lines=0)
 
     def status(engine: Engine) -> Awaitable[StatusResult]:
@@ -141,6 +155,61 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(follow())
     return 0
+
+
+def _activity(args: argparse.Namespace, settings: Settings) -> int:
+    """The activity timeline as it is, then (with --follow) each entry as it comes, until the run ends."""
+    if args.stderr or args.raw:
+        raise InvalidInput("--activity prints the activity timeline; --stderr and --raw are for the log files")
+    query = LOG.build(args, journal_limit=0, log_lines=0, activity_limit=0)
+
+    async def show() -> None:
+        async with open_engine(settings) as engine:
+            found = await engine.runs.status(query)
+            if found.process is None:
+                raise InvalidInput(f"run {found.run.run_id} is not a sub-agent: only sub-agents have activity")
+            entries = await engine.runs.activity(query.run_id, ACTIVITY_PAGE)
+            if args.tail is None and found.process.activity_dropped:
+                dropped, kept = found.process.activity_dropped, engine.subagents.config.activity_max
+                print(f"({dropped} earlier entries were dropped: the store keeps a run's latest {kept})")
+            shown = entries if args.tail is None else entries[-args.tail :] if args.tail else []
+            if not args.follow:
+                for entry in shown:
+                    print(activity_line(entry, terminal=True))
+                if not entries:
+                    print("no activity yet")
+                return
+            after = shown[0].seq - 1 if shown else entries[-1].seq if entries else -1
+            await _follow_activity(engine, query, after)
+
+    asyncio.run(show())
+    return 0
+
+
+async def _follow_activity(engine: Engine, query: StatusInput, after: int) -> None:
+    """Print the run's entries after ``after`` in order as they come; a tool call still running holds the
+    ones behind it until it finishes (its entry is updated in place) or ACTIVITY_HOLD_S pass. Ends once the
+    run has ended and its process has exited (or ACTIVITY_GRACE_S after the run ended), all printed."""
+    held: dict[int, float] = {}  # a running tool call's entry -> when it was first seen
+    ended_at: float | None = None
+    while True:
+        found = await engine.runs.status(query)  # before the entries: nothing written before the end is missed
+        now = time.monotonic()
+        if found.run.status.terminal and ended_at is None:
+            ended_at = now
+        gone = found.process is None or found.process.state not in ACTIVE_AGENT_STATES
+        done = ended_at is not None and (gone or now - ended_at > ACTIVITY_GRACE_S)
+        for entry in await engine.runs.activity(query.run_id, ACTIVITY_PAGE, after=after):
+            running = entry.kind == "tool" and entry.failed is None
+            if running and not done and now - held.setdefault(entry.seq, now) < ACTIVITY_HOLD_S:
+                break
+            print(activity_line(entry, terminal=True))
+            held.pop(entry.seq, None)
+            after = entry.seq
+        sys.stdout.flush()
+        if done:
+            return
+        await engine.store.wait_for_change(0.5)
 
 
 def _copy_from(path: Path, position: int, raw: bool = False) -> int:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, ValidationError
 from pydantic.fields import FieldInfo
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, invalid_input_from
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,12 +66,14 @@ def key_values(flag: str, pairs: list[str]) -> dict[str, str]:
 class ModelOptions(Generic[M]):
     """The options one command takes from one input model, and that model built back from them."""
 
-    def __init__(self, model: type[M], *options: str | Option) -> None:
+    def __init__(self, model: type[M], *options: str | Option, by_flag: bool = False) -> None:
+        """``by_flag``: a bad value is named by its flag (``--usd``), not its field (``max_budget_usd``)."""
         self.model = model
         self._options = [_ModelOption(model, o if isinstance(o, Option) else Option(o)) for o in options]
-        flags = {o.field: o.flag for o in self._options}
+        self._flags = {o.field: o.flag for o in self._options}
+        self._by_flag = by_flag
         for option in self._options:
-            option.help = _in_shell_terms(option.help, flags)
+            option.help = _in_shell_terms(option.help, self._flags)
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         for option in self._options:
@@ -82,7 +84,19 @@ class ModelOptions(Generic[M]):
         pydantic validates it (a ValidationError is the command's ``invalid options: ...``)."""
         values = {o.field: o.value(getattr(args, o.field)) for o in self._options}
         values.update(settled)
-        return self.model.model_validate({name: value for name, value in values.items() if value is not None})
+        try:
+            return self.model.model_validate({name: value for name, value in values.items() if value is not None})
+        except ValidationError as exc:
+            if not self._by_flag:
+                raise
+            raise self._named_by_flag(exc) from None
+
+    def _named_by_flag(self, exc: ValidationError) -> InvalidInput:
+        problems = []
+        for problem in invalid_input_from(exc).fields["problems"]:
+            field, sep, rest = problem.partition(":")
+            problems.append(f"{self._flags[field]}{sep}{rest}" if sep and field in self._flags else problem)
+        return InvalidInput("invalid options: " + "; ".join(problems), problems=problems)
 
 
 class _ModelOption:

@@ -9,13 +9,15 @@ from ..models import (
     Agent,
     CancelRunInput,
     ListRunsInput,
+    Message,
     RetryRunInput,
     Run,
     StatusInput,
     StatusResult,
+    Wait,
 )
 from ..runtime import Engine
-from ..views import process_facts, whole
+from ..views import activity_line, budget_words, paused_at_budget, process_facts, spent, usage_words, whole
 from .command import Commands, add_command, with_engine
 from .options import ModelOptions, Option
 from .render import brief, print_fields, print_json, print_table, when
@@ -32,7 +34,12 @@ LIST_RUNS = ModelOptions(
     "limit",
     "cursor",
 )
-STATUS = ModelOptions(StatusInput, RUN, Option("journal_limit", "--journal", default=20))
+STATUS = ModelOptions(
+    StatusInput,
+    RUN,
+    Option("journal_limit", "--journal", default=20),
+    Option("activity_limit", "--activity", default=10),
+)
 CANCEL = ModelOptions(CancelRunInput, RUN, "reason")
 RETRY = ModelOptions(RetryRunInput, RUN, "reason")
 
@@ -51,8 +58,10 @@ def add_commands(commands: Commands) -> None:
         "status",
         _status,
         STATUS,
-        help="show one run: steps, children, journal",
-        description="Show one run with its steps, children and latest journal entries.",
+        help="show one run: steps, children, cost, activity, journal",
+        description="Show one run with its steps, children and latest journal entries, what it and its "
+        "descendants spent against its budget, and for a sub-agent its process, latest activity and the messages "
+        "queued for it.",
     )
     add_command(
         commands,
@@ -79,8 +88,11 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         return print_json(result)
     print_table(
-        ["RUN", "NAME", "STATUS", "CREATED", "UPDATED", "WORKSPACE"],
-        [[r.run_id, r.name, r.status, when(r.created_at), when(r.updated_at), r.workspace or ""] for r in result.runs],
+        ["RUN", "NAME", "STATUS", "COST", "CREATED", "UPDATED", "WORKSPACE"],
+        [
+            [r.run_id, r.name, r.status, spent(r.tree_usage), when(r.created_at), when(r.updated_at), r.workspace or ""]
+            for r in result.runs
+        ],
         next_cursor=result.next_cursor,
     )
     return 0
@@ -89,16 +101,19 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     query = STATUS.build(args)
 
-    async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]]]:
+    async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]], float | None]:
         result = await engine.runs.status(query)
-        return result, [] if args.json else await engine.runs.descendants(result.children)
+        silent = engine.subagents.silent_for(result.process, engine.now()) if result.process else None
+        return result, [] if args.json else await engine.runs.descendants(result.children), silent
 
-    result, tree = with_engine(settings, status_and_tree)
+    result, tree, silent = with_engine(settings, status_and_tree)
     if args.json:
         return print_json(result)
-    _print_run(result.run)
+    _print_run(result.run, paused_at_budget(result.run, result.waits))
     if result.process is not None:
-        _print_process(result.process, result.log_tail)
+        _print_process(result.process, result.log_tail, silent)
+        _print_activity(result)
+        _print_messages(result.messages)
     print()
     print_table(
         ["STEP", "STATUS", "ATTEMPT", "ENDED", "OUTPUT / ERROR"],
@@ -113,16 +128,22 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         print_table(
             ["WAIT", "KIND", "FOR", "MATCH", "UNTIL"],
             [
-                [w.step, w.kind, " | ".join(w.watched), brief(w.match) if w.match else "", when(w.until)]
+                [w.step, w.kind, _waits_for(w, result.run), brief(w.match) if w.match else "", when(w.until)]
                 for w in result.waits
             ],
         )
     if tree:
         print()
         print_table(
-            ["CHILDREN", "NAME", "STATUS", "ENDED"],
+            ["CHILDREN", "NAME", "STATUS", "COST", "ENDED"],
             [
-                ["  " * depth + ("└ " if depth else "") + c.run_id, c.name, c.status, when(c.ended_at)]
+                [
+                    "  " * depth + ("└ " if depth else "") + c.run_id,
+                    c.name,
+                    c.status,
+                    spent(c.tree_usage),
+                    when(c.ended_at),
+                ]
                 for depth, c in tree
             ],
         )
@@ -135,7 +156,10 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_run(run: Run) -> None:
+def _print_run(run: Run, paused: bool = False) -> None:
+    budget = budget_words(run)
+    if paused:
+        budget += f" (paused: raise it with 'mcp-orchestrator budget {run.run_id} --usd DOLLARS')"
     print_fields(
         [
             ("run", run.run_id),
@@ -151,14 +175,23 @@ def _print_run(run: Run) -> None:
             ("deadline", when(run.deadline_at)),
             ("output", brief(run.output) if run.output is not None else ""),
             ("error", whole(run.error) if run.error is not None else ""),  # whole: it says why
+            ("usage", usage_words(run.usage)),
+            ("tree", usage_words(run.tree_usage) + " (with its descendants)" if run.tree_usage != run.usage else ""),
+            ("budget", budget),
         ]
     )
 
 
-def _print_process(process: Agent, log_tail: dict[str, list[str]]) -> None:
+def _waits_for(wait: Wait, run: Run) -> str:
+    if wait.kind == "budget":
+        return f"a higher budget ('mcp-orchestrator budget {run.run_id} --usd DOLLARS')"
+    return " | ".join(wait.watched)
+
+
+def _print_process(process: Agent, log_tail: dict[str, list[str]], silent_s: float | None = None) -> None:
     print_fields(
         [
-            ("process", ", ".join(process_facts(process, terminal=True))),
+            ("process", ", ".join(process_facts(process, terminal=True, silent_s=silent_s))),
             ("cwd", process.cwd),
             ("worktree", f"{process.worktree} (branch {process.branch})" if process.worktree else ""),
         ]
@@ -168,6 +201,23 @@ def _print_process(process: Agent, log_tail: dict[str, list[str]]) -> None:
             print(f"\n{stream} (last {len(lines)} lines; 'mcp-orchestrator logs {process.run_id}'):")
             for line in lines:
                 print(f"  {line}")
+
+
+def _print_activity(result: StatusResult) -> None:
+    """The sub-agent's latest activity, oldest first."""
+    if not result.activity:
+        return
+    run_id = result.run.run_id
+    print(f"\nactivity (latest {len(result.activity)}; 'mcp-orchestrator logs {run_id} --activity' for all):")
+    for entry in result.activity:
+        print(f"  {activity_line(entry, terminal=True)}")
+
+
+def _print_messages(messages: list[Message]) -> None:
+    if messages:
+        print(f"\nmessages queued for it ({len(messages)}, not delivered yet):")
+        for message in messages:
+            print(f"  {when(message.queued_at)}  ({message.source})  {brief(' '.join(message.text.split()), 200)}")
 
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:

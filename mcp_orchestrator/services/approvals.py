@@ -54,7 +54,6 @@ from .context import Context, Progress
 
 KIND = "approval"
 STEP_PREFIX = "approval:"
-ANCESTORS_MAX = 1000  # how far up a run's tree a deciding agent is looked for
 
 WAIT_AND_EXIT = (
     "Your request to use {tool} is waiting for a decision by a person or a supervising agent (approval "
@@ -144,6 +143,8 @@ class Approvals:
             if args.tool_use_id:
                 detail["tool_use_id"] = args.tool_use_id
             tx.append_journal(run_id, "permission_decided", now, detail=detail)
+            said = f"{args.tool_name} {verdict.behavior}ed by the policy: {verdict.reason}"
+            transitions.note_for_run(tx, run_id, now, "permission", said, self.config.activity_max)
             if verdict.behavior == "allow":
                 return PermissionAnswer(behavior="allow", updatedInput=args.input)
             return PermissionAnswer(behavior="deny", message=_policy_denial(args.tool_name, verdict))
@@ -167,6 +168,8 @@ class Approvals:
         opened_step = tx.get_step(run_id, name)
         assert opened_step is not None, "open_wait records the step"
         tx.save_step(run_id, opened_step.model_copy(update={"output": request}))
+        said = f"{args.tool_name} asks a person: approval {approval_id}"
+        transitions.note_for_run(tx, run_id, now, "permission", said, self.config.activity_max)
         return _Pending(name, approval_id)
 
     def _call(self, tx: Transaction, run: Run, args: PermissionPromptInput) -> tuple[PermissionPolicy, Call]:
@@ -247,8 +250,7 @@ class Approvals:
                 raise _not_pending(tx, args.approval_id)
             run_id, wait = pending[0]
             decider = self.context.subagent_run_id
-            if decider is not None:
-                _check_decider(tx, decider, run_id, args.approval_id)
+            transitions.check_below(tx, run_id, decider, "decides the requests of", approval_id=args.approval_id)
             data = {
                 "behavior": args.behavior,
                 "scope": args.scope,
@@ -375,21 +377,3 @@ def _not_pending(tx: Transaction, approval_id: str) -> OrchestratorError:
                 approval_id=approval_id,
             )
     return ApprovalNotFound(approval_id)
-
-
-def _check_decider(tx: Transaction, decider: str, run_id: str, approval_id: str) -> None:
-    """A sub-agent may decide only the requests of runs below its own (never its own, nor its parent's)."""
-    current = get_run(tx, run_id, payloads=False).parent_run_id
-    for _ in range(ANCESTORS_MAX):
-        if current is None:
-            break
-        if current == decider:
-            return
-        parent = tx.get_run(current, payloads=False)
-        current = None if parent is None else parent.parent_run_id
-    raise NotAllowed(
-        f"approval {approval_id!r} belongs to run {run_id}, which is not below run {decider} (the run this "
-        "sub-agent works on): an agent decides only the requests of the sub-agents it spawned (and theirs)",
-        approval_id=approval_id,
-        run_id=run_id,
-    )

@@ -19,6 +19,7 @@ from ..ids import new_id
 from ..logs import read_log_tails
 from ..models import (
     LABEL_KEY_PATTERN,
+    Activity,
     AgentState,
     CancelRunInput,
     CancelRunResult,
@@ -174,15 +175,23 @@ class Runs:
     async def status(self, args: StatusInput) -> StatusResult:
         """The run with its steps, children and latest journal entries."""
 
+        before = _activity_cursor(args.activity_cursor)
+
         def read(tx: Transaction) -> StatusResult:
             run = get_run(tx, args.run_id)
+            process = tx.get_agent(run.run_id)
+            activity = tx.read_activity(run.run_id, args.activity_limit, before_seq=before) if process else []
+            more = len(activity) == args.activity_limit and activity and activity[0].seq > 0
             return StatusResult(
                 run=run,
                 steps=tx.list_steps(run.run_id),
                 waits=tx.list_waits(run.run_id),
                 children=tx.list_children(run.run_id),
-                process=tx.get_agent(run.run_id),
+                process=process,
                 journal=tx.read_journal(run.run_id, args.journal_limit) if args.journal_limit else [],
+                activity=activity,
+                activity_cursor=str(activity[0].seq) if more else None,
+                messages=tx.messages_of([run.run_id], ["queued"], 50) if process else [],
             )
 
         result = await self.store.read(read)
@@ -199,6 +208,16 @@ class Runs:
         if result.process is not None and result.process.log_dir is not None and args.log_lines:
             result.log_tail = read_log_tails(Path(result.process.log_dir), args.log_lines)
         return result
+
+    async def activity(self, run_id: str, limit: int, *, after: int | None = None) -> list[Activity]:
+        """The run's activity entries, oldest first: the latest ``limit``, or the first ``limit`` after entry
+        ``after`` (its ``seq``), for a reader that follows the timeline as it grows."""
+
+        def read(tx: Transaction) -> list[Activity]:
+            get_run(tx, run_id, payloads=False)
+            return tx.read_activity(run_id, limit, after_seq=after)
+
+        return await self.store.read(read)
 
     async def descendants(self, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
         """The tree under a run (given its children), depth first, as (depth, run): at most
@@ -310,6 +329,18 @@ def _this_attempt(step: Step | None, now: datetime) -> tuple[int, datetime]:
     if step.status == StepStatus.STARTED:
         return step.attempt, step.started_at
     return step.attempt + 1, now
+
+
+def _activity_cursor(cursor: str | None) -> int | None:
+    """The entry number an activity cursor names (entries before it are read)."""
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidInput(
+            f"activity_cursor {cursor!r:.40} is not one a status returned; pass its activity_cursor as given",
+            field="activity_cursor",
+        )
+    return int(cursor)
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

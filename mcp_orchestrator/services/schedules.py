@@ -292,8 +292,8 @@ class Schedules:
         labels = {**args.labels, "schedule": schedule.name[:200]}
         args = args.model_copy(update={"key": key, "labels": labels, "name": args.name or f"schedule:{schedule.name}"})
         parent = tx.get_run(args.parent_run_id) if args.parent_run_id else None
-        run_args, agent = self.spawns.prepare(args, parent, new_id())  # raises before anything is written
-        spawned = transitions.queue_agent(tx, now, run_args, agent)
+        prepared = self.spawns.prepare(args, parent, new_id())  # raises before anything is written
+        spawned = transitions.queue_agent(tx, now, *prepared)
         if live is not None and schedule.overlap == "cancel_previous" and live.run_id != spawned.run.run_id:
             reason = f"schedule {schedule.name!r} fired again ({transitions.iso(due)}) with overlap=cancel_previous"
             transitions.cancel(tx, now, live, reason)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import InvalidInput
 from ..models import Agent, AgentState, RetryPolicy, Run, SpawnSubagentInput, StartRunInput
@@ -23,6 +24,14 @@ from ..profiles import (
     profile_path,
 )
 from .context import Context
+
+
+class Prepared(NamedTuple):
+    """A spawn made into what ``transitions.queue_agent`` writes."""
+
+    run_args: StartRunInput
+    agent: Agent
+    max_turns: int | None
 
 
 class Spawns:
@@ -44,8 +53,9 @@ class Spawns:
             )
         return name, profile
 
-    def prepare(self, args: SpawnSubagentInput, parent: Run | None, run_id: str) -> tuple[StartRunInput, Agent]:
-        """Check a spawn's arguments and build its run and its process record (nothing is written)."""
+    def prepare(self, args: SpawnSubagentInput, parent: Run | None, run_id: str) -> Prepared:
+        """Check a spawn's arguments and build its run and its process record (nothing is written). Its
+        budget is the spawn's, else its profile's, else the config's default."""
         profile_name, profile = self.profile_for(args)
         if args.parent_run_id and parent is None:
             raise InvalidInput(f"parent_run_id {args.parent_run_id!r} names no run; pass an existing run's id")
@@ -79,8 +89,9 @@ class Spawns:
             labels=args.labels,
             workspace=cwd,
             retry=self._retry_policy(agent.max_attempts),
+            max_budget_usd=args.max_budget_usd or profile.max_budget_usd or self.config.max_budget_usd,
         )
-        return run_args, agent
+        return Prepared(run_args, agent, args.max_turns or profile.max_turns or self.config.max_turns)
 
     def _retry_policy(self, max_attempts: int) -> RetryPolicy:
         backoff = self.config.retry_backoff_s

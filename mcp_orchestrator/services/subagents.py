@@ -14,7 +14,8 @@ result) plus an ``Agent`` record (its process). The process states:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -27,19 +28,23 @@ from ..models import (
     ACTIVE_AGENT_STATES,
     LIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
+    Activity,
     Agent,
     AgentState,
     ExitHow,
+    Message,
     Run,
     RunStatus,
     SpawnSubagentInput,
     SpawnSubagentResult,
     Step,
     StepStatus,
+    Usage,
     Wait,
 )
-from ..profiles import NUL, AgentProfile, Launch
+from ..profiles import NUL, AgentProfile, Launch, uses_prompt
 from ..store.base import AgentRule, Transaction
+from ..transitions import BudgetLeft
 from .context import Context
 from .spawns import Spawns
 
@@ -63,7 +68,19 @@ def node_lease(node: str) -> str:
 PAUSE_STEP = "usage-limit-"  # the durable timer step of a pause at a usage limit: usage-limit-<attempt>
 START_TIMEOUT_S = 60.0  # a claimed sub-agent whose runner never reported is lost after this
 EXIT_AFTER_FINISH_S = 30.0  # an agent that finished its run is killed if it has not exited by then
-Verdict = Literal["continue", "stop", "timeout"]  # what a runner is told at start and each heartbeat
+# What a runner is told at start and each heartbeat: go on, stop (the run ended elsewhere), or kill the
+# agent because its attempt timed out, its budget is reached, or it has been silent too long (by policy).
+Verdict = Literal["continue", "stop", "timeout", "budget", "silent"]
+LIVE_MESSAGES = 20  # queued messages handed to a runner at one heartbeat
+
+
+@dataclass(frozen=True)
+class Beat:
+    """The answer to a runner's report: the verdict, and (for live input) the messages to write now."""
+
+    verdict: Verdict
+    messages: list[Message] = field(default_factory=list)
+
 
 PREAMBLE = """\
 You are a background sub-agent started by mcp-orchestrator; your run id is {run_id}. The \
@@ -73,7 +90,8 @@ agent that started you. Use them with run_id="{run_id}":
 use its output), and checkpoint(run_id, step, output=...) after it;
 - to wait for an event or a time, call wait_for_event or sleep; if it returns "waiting" or \
 "sleeping", end your work and exit: you will be started again when it is over;
-- finish_run(run_id, output=<your result>) when the task is done (or error=... if it cannot be).
+- finish_run(run_id, output=<your result>) when the task is done (or error=... if it cannot be);
+- read_messages(run_id) between steps: what the person or agent that started you has told you since.
 Your process may be stopped and resumed; completed steps stay done.
 
 Task:
@@ -98,11 +116,13 @@ class Subagents:
             return existing
         parent_id = args.parent_run_id
         parent = await self.store.read(lambda tx: tx.get_run(parent_id)) if parent_id else None
-        run_args, agent = self.spawns.prepare(args, parent, new_id())
+        run_args, agent, max_turns = self.spawns.prepare(args, parent, new_id())
         tree = await worktree.create(agent.cwd, agent.run_id) if args.worktree else None  # never blocks the loop
         if tree is not None:
             agent = agent.model_copy(update={"cwd": str(tree.path), "worktree": str(tree.path), "branch": tree.branch})
-        result = await self.store.write(lambda tx: transitions.queue_agent(tx, self.context.now(), run_args, agent))
+        result = await self.store.write(
+            lambda tx: transitions.queue_agent(tx, self.context.now(), run_args, agent, max_turns)
+        )
         if tree is not None and not result.created:
             await worktree.remove(tree)  # another spawn with the same key won the race
         return result
@@ -144,13 +164,16 @@ class Subagents:
         claimed agents belong to it: their ``host``)."""
         # Decided on a read first: a write would wake every waiter, the supervisor included.
         if not await self.store.read(
-            lambda tx: self._pick(tx, self.context.now(), node) or tx.agents_by_run_status(RETIRED)
+            lambda tx: any(self._pick(tx, self.context.now(), node)) or tx.agents_by_run_status(RETIRED)
         ):
             return []
         return await self.store.write(lambda tx: self._claim(tx, node))
 
-    def _pick(self, tx: Transaction, now: datetime, node: str | None) -> list[tuple[Agent, AgentProfile | None]]:
-        """The startable sub-agents that the limits let start now (with their profile: None if it is gone)."""
+    def _pick(
+        self, tx: Transaction, now: datetime, node: str | None
+    ) -> tuple[list[tuple[Agent, AgentProfile | None, BudgetLeft]], list[tuple[Agent, BudgetLeft]]]:
+        """The startable sub-agents that the limits let start now (with their profile, None if it is gone,
+        and the budget they have left), and those that would start but whose budget is reached."""
         active = tx.agents_in(sorted(ACTIVE_AGENT_STATES))
         free = self.config.max_concurrent - len(active)
         if node is not None and self.config.node_max_concurrent is not None:
@@ -158,7 +181,8 @@ class Subagents:
         by_profile = Counter(agent.profile for agent in active)
         by_key = Counter(agent.concurrency_key for agent in active if agent.concurrency_key)
         gates: dict[str, bool] = {}  # accounts held at a usage limit, read once per account
-        picked: list[tuple[Agent, AgentProfile | None]] = []
+        picked: list[tuple[Agent, AgentProfile | None, BudgetLeft]] = []
+        spent: list[tuple[Agent, BudgetLeft]] = []
         for agent in tx.agents_by_run_status(STARTABLE, start_by=now, limit=1000) if free > 0 else []:
             if len(picked) >= free:
                 break
@@ -174,11 +198,15 @@ class Subagents:
                 continue
             if key and by_key[key] >= (agent.concurrency_limit or self.config.key_limit(key)):
                 continue
+            left = transitions.budget_left(tx, self._run(tx, agent.run_id))
+            if left.reached:
+                spent.append((agent, left))
+                continue
             by_profile[agent.profile] += 1
             if key:
                 by_key[key] += 1
-            picked.append((agent, profile))
-        return picked
+            picked.append((agent, profile, left))
+        return picked, spent
 
     def _claim(self, tx: Transaction, node: str | None) -> list[Launch]:
         now = self.context.now()
@@ -186,14 +214,17 @@ class Subagents:
         for agent in tx.agents_by_run_status(RETIRED):  # their run ended before (or while) they had no process
             tx.save_agent(agent.model_copy(update={"state": AgentState.DONE, "start_after": None}))
         launches: list[Launch] = []
-        for agent, profile in self._pick(tx, now, node):
+        picked, spent = self._pick(tx, now, node)
+        for agent, left in spent:  # a tree over its budget starts no new sub-agent
+            tx.save_agent(self._budget_pause(tx, self._run(tx, agent.run_id), agent, left, now))
+        for agent, profile, left in picked:
             if profile is None:
                 error = {"type": "config", "message": f"agent profile {agent.profile!r} is no longer configured"}
                 transitions.end_runs(tx, now, [agent.run_id], RunStatus.FAILED, "run_failed", error, error=error)
                 tx.save_agent(agent.model_copy(update={"state": AgentState.DONE}))
                 continue
             use_session = bool(agent.resume and profile.resume and agent.session_id)
-            prompt = self._prompt(tx, agent, use_session)
+            prompt, agent = self._prompt(tx, agent, profile, use_session, now)
             claimed = agent.model_copy(
                 update={
                     "state": AgentState.STARTING,
@@ -205,24 +236,40 @@ class Subagents:
                     "host": node,
                     "paused_until": None,
                     "paused_reason": None,
+                    "attempt_usage": None,
+                    "active_at": None,
                 }
             )
             tx.save_agent(claimed)
-            launches.append(Launch(claimed, profile, prompt, use_session))
+            budget = left.usd  # Claude Code's cap counts what this process spends, not its session's total
+            launches.append(Launch(claimed, profile, prompt, use_session, budget, left.turns))
         return launches
 
-    def _prompt(self, tx: Transaction, agent: Agent, use_session: bool) -> str:
+    def _prompt(
+        self, tx: Transaction, agent: Agent, profile: AgentProfile, use_session: bool, now: datetime
+    ) -> tuple[str, Agent]:
         """The first prompt: preamble and task. A resume: what happened since, after the task unless
-        the harness resumes its own session (which remembers the task)."""
+        the harness resumes its own session (which remembers the task). Messages queued for the agent
+        go at the end, delivered to this attempt (if the profile passes the prompt on at all)."""
         first = PREAMBLE.format(run_id=agent.run_id) + agent.prompt
+        queued = tx.messages_of([agent.run_id], ["queued"], 50) if uses_prompt(profile) else []
+        if queued:
+            starting = agent.model_copy(update={"attempt": agent.attempt + 1})
+            cap = self.config.activity_max
+            agent = transitions.deliver_messages(tx, now, starting, queued, "resume", cap).model_copy(
+                update={"attempt": agent.attempt}
+            )
+        told = _messages_note(queued)
         if not agent.resume:
-            return first
+            return (f"{first}\n\n{told}" if told else first), agent
         notes = [f"You are resumed: run {agent.run_id}, process attempt {agent.attempt + 1}."]
         if agent.paused_until is not None:
             notes.append(
                 f"Your previous process stopped at a usage limit ({agent.paused_reason}); it has reset. "
                 "Go on from where you were."
             )
+        elif agent.exit_code is not None and _raised(tx, agent):
+            notes.append("Your previous process stopped at its budget, which has been raised: go on from there.")
         elif agent.exit_code != 0:
             ended = "was lost" if agent.exit_code is None else f"exited with code {agent.exit_code}"
             notes.append(f"Your previous process {ended} before finishing; check what it left half done.")
@@ -237,11 +284,13 @@ class Subagents:
         done = [step.step for step in steps if step.status == StepStatus.COMPLETED]
         if done:
             notes.append(f"Completed steps (their outputs are stored; do not redo them): {', '.join(done[:50])}.")
+        if told:
+            notes.append(told)
         notes.append(f'Continue the task; call finish_run(run_id="{agent.run_id}", output=...) when it is done.')
         # What a wait delivered and the step names are stored data, not the caller's checked prompt: made
         # passable, so that a resume under a profile that puts the prompt in argv can always be launched.
         resume = "\n".join(notes).replace(NUL, "\\x00").encode("utf-8", "backslashreplace").decode()
-        return resume if use_session else f"{first}\n\n{resume}"
+        return (resume if use_session else f"{first}\n\n{resume}"), agent
 
     async def next_start(self) -> datetime | None:
         """When the next backed-off retry becomes due."""
@@ -324,25 +373,106 @@ class Subagents:
 
     async def heartbeat(self, run_id: str, attempt: int) -> Verdict:
         """Still alive; the answer says whether to go on, stop (the run ended) or kill for timeout."""
+        return (await self.report(run_id, attempt)).verdict
 
-        def beat(tx: Transaction) -> Verdict:
+    async def report(
+        self,
+        run_id: str,
+        attempt: int,
+        *,
+        activity: Sequence[Activity] = (),
+        dropped: int = 0,
+        usage: Usage | None = None,
+        active_at: datetime | None = None,
+        delivered: Sequence[str] = (),
+        live_input: bool = False,
+    ) -> Beat:
+        """A runner's heartbeat with what it read since the last one, in one write: activity entries
+        (capped per run), the attempt's spending so far (rolled up into the run's tree), when its output
+        last showed activity, and the messages it wrote to the agent. The verdict says whether to go on;
+        with ``live_input``, queued messages come back to be written to the agent."""
+
+        def beat(tx: Transaction) -> Beat:
             agent = tx.get_agent(run_id)
             if agent is None or agent.attempt != attempt or agent.state != AgentState.LIVE:
-                return "stop"
+                return Beat("stop")
             run = self._run(tx, run_id)
             now = self.context.now()
-            if run.status == RunStatus.CANCELLED or (
-                run.ended_at is not None and now - run.ended_at > timedelta(seconds=EXIT_AFTER_FINISH_S)
-            ):
-                return "stop"  # a finished agent gets a while to exit by itself
-            if agent.attempt_deadline is not None and now >= agent.attempt_deadline:
-                return "timeout"
+            reported = (activity, dropped, usage, active_at, delivered)
+            agent = self._take_report(tx, run, agent, now, *reported)
+            verdict = self._verdict(tx, run, agent, now)
             tx.save_agent(agent.model_copy(update={"heartbeat_at": now}))
-            return "continue"
+            live = live_input and verdict == "continue"
+            return Beat(verdict, tx.messages_of([run_id], ["queued"], LIVE_MESSAGES) if live else [])
 
-        # Every live agent beats every second: waking every waiter of every node for it would cost
-        # each of them a read per beat, for news nobody waits on (a lost runner is found by time).
-        return await self.store.write(beat, wake=False)
+        # A bare heartbeat wakes nobody: every live agent beats every second, and waking every waiter of
+        # every node for it would cost each of them a read per beat, for news nobody waits on (a lost runner
+        # is found by time). What a person may be watching (activity, spending, a delivery) wakes them.
+        news = bool(activity or delivered or usage is not None or dropped)
+        return await self.store.write(beat, wake=news)
+
+    def _take_report(
+        self,
+        tx: Transaction,
+        run: Run,
+        agent: Agent,
+        now: datetime,
+        activity: Sequence[Activity],
+        dropped: int,
+        usage: Usage | None,
+        active_at: datetime | None,
+        delivered: Sequence[str],
+    ) -> Agent:
+        """Record what a runner read (see ``report``); returns the agent (not saved)."""
+        cap = self.config.activity_max
+        entries = [entry.model_copy(update={"attempt": agent.attempt}) for entry in activity]
+        agent = transitions.record_activity(tx, agent, entries, dropped, cap)
+        if usage is not None:
+            before = agent.attempt_usage or Usage()
+            spent = before.at_least(usage)  # a report never lowers what was reported
+            transitions.add_usage(tx, run.run_id, spent.minus(before))
+            agent = agent.model_copy(update={"attempt_usage": spent})
+        if active_at is not None and (agent.active_at is None or active_at > agent.active_at):
+            agent = agent.model_copy(update={"active_at": active_at})
+        if delivered:
+            ids = set(delivered)
+            written = [m for m in tx.messages_of([run.run_id], ["queued"], 1000) if m.message_id in ids]
+            agent = transitions.deliver_messages(tx, now, agent, written, "live", cap)
+        return agent
+
+    def _verdict(self, tx: Transaction, run: Run, agent: Agent, now: datetime) -> Verdict:
+        if run.status == RunStatus.CANCELLED or (
+            run.ended_at is not None and now - run.ended_at > timedelta(seconds=EXIT_AFTER_FINISH_S)
+        ):
+            return "stop"  # a finished agent gets a while to exit by itself
+        if run.status.terminal:
+            return "continue"
+        if agent.attempt_deadline is not None and now >= agent.attempt_deadline:
+            return "timeout"
+        if transitions.budget_left(tx, self._run(tx, run.run_id)).reached:
+            return "budget"  # its spending, just rolled up, is read back
+        if self.config.on_silent != "flag" and (silent := self.silent_for(agent, now)) is not None:
+            tx.append_journal(run.run_id, "silent", now, attempt=agent.attempt, detail={"silent_s": round(silent)})
+            if self.config.on_silent == "cancel":
+                transitions.cancel(tx, now, run, f"silent for {silent / 60:.0f} min (on_silent = cancel)")
+                return "stop"
+            return "silent"
+        return "continue"
+
+    async def silences(self) -> dict[str, float]:
+        """Run id -> seconds silent, of every live sub-agent past ``silent_after_s`` (one read)."""
+        now = self.context.now()
+        live = await self.store.read(lambda tx: tx.agents_in([AgentState.LIVE]))
+        return {agent.run_id: silent for agent in live if (silent := self.silent_for(agent, now)) is not None}
+
+    def silent_for(self, agent: Agent, now: datetime) -> float | None:
+        """Seconds a live agent's output has shown no activity, once past ``silent_after_s`` (else None)."""
+        since = agent.active_at or agent.started_at
+        limit = self.config.silent_after_s
+        if agent.state != AgentState.LIVE or since is None or limit is None:
+            return None
+        silent = (now - since).total_seconds()
+        return silent if silent >= limit else None
 
     async def exited(
         self,
@@ -356,17 +486,32 @@ class Subagents:
         message: str | None = None,
         retry: bool = True,
         limit: Limit | None = None,
+        usage: Usage | None = None,
+        stopped_by: Literal["budget", "turns"] | None = None,
+        activity: Sequence[Activity] = (),
+        dropped: int = 0,
+        delivered: Sequence[str] = (),
     ) -> None:
         """The agent's process ended. Unless the agent finished its run itself, its exit decides:
         0 without a ``message`` (the harness's own error) completes the run with ``output``; a
         ``limit`` (the account's usage limit, or the model overloaded) pauses it without counting an
         attempt; anything else is a failed attempt (retried while attempts remain, unless ``retry``
         is False: a launch that would fail the same way again). A run that waits keeps waiting
-        without a process."""
+        without a process. An attempt stopped at its budget (by the harness, ``stopped_by``, or by the
+        supervisor, how="budget"), or that ended over it, pauses the run until the budget is raised."""
         self.context.check_payload("output", output)
-        await self.store.write(
-            lambda tx: self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message, retry, limit)
-        )
+
+        def record(tx: Transaction) -> None:
+            agent = tx.get_agent(run_id)
+            if agent is None or agent.attempt != attempt or agent.state not in ACTIVE_AGENT_STATES:
+                return  # a stale report: this attempt was already reaped
+            run = self._run(tx, run_id)
+            now = self.context.now()
+            reported = (activity, dropped, usage, None, delivered)
+            tx.save_agent(self._take_report(tx, run, agent, now, *reported))
+            self._exit(tx, run_id, attempt, exit_code, output, session_id, how, message, retry, limit, stopped_by)
+
+        await self.store.write(record)
 
     def _exit(
         self,
@@ -380,6 +525,7 @@ class Subagents:
         message: str | None,
         retry: bool = True,
         limit: Limit | None = None,
+        stopped_by: Literal["budget", "turns"] | None = None,
     ) -> None:
         agent = tx.get_agent(run_id)
         if agent is None or agent.attempt != attempt or agent.state not in ACTIVE_AGENT_STATES:
@@ -389,10 +535,18 @@ class Subagents:
         agent = agent.model_copy(
             update={"exited_at": now, "exit_code": exit_code, "session_id": session_id or agent.session_id}
         )
-        detail = {"how": how, "exit_code": exit_code, "pid": agent.pid}
+        detail: dict[str, Any] = {"how": how, "exit_code": exit_code, "pid": agent.pid}
+        if agent.attempt_usage is not None:
+            detail["usage"] = agent.attempt_usage.model_dump(mode="json", exclude_defaults=True)
         tx.append_journal(run_id, "process_exited", now, attempt=attempt, detail=detail)
         clean = how == "exited" and exit_code == 0 and message is None
-        if limit is not None and not clean and not run.status.terminal:
+        left = transitions.budget_left(tx, run) if not clean and not run.status.terminal else None
+        if left is not None and (how == "budget" or stopped_by is not None or left.reached):
+            if not left.reached:  # the harness stopped at the cap it was given: say so in its words
+                left = BudgetLeft(turns=0) if stopped_by == "turns" else left
+            agent = self._budget_pause(tx, run, agent, left, now)
+            state = AgentState.IDLE  # waits for its budget to be raised, holding no process
+        elif limit is not None and not clean and not run.status.terminal:
             agent = self._pause(tx, run, agent, limit, message, now)
             state = AgentState.IDLE  # waits on the durable timer of its pause, holding no process
         elif run.status.terminal:
@@ -415,6 +569,9 @@ class Subagents:
             agent = agent.model_copy(update={"pauses": 0})
         tx.save_agent(agent.model_copy(update={"state": state}))
 
+    def _budget_pause(self, tx: Transaction, run: Run, agent: Agent, left: BudgetLeft, now: datetime) -> Agent:
+        return transitions.pause_at_budget(tx, now, run, agent, left, self.config.activity_max)
+
     def _pause(
         self, tx: Transaction, run: Run, agent: Agent, limit: Limit, message: str | None, now: datetime
     ) -> Agent:
@@ -428,10 +585,12 @@ class Subagents:
             else now + timedelta(seconds=backoff)
         )
         reason = limit.describe()
+        cap = self.config.activity_max
         wait = Wait(step=f"{PAUSE_STEP}{agent.attempt}", kind="sleep", until=until, created_at=now)
         transitions.open_wait(tx, run.run_id, wait)
         detail = {"reason": reason, "until": transitions.iso(until), "message": message}
         tx.append_journal(run.run_id, "paused", now, attempt=agent.attempt, detail=detail)
+        agent = transitions.note(tx, agent, now, "pause", f"paused: {reason} until {transitions.iso(until)}", cap)
         transitions.hold_account(tx, now, agent.limit_account, until, reason)
         update = {"resume": True, "pauses": agent.pauses + 1, "paused_until": until, "paused_reason": reason}
         return agent.model_copy(update=update)
@@ -524,3 +683,18 @@ _NO_PROCESS: dict[str, Any] = {
     "exited_at": None,
     "exit_code": None,
 }
+
+
+def _raised(tx: Transaction, agent: Agent) -> bool:
+    """Whether the agent's last process stopped at its budget, raised since."""
+    raised = [step for step in tx.list_steps(agent.run_id) if step.kind == "budget" and step.ended_at is not None]
+    return bool(raised) and agent.exited_at is not None and raised[-1].started_at >= agent.exited_at
+
+
+def _messages_note(messages: list[Message]) -> str:
+    """The messages queued for an agent, as its prompt tells them."""
+    if not messages:
+        return ""
+    lines = [f"- ({m.source}, {transitions.iso(m.queued_at)}) {m.text}" for m in messages]
+    told = "Messages sent to you (take them into account):\n" + "\n".join(lines)
+    return told.replace(NUL, "\\x00").encode("utf-8", "backslashreplace").decode()

@@ -18,11 +18,11 @@ import functools
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..models import JournalEntry, Run, Step
+from ..models import Activity, JournalEntry, Run, Step
 from ..store.base import Transaction
 from .context import Context
 
@@ -41,6 +41,7 @@ RUN_ENDS = {
 }
 STEP_ENDS = {"step_completed": "completed", "attempt_failed": "retrying", "step_failed": "failed"}
 BATCH = 500
+ACTIVITY_EVENTS = 128  # the latest activity entries of a sub-agent's run become its span's events
 
 
 def exporter_from_environment(environ: Mapping[str, str] | None = None) -> SpanExporter | None:
@@ -96,10 +97,42 @@ def _spans_after(tx: Transaction, cursor: int) -> tuple[list[JournalEntry], list
 def _run_span(tx: Transaction, run: Run, entry: JournalEntry, roots: dict[str, str]) -> ReadableSpan:
     outcome = RUN_ENDS[entry.kind]
     parent = _run_context(tx, run.parent_run_id, roots) if run.parent_run_id else None
-    attributes = {"mcp_orchestrator.run_id": run.run_id, "mcp_orchestrator.run_name": run.name, "outcome": outcome}
+    attributes: dict[str, Any] = {
+        "mcp_orchestrator.run_id": run.run_id,
+        "mcp_orchestrator.run_name": run.name,
+        "outcome": outcome,
+    }
+    if run.usage is not None:
+        attributes.update(
+            {
+                "mcp_orchestrator.cost_usd": run.usage.cost_usd,
+                "gen_ai.usage.input_tokens": run.usage.input_tokens,
+                "gen_ai.usage.output_tokens": run.usage.output_tokens,
+                "mcp_orchestrator.turns": run.usage.turns,
+            }
+        )
+    # A sub-agent's activity (what it read, ran and edited) as the span's events, in time.
+    events = [_activity_event(item) for item in tx.read_activity(run.run_id, ACTIVITY_EVENTS)]
     return _span(
-        f"run {run.name}", _run_context(tx, run.run_id, roots), parent, run.created_at, entry.at, attributes, outcome
+        f"run {run.name}",
+        _run_context(tx, run.run_id, roots),
+        parent,
+        run.created_at,
+        entry.at,
+        attributes,
+        outcome,
+        events,
     )
+
+
+def _activity_event(item: Activity) -> Any:
+    from opentelemetry.sdk.trace import Event
+
+    attributes: dict[str, Any] = {"summary": item.summary}
+    for name in ("attempt", "tool", "failed", "duration_ms"):
+        if (value := getattr(item, name)) is not None:
+            attributes[name] = value
+    return Event(f"activity.{item.kind}", attributes, timestamp=int(item.at.timestamp() * 1e9))
 
 
 def _step_span(
@@ -128,6 +161,7 @@ def _span(
     end: datetime,
     attributes: dict[str, Any],
     outcome: str,
+    events: Sequence[Any] = (),
 ) -> ReadableSpan:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
@@ -143,6 +177,7 @@ def _span(
         start_time=int(start.timestamp() * 1e9),
         end_time=int(max(end, start).timestamp() * 1e9),
         status=status,
+        events=events,
     )
 
 

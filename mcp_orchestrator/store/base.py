@@ -31,17 +31,22 @@ from datetime import datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from ..models import (
+    Activity,
     Agent,
     AgentState,
+    Budget,
     Event,
     Firing,
     JournalEntry,
+    Message,
+    MessageStatus,
     Run,
     RunFilter,
     RunStatus,
     Schedule,
     Step,
     StepStatus,
+    Usage,
     Wait,
 )
 
@@ -218,6 +223,37 @@ class Transaction(Protocol):
         """How far the journal reader ``name`` has come (0 at first)."""
 
     def set_cursor(self, name: str, seq: int) -> None: ...
+
+    # What sub-agents spend and do, and messages to them.
+
+    def ancestor_ids(self, run_id: str) -> list[str]:
+        """The run's parent, its parent's parent ... nearest first (the run itself not included)."""
+
+    def set_run_usage(self, run_id: str, usage: Usage | None, tree_usage: Usage | None) -> None:
+        """Write the run's own and its tree's spending as given."""
+
+    def set_run_budget(self, run_id: str, budget: Budget | None) -> None: ...
+
+    def append_activity(self, run_id: str, entries: Sequence[Activity]) -> None:
+        """Store the entries in order (their ``seq`` is assigned here). An entry whose ``ref`` the run already
+        has replaces that entry's content in place: it keeps its seq (a tool call, then its result)."""
+
+    def read_activity(
+        self, run_id: str, limit: int, *, before_seq: int | None = None, after_seq: int | None = None
+    ) -> list[Activity]:
+        """Oldest first: the latest ``limit`` entries (before ``before_seq``), or with ``after_seq`` the
+        first ``limit`` entries after it."""
+
+    def trim_activity(self, run_id: str, keep: int) -> int:
+        """Delete all but the run's newest ``keep`` entries; returns how many were deleted."""
+
+    def insert_message(self, message: Message) -> None: ...
+
+    def save_message(self, message: Message) -> None:
+        """Replace the stored message of the same id (its status, delivery)."""
+
+    def messages_of(self, run_ids: Sequence[str], statuses: Collection[MessageStatus], limit: int) -> list[Message]:
+        """Messages to these runs in one of ``statuses``, oldest first, at most ``limit``."""
 
     # Retention.
 

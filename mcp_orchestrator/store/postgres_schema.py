@@ -166,6 +166,32 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX firings_by_due ON schedule_firings (due_at)",
         "CREATE TABLE cursors (name text PRIMARY KEY, seq bigint NOT NULL)",
     ],
+    # 2: the SQLite store's version 7: budgets and spending, sub-agents' activity, messages to them.
+    [
+        "ALTER TABLE runs ADD COLUMN budget json, ADD COLUMN usage json, ADD COLUMN tree_usage json",
+        """
+        CREATE TABLE activity (
+            seq    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            run_id text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            ref    text,  -- an entry replaced in place when its ref comes again (NULLs are distinct)
+            at     timestamptz NOT NULL,
+            kind   text NOT NULL,
+            doc    json NOT NULL,  -- the rest of the entry
+            UNIQUE (run_id, ref)
+        )
+        """,
+        "CREATE INDEX activity_by_run ON activity (run_id, seq)",
+        """
+        CREATE TABLE messages (
+            seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id text NOT NULL UNIQUE,
+            run_id     text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            status     text NOT NULL,
+            doc        json NOT NULL  -- the whole message, its status included
+        )
+        """,
+        "CREATE INDEX messages_by_run ON messages (run_id, status, seq)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

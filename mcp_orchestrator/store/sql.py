@@ -18,19 +18,26 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+from pydantic import BaseModel
+
 from ..models import (
     LIVE_RUN_STATUSES,
+    Activity,
     Agent,
     AgentState,
+    Budget,
     Event,
     Firing,
     JournalEntry,
+    Message,
+    MessageStatus,
     Run,
     RunFilter,
     RunStatus,
     Schedule,
     Step,
     StepStatus,
+    Usage,
     Wait,
 )
 from .base import AgentRule
@@ -42,6 +49,8 @@ Row: TypeAlias = Sequence[Any]
 # query the index serves must spell them so (bound as parameters, no planner can tell they match).
 LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSES)) + ")"
 _EVENTS_PAGE = 200  # unconsumed events are read a page at a time: the caller usually stops at the first
+# An activity entry's fields that are columns of its row; its doc holds the rest.
+_ACTIVITY_COLUMNS = {"seq", "ref", "at", "kind"}
 # In a statement's template: the test that a column is one of a list of values; a rule's tests on
 # sub-agents (see AgentRule); an optional clause (a time bound, a limit).
 _IN, _RULE, _START, _LIMIT = "{in}", "{rule}", "{start}", "{limit}"
@@ -100,7 +109,7 @@ class Statements:
 
     def __init__(self, d: Dialect, *, writable: bool) -> None:
         self.dialect = d
-        self._listed: dict[tuple[str, int], str] = {}
+        self._listed: dict[tuple[str, tuple[int, ...]], str] = {}
         self._ruled: dict[tuple[str, tuple[int, ...], bool, bool], str] = {}
         sql = d.sql
 
@@ -123,8 +132,9 @@ class Statements:
         latest = "SELECT at FROM journal WHERE journal.run_id = runs.run_id ORDER BY seq DESC LIMIT 1"
         updated_at = f"coalesce(({latest}), created_at)"
         run_columns = "run_id name key status parent_run_id workspace deadline_at created_at ended_at"
-        run = d.document(run_columns, "input output error labels retry", updated_at=updated_at)
-        lean = d.document(run_columns, "labels retry", input="NULL", output="NULL", error="NULL", updated_at=updated_at)
+        run_json = "labels retry budget usage tree_usage"
+        run = d.document(run_columns, f"input output error {run_json}", updated_at=updated_at)
+        lean = d.document(run_columns, run_json, input="NULL", output="NULL", error="NULL", updated_at=updated_at)
         journal = d.document(
             "seq run_id at kind step attempt", detail=d.embed_json.format(f"coalesce(detail, {d.empty_object})")
         )
@@ -145,8 +155,8 @@ class Statements:
         self.peek_runs_settled = self.peek_runs + lock("FOR SHARE")
         self.insert_run = sql(
             "INSERT INTO runs (run_id, name, key, status, input, output, error, parent_run_id, labels, workspace, "
-            "retry, deadline_at, created_at, ended_at, events_after) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "retry, deadline_at, created_at, ended_at, events_after, budget, usage, tree_usage) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self.insert_label = sql("INSERT INTO run_labels (key, value, run_id) VALUES (?, ?, ?)")
         self.list_children = sql(f"{self.select_run} WHERE parent_run_id = ? ORDER BY run_id")
@@ -241,6 +251,39 @@ class Statements:
         self.get_cursor = sql("SELECT seq FROM cursors WHERE name = ?")
         self.set_cursor = upsert("cursors", "name", "name, seq")
 
+        # What sub-agents spend and do, and messages to them. Ancestors are read by their parent links
+        # alone (set once, at insert): nothing to lock.
+        self.ancestor_ids = sql(
+            """
+            WITH RECURSIVE up (run_id, depth) AS (
+                SELECT parent_run_id, 1 FROM runs WHERE run_id = ? AND parent_run_id IS NOT NULL
+                UNION ALL
+                SELECT runs.parent_run_id, up.depth + 1 FROM runs JOIN up USING (run_id)
+                WHERE runs.parent_run_id IS NOT NULL
+            )
+            SELECT run_id FROM up ORDER BY depth
+            """
+        )
+        self.set_run_usage = sql("UPDATE runs SET usage = ?, tree_usage = ? WHERE run_id = ?")
+        self.set_run_budget = sql("UPDATE runs SET budget = ? WHERE run_id = ?")
+        # An entry whose ref the run has already replaces that entry's content, keeping its place (seq)
+        # and its time: a tool call's result lands where the call was shown.
+        self.append_activity = sql(
+            "INSERT INTO activity (run_id, ref, at, kind, doc) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, ref) DO UPDATE SET kind = excluded.kind, doc = excluded.doc"
+        )
+        activity = "SELECT seq, ref, at, kind, doc FROM activity WHERE run_id = ?"
+        self.latest_activity = sql(f"{activity} ORDER BY seq DESC LIMIT ?")
+        self.activity_before = sql(f"{activity} AND seq < ? ORDER BY seq DESC LIMIT ?")
+        self.activity_after = sql(f"{activity} AND seq > ? ORDER BY seq LIMIT ?")
+        self.activity_between = sql(f"{activity} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?")
+        # The newest entry past the ones kept: none (the usual case) is one short index walk, nothing deleted.
+        self.activity_trim_from = sql("SELECT seq FROM activity WHERE run_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?")
+        self.trim_activity = sql("DELETE FROM activity WHERE run_id = ? AND seq <= ?")
+        self.insert_message = sql("INSERT INTO messages (message_id, run_id, status, doc) VALUES (?, ?, ?, ?)")
+        self.save_message = sql("UPDATE messages SET status = ?, doc = ? WHERE message_id = ?")
+        self.messages_of = f"SELECT doc FROM messages WHERE run_id {_IN} AND status {_IN} ORDER BY seq LIMIT ?"
+
         # Retention.
         newest_journal = (
             " AND run_id IS NOT (SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1)" if d.reuses_numbers else ""
@@ -289,13 +332,17 @@ class Statements:
             text = self._ruled[key] = d.sql(text.replace(_LIMIT, " LIMIT ?" if limit else ""))
         return text
 
-    def listed(self, template: str, count: int) -> str:
-        """``template`` with its ``{in}`` testing for one of ``count`` values; built once per count
-        (once for all where lists are arrays)."""
-        key = (template, 0 if self.dialect.arrays else count)
+    def listed(self, template: str, *counts: int) -> str:
+        """``template`` with its ``{in}`` tests, in order, each testing for one of as many values as
+        ``counts`` says; built once per counts (once for all where lists are arrays)."""
+        d = self.dialect
+        key = (template, tuple(0 if d.arrays else count for count in counts))
         text = self._listed.get(key)
         if text is None:
-            text = self._listed[key] = self.dialect.sql(template.replace(_IN, self.dialect.in_list(count)))
+            text = template
+            for count in counts:
+                text = text.replace(_IN, d.in_list(count), 1)
+            text = self._listed[key] = d.sql(text)
         return text
 
 
@@ -388,6 +435,9 @@ class SQLTransaction(ABC):
                 time(run.created_at),
                 time(run.ended_at),
                 events_after,
+                _model(run.budget),
+                _model(run.usage),
+                _model(run.tree_usage),
             ),
         )
         self._many(self._sql.insert_label, [(key, value, run.run_id) for key, value in run.labels.items()])
@@ -629,6 +679,62 @@ class SQLTransaction(ABC):
     def set_cursor(self, name: str, seq: int) -> None:
         self._run(self._sql.set_cursor, (name, seq))
 
+    # What sub-agents spend and do, and messages to them.
+
+    def ancestor_ids(self, run_id: str) -> list[str]:
+        return [row[0] for row in self._all(self._sql.ancestor_ids, (run_id,))]
+
+    def set_run_usage(self, run_id: str, usage: Usage | None, tree_usage: Usage | None) -> None:
+        self._run(self._sql.set_run_usage, (_model(usage), _model(tree_usage), run_id))
+
+    def set_run_budget(self, run_id: str, budget: Budget | None) -> None:
+        self._run(self._sql.set_run_budget, (_model(budget), run_id))
+
+    def append_activity(self, run_id: str, entries: Sequence[Activity]) -> None:
+        rows = [
+            (run_id, entry.ref, self._d.time(entry.at), entry.kind, entry.model_dump_json(exclude=_ACTIVITY_COLUMNS))
+            for entry in entries
+        ]
+        self._many(self._sql.append_activity, rows)
+
+    def read_activity(
+        self, run_id: str, limit: int, *, before_seq: int | None = None, after_seq: int | None = None
+    ) -> list[Activity]:
+        if after_seq is None:
+            if before_seq is None:
+                rows = self._all(self._sql.latest_activity, (run_id, limit))
+            else:
+                rows = self._all(self._sql.activity_before, (run_id, before_seq, limit))
+            rows.reverse()
+        elif before_seq is None:
+            rows = self._all(self._sql.activity_after, (run_id, after_seq, limit))
+        else:
+            rows = self._all(self._sql.activity_between, (run_id, after_seq, before_seq, limit))
+        return [
+            Activity.model_validate(
+                {**json.loads(doc), "seq": seq, "ref": ref, "at": self._d.read_time(at), "kind": kind}
+            )
+            for seq, ref, at, kind, doc in rows
+        ]
+
+    def trim_activity(self, run_id: str, keep: int) -> int:
+        newest_dropped = self._value(self._sql.activity_trim_from, (run_id, keep))
+        return 0 if newest_dropped is None else self._run(self._sql.trim_activity, (run_id, newest_dropped))
+
+    def insert_message(self, message: Message) -> None:
+        args = (message.message_id, message.run_id, message.status, message.model_dump_json())
+        self._run(self._sql.insert_message, args)
+
+    def save_message(self, message: Message) -> None:
+        self._run(self._sql.save_message, (message.status, message.model_dump_json(), message.message_id))
+
+    def messages_of(self, run_ids: Sequence[str], statuses: Collection[MessageStatus], limit: int) -> list[Message]:
+        if not run_ids or not statuses:
+            return []
+        query = self._sql.listed(self._sql.messages_of, len(run_ids), len(statuses))
+        params = (*self._d.values(run_ids), *self._d.values(list(statuses)), limit)
+        return [Message.model_validate_json(row[0]) for row in self._all(query, params)]
+
     # Retention.
 
     def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
@@ -686,6 +792,11 @@ class SQLTransaction(ABC):
 
     def list_firings(self, name: str, limit: int) -> list[Firing]:
         return [Firing.model_validate_json(row[0]) for row in self._all(self._sql.list_firings, (name, limit))]
+
+
+def _model(value: BaseModel | None) -> str | None:
+    """A model stored in a JSON column (None stays NULL)."""
+    return None if value is None else _dump(value.model_dump(mode="json"))
 
 
 def _where(clauses: list[str]) -> str:

@@ -180,6 +180,35 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 6: how far readers of the journal (the trace exporter) have come.
     ["CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID"],
+    # 7: what runs may spend and have spent, what their sub-agents did (a bounded timeline), and
+    # messages to them waiting to be delivered.
+    [
+        "ALTER TABLE runs ADD COLUMN budget TEXT",
+        "ALTER TABLE runs ADD COLUMN usage TEXT",
+        "ALTER TABLE runs ADD COLUMN tree_usage TEXT",
+        """
+        CREATE TABLE activity (
+            seq    INTEGER PRIMARY KEY,  -- no AUTOINCREMENT, as the journal
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            ref    TEXT,  -- an entry replaced in place when its ref comes again (NULLs are distinct)
+            at     TEXT NOT NULL,
+            kind   TEXT NOT NULL,
+            doc    TEXT NOT NULL,  -- the rest of the entry
+            UNIQUE (run_id, ref)
+        )
+        """,
+        "CREATE INDEX activity_by_run ON activity (run_id, seq)",
+        """
+        CREATE TABLE messages (
+            seq        INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL UNIQUE,
+            run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            status     TEXT NOT NULL,
+            doc        TEXT NOT NULL  -- the whole message, its status included
+        )
+        """,
+        "CREATE INDEX messages_by_run ON messages (run_id, status, seq)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from . import agents, approvals, events, fan_in, runs, schedules, steps  # noqa: F401  (importing registers the tools)
+from . import (  # noqa: F401  (importing registers the tools)
+    agents,
+    approvals,
+    budgets,
+    events,
+    fan_in,
+    messages,
+    runs,
+    schedules,
+    steps,
+)
 from ._base import TOOLS, AppContext, engine_tools
 
 __all__ = ["TOOLS", "AppContext", "engine_tools"]

@@ -28,6 +28,12 @@ async def spawn_subagent(engine: Engine, args: SpawnSubagentInput) -> SpawnSubag
     with wait_for_runs(run_ids=[...], run_id=<your run>, step=...). Give a `key` to make the call
     safe to repeat after a crash.
 
+    `max_budget_usd` caps what the sub-agent and everything it spawns may spend together (inside
+    your own run's budget, if it has one), `max_turns` its model turns. A budget reached pauses the
+    run (status "waiting", a 'budget' wait), it does not fail it: raise it with set_budget and the
+    agent goes on where it stopped. send_message steers it while it works; status(run_id) shows its
+    activity and what it has spent.
+
     Returns the child `run` (status "queued" until its process starts), `created`, and `process`
     (profile, attempt, pid once started). status(run_id) shows its process and the tail of its log.
 

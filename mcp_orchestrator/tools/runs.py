@@ -110,15 +110,20 @@ async def retry_run(engine: Engine, args: RetryRunInput) -> RetryRunResult:
     annotations=READS,
 )
 async def status(engine: Engine, args: StatusInput) -> StatusResult:
-    """Show one run: its status, every step with its outcome, its children and recent journal; for a
-    sub-agent also its `process` (state, attempt, pid, heartbeat, exit code, worktree) and the last
-    lines of its stdout and stderr (`log_tail`).
+    """Show one run: its status, every step with its outcome, its children and recent journal, and
+    what it cost: `run.usage` (its own sub-agent's dollars, tokens, turns, model), `run.tree_usage`
+    (with all its descendants) and `run.budget`. For a sub-agent also its `process` (state, attempt,
+    pid, heartbeat, exit code, worktree), the last lines of its stdout and stderr (`log_tail`), its
+    latest `activity` (what it did, oldest first: turns, what it said, each tool call with whether
+    it failed and how long it took) and the `messages` queued for it.
 
     Use it to resume work after a crash or in a new session (which steps are completed, which one
-    was started and never finished), or to check on a run someone else started.
+    was started and never finished), or to check on a run someone else started: what a sub-agent is
+    doing now, and what it has spent. Pass `activity_cursor` back for earlier activity.
 
-    Example: status(run_id="01J...") -> {"run": {...}, "steps": [{"step": "fetch", "status":
-    "completed", "output": ...}], "children": [], "journal": [...]}
+    Example: status(run_id="01J...") -> {"run": {"tree_usage": {"cost_usd": 0.42, ...}, ...},
+    "steps": [{"step": "fetch", "status": "completed", "output": ...}], "activity": [{"kind": "tool",
+    "summary": "Bash: npm test", "failed": false, "duration_ms": 5230}], "journal": [...]}
     """
     return await engine.runs.status(args)
 

@@ -13,13 +13,14 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import InvalidInput, invalid_input_from
 from ..models import (
+    Activity,
     CancelRunInput,
     DecideApprovalInput,
     ListApprovalsInput,
@@ -27,13 +28,45 @@ from ..models import (
     ListRunsInput,
     ListSchedulesInput,
     RetryRunInput,
+    RunId,
+    SendMessageInput,
+    SetBudgetInput,
     StatusInput,
 )
 from ..runtime import Engine
+from ..views import ACTIVITY_PAGE
 
 _LISTS = {"status", "label"}  # query parameters that may repeat
+_CURSOR = r"^[0-9]{1,18}$"
 
 Handler = Callable[[Request], Awaitable[BaseModel]]
+
+
+class ActivityQuery(BaseModel):
+    """``GET /api/runs/{run_id}/activity``: the latest entries, those before a cursor, or those after one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: RunId
+    limit: int = Field(50, ge=1, le=ACTIVITY_PAGE, description="At most this many entries.")
+    before: str | None = Field(None, pattern=_CURSOR, description="The entries before this cursor (older ones).")
+    after: str | None = Field(None, pattern=_CURSOR, description="The entries after this cursor (newer ones).")
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> ActivityQuery:
+        if self.before is not None and self.after is not None:
+            raise ValueError("give before or after, not both: older entries, or newer ones")
+        return self
+
+
+class ActivityPage(BaseModel):
+    """A page of a sub-agent's activity timeline, oldest first, with the cursors to page on."""
+
+    run_id: str
+    activity: list[Activity] = Field(description="Oldest first. A tool call's entry is updated in place once done.")
+    before: str | None = Field(None, description="Pass as before= for older entries; null: there are none.")
+    after: str | None = Field(None, description="Pass as after= for newer entries (to poll); null: no entries yet.")
+    dropped: int = Field(0, description="Entries dropped, oldest first, to keep the store's cap per run.")
 
 
 def api_routes(engine: Engine) -> list[Route]:
@@ -48,6 +81,32 @@ def api_routes(engine: Engine) -> list[Route]:
 
     async def retry(request: Request) -> BaseModel:
         return await engine.runs.retry_run(await request_input(RetryRunInput, request))
+
+    async def activity(request: Request) -> BaseModel:
+        args: ActivityQuery = _query(ActivityQuery, request)
+        limit = 0 if args.after is not None else args.limit
+        found = await engine.runs.status(
+            StatusInput(
+                run_id=args.run_id, journal_limit=0, log_lines=0, activity_limit=limit, activity_cursor=args.before
+            )
+        )
+        entries, before = found.activity, found.activity_cursor
+        if args.after is not None:
+            entries = await engine.runs.activity(args.run_id, args.limit, after=int(args.after))
+            before = str(entries[0].seq) if entries else None
+        return ActivityPage(
+            run_id=found.run.run_id,
+            activity=entries,
+            before=before,
+            after=str(entries[-1].seq) if entries else args.after,
+            dropped=found.process.activity_dropped if found.process else 0,
+        )
+
+    async def message(request: Request) -> BaseModel:
+        return await engine.messages.send(await request_input(SendMessageInput, request), source="api")
+
+    async def budget(request: Request) -> BaseModel:
+        return await engine.budgets.set_budget(await request_input(SetBudgetInput, request))
 
     async def events(request: Request) -> BaseModel:
         return await engine.events.list_events(_query(ListEventsInput, request))
@@ -74,6 +133,9 @@ def api_routes(engine: Engine) -> list[Route]:
         Route("/api/runs/{run_id}", _json(run), methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", _json(cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/retry", _json(retry), methods=["POST"]),
+        Route("/api/runs/{run_id}/activity", _json(activity), methods=["GET"]),
+        Route("/api/runs/{run_id}/messages", _json(message), methods=["POST"]),
+        Route("/api/runs/{run_id}/budget", _json(budget), methods=["POST"]),
         Route("/api/events", _json(events), methods=["GET"]),
         Route("/api/schedules", _json(schedules), methods=["GET"]),
         # {name:path}: a name stored before names were restricted may hold '/' (sent as %2F).

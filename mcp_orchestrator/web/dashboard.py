@@ -6,8 +6,13 @@ follows ``/api/stream`` (server-sent events) and swaps in the page's fresh ``<ma
 the page shows changed, and sends the actions (cancel, retry, send an event, pause or resume a
 schedule) to the JSON API with the page's CSRF token; a decision on a permission request goes to
 ``POST /approvals/{approval_id}/decision`` here, behind the same checks, so that it is recorded as
-a person's from the dashboard. The sign-in form (``GET /login``) is rendered here; ``login.py``
-handles its POST.
+a person's from the dashboard, and so do a message to a sub-agent (``POST /runs/{run_id}/messages``)
+and a budget (``POST /runs/{run_id}/budget``). The sign-in form (``GET /login``) is rendered here;
+``login.py`` handles its POST.
+
+A sub-agent's run page tells its story as one timeline, oldest at the top: its activity entries (turns,
+what it said, tool calls), its steps (checkpoints, waits) and its child runs, in time; above it, what it
+and its tree spent against the budget.
 
 A live stream is tied to one page: the server renders that page's ``<main>`` again after each
 commit and speaks only when its fingerprint changed, so commits nobody sees (lease renewals,
@@ -25,6 +30,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -46,11 +52,30 @@ from ..models import (
     ListEventsInput,
     ListRunsInput,
     ListSchedulesInput,
+    Run,
     RunStatus,
+    SendMessageInput,
+    SetBudgetInput,
     StatusInput,
+    StatusResult,
+    StepStatus,
 )
 from ..runtime import Engine
-from ..views import brief, duration, process_facts, schedule_timing, when
+from ..views import (
+    activity_outcome,
+    activity_text,
+    brief,
+    budget_words,
+    duration,
+    paused_at_budget,
+    process_facts,
+    schedule_timing,
+    silence,
+    silences,
+    spent,
+    token_words,
+    when,
+)
 from .api import request_input
 
 STREAM_KEEPALIVE_S = 15.0
@@ -62,6 +87,8 @@ APPROVALS_SHOWN = 100  # pending requests on a page; the newest decided ones bel
 DECIDED_SHOWN = 50
 INPUT_SHOWN = 4000  # characters of a request's input (already at most 16 KiB) shown on a page
 MAX_DEPTH_SHOWN = 8  # deeper children are indented like this depth (dashboard.css has depth-0 to -8)
+ACTIVITY_SHOWN = 200  # a sub-agent's latest activity entries on its run page
+TIMELINE_SHOWN = 300  # the latest moments of its timeline (activity, steps, child runs)
 PACKAGE = __name__.rpartition(".")[0]  # holds templates/ and static/
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -95,6 +122,20 @@ class Page:
 Render = Callable[[Request], Awaitable[Page]]
 
 
+@dataclass(frozen=True)
+class Moment:
+    """One line of a run page's timeline: an activity entry, a step or a child run."""
+
+    at: datetime
+    kind: str  # the activity's kind, 'checkpoint', '<kind> wait' or 'child run'
+    text: str
+    outcome: str = ""  # how a tool call went, how long a step took, what a child run spent
+    attempt: int | None = None
+    status: str | None = None  # a step's or a child run's status, shown as a badge
+    run_id: str | None = None  # a child run, linked
+    failed: bool = False
+
+
 def dashboard_routes(
     engine: Engine,
     token: str | None,
@@ -119,6 +160,7 @@ def dashboard_routes(
         body = _fragment(
             "runs.html",
             runs=listed.runs,
+            silent=await silences(engine, listed.runs),
             statuses=list(RunStatus),
             chosen=set(request.query_params.getlist("status")),
             query=query,
@@ -129,14 +171,28 @@ def dashboard_routes(
     async def run_page(request: Request) -> Page:
         run_id = request.path_params["run_id"]
         try:
-            status = await engine.runs.status(StatusInput(run_id=run_id, journal_limit=100))
+            status = await engine.runs.status(
+                StatusInput(run_id=run_id, journal_limit=100, activity_limit=ACTIVITY_SHOWN)
+            )
         except RunNotFound:
             return Page("Not found", _fragment("error.html", message=f"No run has the id {run_id}."), status=404)
         tree = [(min(depth, MAX_DEPTH_SHOWN), run) for depth, run in await engine.runs.descendants(status.children)]
         retryable = (RunStatus.FAILED, RunStatus.CANCELLED)
         asking = ListApprovalsInput(run_id=run_id, status="pending", limit=APPROVALS_SHOWN)
         approvals = (await engine.approvals.list(asking)).approvals
-        body = _fragment("run.html", run=status.run, status=status, tree=tree, retryable=retryable, approvals=approvals)
+        body = _fragment(
+            "run.html",
+            run=status.run,
+            status=status,
+            tree=tree,
+            retryable=retryable,
+            approvals=approvals,
+            figures=_figures(status.run),
+            timeline=_timeline(status) if status.process is not None else [],
+            silent_s=engine.subagents.silent_for(status.process, engine.now()) if status.process else None,
+            budget_paused=paused_at_budget(status.run, status.waits),
+            budget_reason=_budget_reason(status),
+        )
         return Page(status.run.name, body)
 
     async def approvals_page(request: Request) -> Page:
@@ -151,6 +207,17 @@ def dashboard_routes(
         args = await request_input(DecideApprovalInput, request)
         decided = await engine.approvals.decide(args, by="person", source="dashboard")
         return Response(decided.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
+
+    async def message(request: Request) -> Response:
+        """``POST /runs/{run_id}/messages``: a person's message to a sub-agent, from its page's box (the same
+        checks as a decision)."""
+        sent = await engine.messages.send(await request_input(SendMessageInput, request), source="dashboard")
+        return Response(sent.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
+
+    async def budget(request: Request) -> Response:
+        """``POST /runs/{run_id}/budget``: a run's budget set or raised from its page's form."""
+        result = await engine.budgets.set_budget(await request_input(SetBudgetInput, request))
+        return Response(result.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
 
     async def events_page(request: Request) -> Page:
         listed = await engine.events.list_events(ListEventsInput(limit=100))
@@ -176,9 +243,68 @@ def dashboard_routes(
         *(Route(path, _html(render), methods=["GET"]) for path, render in pages.items()),
         Route("/login", login_page, methods=["GET"]),
         Route("/approvals/{approval_id}/decision", decide, methods=["POST"]),
+        Route("/runs/{run_id}/messages", message, methods=["POST"]),
+        Route("/runs/{run_id}/budget", budget, methods=["POST"]),
         Route("/api/stream", _stream(engine, pages, max_streams, stream_lifetime_s), methods=["GET"]),
         Mount("/static", app=_Static(packages=[(PACKAGE, "static")]), name="static"),
     ]
+
+
+def _figures(run: Run) -> list[tuple[str, str]]:
+    """What a run spent, as (label, value) boxes: its own agent's cost, tokens, turns and model, its tree's
+    cost, and its budget."""
+    own, tree = run.usage, run.tree_usage
+    figures = [("Cost", spent(own))] if own is not None else []
+    if tree is not None and tree != own:
+        figures.append(("Tree cost", spent(tree)))  # with its descendants
+    if own is not None and own.tokens:
+        figures.append(("Tokens", token_words(own)))
+    if own is not None and own.turns:
+        figures.append(("Turns", str(own.turns)))
+    if own is not None and own.model:
+        figures.append(("Model", own.model))
+    if run.budget is not None:
+        figures.append(("Budget", budget_words(run)))
+    return figures
+
+
+def _timeline(status: StatusResult) -> list[Moment]:
+    """The run's activity, steps and child runs in time, oldest first: the latest TIMELINE_SHOWN."""
+    moments = [
+        Moment(
+            entry.at,
+            entry.kind,
+            activity_text(entry),
+            activity_outcome(entry),
+            entry.attempt,
+            failed=entry.failed is True,
+        )
+        for entry in status.activity
+    ]
+    for step in status.steps:
+        kind = "checkpoint" if step.kind == "checkpoint" else f"{step.kind} wait"
+        took = duration(step.started_at, step.ended_at)
+        said = step.error if step.error is not None else step.output
+        tries = f"attempt {step.attempt}" if step.attempt > 1 else ""
+        outcome = ", ".join(part for part in (tries, took, brief(said, 120)) if part)
+        failed = step.status == StepStatus.FAILED
+        moments.append(Moment(step.started_at, kind, step.step, outcome, status=step.status, failed=failed))
+    for child in status.children:
+        cost = spent(child.tree_usage)
+        outcome = "" if cost == "-" else cost
+        moments.append(
+            Moment(child.created_at, "child run", child.name, outcome, status=child.status, run_id=child.run_id)
+        )
+    moments.sort(key=lambda moment: moment.at)  # stable: activity entries keep their order
+    return moments[-TIMELINE_SHOWN:]
+
+
+def _budget_reason(status: StatusResult) -> str:
+    """Why the run is paused at a budget, in the words its journal keeps ('budget reached: $X of $Y ...')."""
+    for entry in reversed(status.journal):
+        if entry.kind == "budget_reached" and isinstance(reason := entry.detail.get("reason"), str):
+            return reason
+    return budget_words(status.run)
 
 
 def _html(render: Render) -> Callable[[Request], Awaitable[Response]]:
@@ -343,6 +469,8 @@ TEMPLATES.globals.update(
     duration=duration,
     schedule_timing=schedule_timing,
     process_facts=process_facts,
+    spent=spent,
+    silence=silence,
     input_shown=INPUT_SHOWN,
     run_href=_run_href,
     prefill=_prefill,

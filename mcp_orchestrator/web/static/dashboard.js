@@ -16,7 +16,8 @@
   }
 
   function typing() {
-    return document.activeElement && document.activeElement.tagName === 'INPUT';
+    var field = document.activeElement;
+    return field && (field.tagName === 'INPUT' || field.tagName === 'TEXTAREA');
   }
 
   function refresh() {
@@ -24,7 +25,12 @@
     stale = false;
     fetch(location.href, {credentials: 'same-origin'}).then(function (r) { return r.text(); }).then(function (html) {
       var fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('main');
-      if (fresh) document.querySelector('main').replaceWith(fresh);
+      if (!fresh) return;
+      // A message written but not sent yet survives the update.
+      var draft = document.querySelector('form[data-message] textarea');
+      var kept = fresh.querySelector('form[data-message] textarea');
+      if (draft && kept && draft.value) kept.value = draft.value;
+      document.querySelector('main').replaceWith(fresh);
     });
   }
 
@@ -89,6 +95,33 @@
     try { data = raw ? JSON.parse(raw) : null; } catch (err) { notice('data is not JSON: ' + err.message); return; }
     post('/events', {name: form.elements.name.value, data: data}).then(function (answer) {
       notice('Sent; woke ' + (answer.woken_run_ids.length || 'no') + ' run(s)'); refresh();
+    }, function (err) { notice(err.message); });
+  });
+  // A message to a sub-agent, from its run page.
+  document.addEventListener('submit', function (e) {
+    var form = e.target.closest('form[data-message]');
+    if (!form) return;
+    e.preventDefault();
+    var text = form.elements.text.value.trim();
+    if (!text) { notice('Write the message first'); return; }
+    post(form.dataset.message, {text: text}).then(function (answer) {
+      form.elements.text.value = ''; form.elements.text.blur();
+      notice('Queued: it reaches the agent ' + answer.delivery); refresh();
+    }, function (err) { notice(err.message); });
+  });
+  // A run's budget: the limits given (a limit left empty stays as it was).
+  document.addEventListener('submit', function (e) {
+    var form = e.target.closest('form[data-budget]');
+    if (!form) return;
+    e.preventDefault();
+    var body = {}, usd = form.elements.max_budget_usd.value.trim(), turns = form.elements.max_turns.value.trim();
+    if (usd) body.max_budget_usd = Number(usd);
+    if (turns) body.max_turns = Number(turns);
+    if (!usd && !turns) { notice('Give US dollars, turns or both'); return; }
+    post(form.dataset.budget, body).then(function (answer) {
+      var went = answer.resumed_run_ids.length;
+      if (document.activeElement) document.activeElement.blur();
+      notice(went ? 'Budget set: ' + went + ' paused run(s) go on' : 'Budget set'); refresh();
     }, function (err) { notice(err.message); });
   });
   document.addEventListener('focusout', function () {
