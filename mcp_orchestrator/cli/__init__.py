@@ -27,7 +27,7 @@ from ..config import (
     default_db_path,
 )
 from ..errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
-from . import agents, approvals, events, retention, runs, schedules, serve, steering
+from . import agents, approvals, events, install, retention, runs, schedules, serve, steering
 from .render import printable_std_streams
 
 DESCRIPTION = f"""\
@@ -48,7 +48,8 @@ environment:
   CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
 """
 
-COMMAND_GROUPS = (serve, runs, events, agents, steering, approvals, schedules, retention)  # the order of `--help`
+# The order of `--help`.
+COMMAND_GROUPS = (serve, install, runs, events, agents, steering, approvals, schedules, retention)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -190,7 +190,9 @@ async def _unauthenticated(send: Send, method: str, headers: Headers) -> None:
         await send({"type": "http.response.start", "status": 303, "headers": [(b"location", b"/login")]})
         await send({"type": "http.response.body", "body": b""})
         return
-    reason = "missing" if "authorization" not in headers else "wrong"
+    given = headers.get("authorization", "").strip()
+    # "Bearer " with nothing after it (a shell that found no `mcp-orchestrator token`) is a missing token.
+    reason = "missing" if given.lower() in ("", "bearer") else "wrong"
     message = (
         f"bearer token {reason}: send 'Authorization: Bearer <token>' with the token that "
         "'mcp-orchestrator token' prints"
