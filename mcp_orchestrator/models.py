@@ -672,7 +672,7 @@ EventName = Annotated[
     ),
     PLAIN_TEXT,
 ]
-BLOCK_S_MAX = 60.0
+BLOCK_S_MAX = 50.0  # under OpenCode's 60 s tool timeout: a blocked call always answers first
 BLOCK_S_DEFAULT = 25.0
 WAIT_MAX_S = 31_536_000
 BlockSeconds = Annotated[

@@ -32,16 +32,15 @@ For any task with several steps or side effects:
 4. finish_run(run_id, output=...) at the end.
 To pause for a person, CI or another agent without holding anything open: wait_for_event(run_id,
 step, event=<name>) returns status="waiting" after block_s; call it again with the same run and
-step to keep waiting (the event is never missed, even if it arrives in between). sleep(run_id,
-step, seconds=...) is a durable timer. send_event(name, data) wakes waiting runs.
+step to keep waiting (an event is never missed). sleep(run_id, step, seconds=...) is a durable
+timer. send_event(name, data) wakes waiting runs.
 spawn_subagent(prompt, parent_run_id=<your run>, key=...) starts a background agent on a task as a child run
-(supervised: limits, retries, restart after its waits); wait_for_runs(run_ids, run_id, step) collects child
-runs once they end. If MCP_ORCHESTRATOR_RUN_ID names your run, you are a sub-agent: use that run.
+(supervised: limits, retries, restarts); wait_for_runs(run_ids, run_id, step) collects child runs.
+If MCP_ORCHESTRATOR_RUN_ID names your run, you are a sub-agent: use that run.
 A sub-agent waiting on an 'approval' wait asks permission for a tool call: list_approvals(run_id=<your run>)
 shows your sub-agents' requests, decide_approval(approval_id, behavior, message) answers one.
-send_message(run_id, text) tells a sub-agent something while it works; status shows its activity and cost;
-max_budget_usd at spawn caps a child's tree (it pauses, set_budget raises it). A sub-agent reads its own
-messages with read_messages(run_id).
+send_message(run_id, text) steers a sub-agent while it works (it reads them with read_messages); status shows
+its activity and cost; max_budget_usd at spawn caps a child's tree (reached: paused until set_budget).
 schedule(name, cron | every_s | at, action) fires a spawn or an event later or repeatedly, with no session open.
 To find unfinished work: list_runs(status=["running", "waiting"]); to inspect one: status(run_id).
 """

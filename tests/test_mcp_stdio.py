@@ -13,6 +13,8 @@ from .support import CONTRACT_TOOLS, call, stdio_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
+DESCRIPTION_MAX = 2048  # bytes of a tool description or the server's instructions that Claude Code keeps
+
 
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     result = await client.call_tool(tool, arguments)
@@ -30,6 +32,8 @@ async def test_tools_are_described_for_a_model(db: str, mode: str) -> None:
             assert (tool.output_schema is None) == (tool.name == "permission_prompt"), tool.name
             assert tool.annotations is not None and tool.title, tool.name
             assert "Example" in (tool.description or ""), tool.name
+            # Claude Code cuts a description (and the server's instructions) past 2 KB.
+            assert len((tool.description or "").encode()) < DESCRIPTION_MAX, tool.name
             assert tool.input_schema["type"] == "object" and "properties" in tool.input_schema
         assert tools["status"].annotations.read_only_hint is True
         assert tools["list_runs"].annotations.read_only_hint is True
@@ -38,6 +42,7 @@ async def test_tools_are_described_for_a_model(db: str, mode: str) -> None:
         assert tools["start_run"].input_schema["required"] == ["name"]
         assert tools["checkpoint"].input_schema["required"] == ["run_id", "step"]
         instructions = client.instructions or ""
+        assert len(instructions.encode()) < DESCRIPTION_MAX
         assert all(name in instructions for name in ("start_run", "checkpoint", "begin=true", "finish_run"))
         templates = (await client.list_resource_templates()).resource_templates
         assert [t.uri_template for t in templates] == ["run://{run_id}", "runs://{status}"]

@@ -70,7 +70,7 @@ async def test_ten_subagents_fan_in_all_and_any(
         again = await call(client, "spawn_subagent", prompt="other", agent="fake", key="child-0", cwd=str(tmp_path))
         assert not again["created"] and again["run"]["run_id"] == children[0]
 
-        first = await call(client, "wait_for_runs", run_ids=children, mode="any", block_s=60)
+        first = await call(client, "wait_for_runs", run_ids=children, mode="any", block_s=50)
         assert first["status"] == "done"
         assert any(run["status"] == "completed" for run in first["runs"])
 
