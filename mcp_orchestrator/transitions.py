@@ -638,17 +638,23 @@ def deliver_messages(
     messages: Sequence[Message],
     how: Literal["live", "resume", "inbox"],
     cap: int,
-) -> Agent:
-    """Mark ``messages`` delivered to the agent's current attempt; returns the agent (its timeline grown)."""
+    attempt: int | None = None,
+) -> tuple[Agent, list[Message]]:
+    """Mark the queued ``messages`` delivered to ``attempt`` (default: the agent's current one); returns the
+    agent (its timeline grown) and the messages as delivered."""
+    attempt = attempt or agent.attempt or None
+    delivered = []
     for message in messages:
         if message.status != "queued":
             continue
-        update = {"status": "delivered", "delivered_at": now, "attempt": agent.attempt or None, "how": how}
-        tx.save_message(message.model_copy(update=update))
+        update = {"status": "delivered", "delivered_at": now, "attempt": attempt, "how": how}
+        delivered.append(message.model_copy(update=update))
+        tx.save_message(delivered[-1])
         detail = {"message_id": message.message_id, "how": how}
-        tx.append_journal(agent.run_id, "message_delivered", now, attempt=agent.attempt or None, detail=detail)
-        agent = note(tx, agent, now, "message", f"message delivered ({how}): {message.text}", cap)
-    return agent
+        tx.append_journal(agent.run_id, "message_delivered", now, attempt=attempt, detail=detail)
+    words = [f"message delivered ({how}): {m.text}" for m in delivered]
+    entries = [Activity(at=now, attempt=attempt, kind="message", summary=one_line(text)) for text in words]
+    return record_activity(tx, agent, entries, 0, cap), delivered
 
 
 def drop_messages(tx: Transaction, now: datetime, run_ids: Sequence[str]) -> None:

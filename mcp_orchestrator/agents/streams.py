@@ -50,6 +50,7 @@ import re
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -245,7 +246,7 @@ class TextReader:
         return self.report
 
 
-class _JsonReader:
+class _JsonReader(ABC):
     """What the JSON readers share: the report, the activity log, and a ``feed`` that no line can break
     (a harness may print anything: a shape no reader foresaw skips the line, the attempt goes on)."""
 
@@ -269,8 +270,9 @@ class _JsonReader:
     def finish(self) -> AttemptReport:
         return self.report
 
+    @abstractmethod
     def _event(self, event: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Take one JSON line of the harness's output."""
 
 
 class ClaudeReader(_JsonReader):

@@ -85,10 +85,10 @@ class Messages:
             if agent is None:
                 return ReadMessagesResult(messages=[])
             queued = tx.messages_of([run.run_id], ["queued"], INBOX_MAX)
-            if queued:
-                tx.save_agent(transitions.deliver_messages(tx, now, agent, queued, "inbox", self._cap))
-            update = {"status": "delivered", "delivered_at": now, "attempt": agent.attempt or None, "how": "inbox"}
-            return ReadMessagesResult(messages=[m.model_copy(update=update) for m in queued])
+            agent, delivered = transitions.deliver_messages(tx, now, agent, queued, "inbox", self._cap)
+            if delivered:
+                tx.save_agent(agent)
+            return ReadMessagesResult(messages=delivered)
 
         return await self.store.write(read)
 

@@ -253,12 +253,9 @@ class Subagents:
         go at the end, delivered to this attempt (if the profile passes the prompt on at all)."""
         first = PREAMBLE.format(run_id=agent.run_id) + agent.prompt
         queued = tx.messages_of([agent.run_id], ["queued"], 50) if uses_prompt(profile) else []
-        if queued:
-            starting = agent.model_copy(update={"attempt": agent.attempt + 1})
+        if queued:  # delivered to the attempt about to start
             cap = self.config.activity_max
-            agent = transitions.deliver_messages(tx, now, starting, queued, "resume", cap).model_copy(
-                update={"attempt": agent.attempt}
-            )
+            agent, _ = transitions.deliver_messages(tx, now, agent, queued, "resume", cap, agent.attempt + 1)
         told = _messages_note(queued)
         if not agent.resume:
             return (f"{first}\n\n{told}" if told else first), agent
@@ -437,7 +434,7 @@ class Subagents:
         if delivered:
             ids = set(delivered)
             written = [m for m in tx.messages_of([run.run_id], ["queued"], 1000) if m.message_id in ids]
-            agent = transitions.deliver_messages(tx, now, agent, written, "live", cap)
+            agent, _ = transitions.deliver_messages(tx, now, agent, written, "live", cap)
         return agent
 
     def _verdict(self, tx: Transaction, run: Run, agent: Agent, now: datetime) -> Verdict:
