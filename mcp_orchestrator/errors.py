@@ -12,6 +12,7 @@ says what to do.
     ├── StepFailed            the step failed for good (attempts exhausted or not retryable)
     ├── ApprovalNotFound      no pending or decided permission request has this id
     ├── ApprovalDecided       the permission request was decided already
+    ├── TaskNotFound          no MCP task has this id (or it went with its run)
     ├── NotAllowed            the caller may not do this (an agent deciding a request not of its descendants)
     ├── ConfigError           settings or the store location are wrong
     ├── InternalError         a bug: something failed that no rule foresaw
@@ -98,6 +99,18 @@ class ApprovalNotFound(OrchestratorError):
 class ApprovalDecided(OrchestratorError):
     code = "approval_decided"
     http_status = 409
+
+
+class TaskNotFound(OrchestratorError):
+    code = "task_not_found"
+    http_status = 404
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"no task has id {task_id!r}: it was never created here, or its run was deleted (retention); the "
+            "run's outcome may still be read with status(run_id) if you know it",
+            task_id=task_id[:100],
+        )
 
 
 class NotAllowed(OrchestratorError):

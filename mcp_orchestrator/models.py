@@ -190,6 +190,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _unset(value: Any) -> bool:
+    return value is None
+
+
+# On a run, a step or an event shown inside a tool result that had to fit its size budget
+# (services.sizing): left out of the JSON when nothing was cut.
+TRUNCATED = "Fields shown as a preview (their start, ending in '…'), each with its whole size in bytes."
+
+
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -321,6 +330,7 @@ class Run(BaseModel):
     budget: Budget | None = Field(None, description="What the run (with its descendants) may spend.")
     usage: Usage | None = Field(None, description="What its own sub-agent's attempts spent.")
     tree_usage: Usage | None = Field(None, description="What it and all its descendants spent.")
+    truncated: dict[str, int] | None = Field(None, exclude_if=_unset, description=TRUNCATED)
 
 
 class Step(BaseModel):
@@ -340,6 +350,7 @@ class Step(BaseModel):
     started_at: datetime
     ended_at: datetime | None = None
     retry_at: datetime | None = Field(None, description="When the retry policy allows the next attempt.")
+    truncated: dict[str, int] | None = Field(None, exclude_if=_unset, description=TRUNCATED)
 
 
 class JournalEntry(BaseModel):
@@ -362,6 +373,7 @@ class Event(BaseModel):
     data: JsonValue = None
     source: str = Field(description="Where it came from: tool, cli, webhook, schedule or system.")
     received_at: datetime
+    truncated: dict[str, int] | None = Field(None, exclude_if=_unset, description=TRUNCATED)
 
 
 class Wait(BaseModel):
@@ -534,6 +546,18 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+STEPS_LIMIT_MAX = 1000
+
+
+def _steps_cursor(cursor: str | None) -> str | None:
+    if cursor is not None and not re.fullmatch(r"[0-9]{1,9}", cursor):
+        raise ValueError(f"{cursor!r:.40} is not a steps_cursor; pass the steps_cursor an answer gave, as it is")
+    return cursor
+
+
+StepsCursor = Annotated[str | None, PLAIN_TEXT, AfterValidator(_steps_cursor)]
+
+
 BudgetUsd = Annotated[
     float | None,
     Field(
@@ -647,6 +671,11 @@ class StatusInput(_Input):
     activity_cursor: OptionalText = Field(
         None, max_length=32, description="activity_cursor of a previous status: the entries before those."
     )
+    steps_limit: int | None = Field(
+        None, ge=0, le=STEPS_LIMIT_MAX, description="At most this many steps, the latest (default: as many as fit)."
+    )
+    steps_cursor: StepsCursor = Field(None, description="steps_cursor of a previous answer: the steps before those.")
+    include_outputs: bool = Field(True, description="false: the steps without their outputs and errors.")
 
 
 class ListRunsInput(_Input):
@@ -951,13 +980,32 @@ class RunFilter(BaseModel):
 # Results.
 
 
-class StartRunResult(BaseModel):
+class ToolResult(BaseModel):
+    """What every tool answers, besides its own fields: a note when the answer had to leave something
+    out to fit the result budget (``max_result_bytes``; see services.sizing)."""
+
+    omitted: str | None = Field(
+        None, exclude_if=_unset, description="What this answer left out to fit its size budget, and how to read it."
+    )
+
+
+# A run's steps as start_run and status show them: a page (the latest, or those before a cursor), how
+# many there are, and the names and statuses of the steps before the page (services.sizing.page_steps).
+_STEPS_TOTAL = "How many steps the run has."
+_STEPS_CURSOR = "Set when steps before `steps` exist: pass it to status as steps_cursor for the page before."
+_EARLIER_STEPS = "Steps before `steps` as name -> status, oldest first: as many as fit (the nearest ones)."
+
+
+class StartRunResult(ToolResult):
     run: Run
     created: bool = Field(description="False when the key already existed and this is the same run again.")
-    steps: list[Step] = Field(description="The run's steps so far: completed ones need not be redone.")
+    steps: list[Step] = Field(description="The run's latest steps, oldest first: completed ones need not be redone.")
+    steps_total: int = Field(0, description=_STEPS_TOTAL)
+    steps_cursor: str | None = Field(None, description=_STEPS_CURSOR)
+    earlier_steps: dict[str, StepStatus] | None = Field(None, exclude_if=_unset, description=_EARLIER_STEPS)
 
 
-class CheckpointResult(BaseModel):
+class CheckpointResult(ToolResult):
     step: Step = Field(description="The step as stored.")
     replayed: bool = Field(
         description="True when the step was already completed (or already failed for good): the stored "
@@ -972,17 +1020,17 @@ class CheckpointResult(BaseModel):
     retry_at: datetime | None = Field(None, description="With error and retry=true: when to attempt again.")
 
 
-class FinishRunResult(BaseModel):
+class FinishRunResult(ToolResult):
     run: Run
     replayed: bool = Field(description="True when the run had already finished this way: the stored result wins.")
 
 
-class CancelRunResult(BaseModel):
+class CancelRunResult(ToolResult):
     run: Run
     cancelled_run_ids: list[str] = Field(description="The runs this call cancelled: the run and live descendants.")
 
 
-class RetryRunResult(BaseModel):
+class RetryRunResult(ToolResult):
     run: Run = Field(description="The run, live again: running, or queued for a sub-agent's process.")
     reset_steps: list[str] = Field(
         description="Steps that start over: failed ones get a new set of attempts, unanswered waits are cleared."
@@ -996,9 +1044,12 @@ class CollectResult(BaseModel):
     firings: int = Field(description="Schedule firings removed.")
 
 
-class StatusResult(BaseModel):
+class StatusResult(ToolResult):
     run: Run
-    steps: list[Step]
+    steps: list[Step] = Field(description="The run's latest steps (or those before steps_cursor), oldest first.")
+    steps_total: int = Field(0, description=_STEPS_TOTAL)
+    steps_cursor: str | None = Field(None, description=_STEPS_CURSOR)
+    earlier_steps: dict[str, StepStatus] | None = Field(None, exclude_if=_unset, description=_EARLIER_STEPS)
     waits: list[Wait] = Field(default_factory=list, description="Pending waits: for events, or sleeps.")
     children: list[Run] = Field(default_factory=list)
     process: Agent | None = Field(None, description="For a sub-agent: its process (pid, attempt, heartbeat, exit).")
@@ -1013,7 +1064,7 @@ class StatusResult(BaseModel):
     messages: list[Message] = Field(default_factory=list, description="Messages to it not yet delivered.")
 
 
-class SendEventResult(BaseModel):
+class SendEventResult(ToolResult):
     event_id: str
     deduplicated: bool = Field(description="True when an event with this id was already stored: nothing new.")
     woken_run_ids: list[str] = Field(description="Runs whose waits this event satisfied.")
@@ -1022,7 +1073,7 @@ class SendEventResult(BaseModel):
     )
 
 
-class WaitResult(BaseModel):
+class WaitResult(ToolResult):
     status: Literal["received", "waiting", "timed_out"] = Field(
         description="received: the event is in `event`; waiting: not yet, call again with the same run and "
         "step; timed_out: timeout_s passed first."
@@ -1032,7 +1083,7 @@ class WaitResult(BaseModel):
     step: Step
 
 
-class WaitForRunsResult(BaseModel):
+class WaitForRunsResult(ToolResult):
     status: Literal["done", "waiting", "timed_out"] = Field(
         description="done: all (or any) of the runs ended, see `runs`; waiting: not yet, call again; "
         "timed_out: timeout_s passed first."
@@ -1042,27 +1093,27 @@ class WaitForRunsResult(BaseModel):
     step: Step | None = Field(None, description="The wait step, when run_id and step were given.")
 
 
-class SpawnSubagentResult(BaseModel):
+class SpawnSubagentResult(ToolResult):
     run: Run = Field(description="The child run: queued until the supervisor starts its process.")
     created: bool = Field(description="False when the key already existed: the same sub-agent comes back.")
     process: Agent = Field(description="How it is launched and, once started, its process.")
 
 
-class ScheduleResult(BaseModel):
+class ScheduleResult(ToolResult):
     schedule: Schedule
     created: bool = Field(description="False when a schedule of this name existed and was updated.")
     next_due: list[datetime] = Field(description="The next few due times (UTC).")
 
 
-class ListSchedulesResult(BaseModel):
+class ListSchedulesResult(ToolResult):
     schedules: list[Schedule] = Field(description="By name, each with its last firing and upcoming due times.")
 
 
-class UnscheduleResult(BaseModel):
+class UnscheduleResult(ToolResult):
     schedule: Schedule = Field(description="The schedule as it was before removal.")
 
 
-class SleepResult(BaseModel):
+class SleepResult(ToolResult):
     status: Literal["done", "sleeping"] = Field(
         description="done: the time has come; sleeping: not yet, call again with the same run and step."
     )
@@ -1070,12 +1121,12 @@ class SleepResult(BaseModel):
     step: Step
 
 
-class ListEventsResult(BaseModel):
+class ListEventsResult(ToolResult):
     events: list[Event] = Field(description="Newest first.")
     next_cursor: str | None = Field(None, description="Pass as cursor for the next page; null on the last page.")
 
 
-class ListRunsResult(BaseModel):
+class ListRunsResult(ToolResult):
     runs: list[Run]
     next_cursor: str | None = Field(None, description="Pass as cursor for the next page; null on the last page.")
 
@@ -1187,11 +1238,11 @@ class Approval(BaseModel):
     answered_at: datetime | None = Field(None, description="When the agent was given the decision.")
 
 
-class ListApprovalsResult(BaseModel):
+class ListApprovalsResult(ToolResult):
     approvals: list[Approval] = Field(description="Newest first.")
 
 
-class DecideApprovalResult(BaseModel):
+class DecideApprovalResult(ToolResult):
     approval: Approval = Field(description="The request with its decision.")
 
 
@@ -1208,7 +1259,7 @@ class SendMessageInput(_Input):
     text: Text = Field(min_length=1, max_length=20_000, description="What to tell the sub-agent, in plain words.")
 
 
-class SendMessageResult(BaseModel):
+class SendMessageResult(ToolResult):
     message: Message = Field(description="The message as queued (status 'queued'), or as already delivered.")
     delivery: str = Field(description="When it will reach the agent, in words.")
 
@@ -1217,8 +1268,10 @@ class ReadMessagesInput(_Input):
     run_id: RunId
 
 
-class ReadMessagesResult(BaseModel):
-    messages: list[Message] = Field(description="Messages not delivered before, oldest first; now delivered.")
+class ReadMessagesResult(ToolResult):
+    messages: list[Message] = Field(
+        description="Messages not delivered before, oldest first; now delivered. As many as fit: call again for more."
+    )
 
 
 class SetBudgetInput(_Input):
@@ -1233,6 +1286,24 @@ class SetBudgetInput(_Input):
         return self
 
 
-class SetBudgetResult(BaseModel):
+class SetBudgetResult(ToolResult):
     run: Run = Field(description="The run with its new budget and what its tree has spent.")
     resumed_run_ids: list[str] = Field(description="Runs paused at a budget that the new budget lets go on.")
+
+
+TaskTool = Literal["spawn_subagent", "wait_for_runs", "wait_for_event", "sleep"]
+TaskStatus = Literal["working", "input_required", "completed", "failed", "cancelled"]
+
+
+class TaskRecord(BaseModel):
+    """A long call a client took as an MCP task: a view of the run or wait the call started, so any
+    process on the store answers for it by asking that run or wait again, after any restart."""
+
+    task_id: str = Field(description="Unguessable: whoever holds it may read the call's result.")
+    tool: TaskTool
+    arguments: dict[str, JsonValue] = Field(description="The call's arguments, asked again to see where it is.")
+    run_id: str = Field(description="The run it views: the spawned sub-agent's, else the waiting run's.")
+    status: TaskStatus = "working"
+    created_at: datetime
+    updated_at: datetime = Field(description="When its status last changed.")
+    created: bool | None = Field(None, description="spawn_subagent: whether the call created the run.")

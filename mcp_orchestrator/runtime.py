@@ -11,13 +11,14 @@ from .models import utcnow
 from .profiles import AgentsConfig
 from .services.approvals import Approvals
 from .services.budgets import Budgets
-from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, Context
+from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Context
 from .services.events import Events
 from .services.messages import Messages
 from .services.runs import Runs
 from .services.schedules import Schedules
 from .services.spawns import Spawns
 from .services.subagents import Subagents
+from .services.tasks import Tasks
 from .store import store_for
 from .store.base import Store
 
@@ -26,8 +27,8 @@ class Engine(Context):
     """What the faces are handed: every service, sharing this context (store, clock, limits).
 
     ``runs`` (runs and steps), ``events`` (events, waits, sleeps, fan-ins), ``subagents``,
-    ``schedules``, ``approvals`` (sub-agents' permission requests), ``messages`` (to sub-agents) and
-    ``budgets``; retention and traces are
+    ``schedules``, ``approvals`` (sub-agents' permission requests), ``messages`` (to sub-agents),
+    ``budgets`` and ``tasks`` (long calls taken as MCP tasks); retention and traces are
     functions of the context (``services.retention``, ``services.tracing``)."""
 
     def __init__(
@@ -39,6 +40,7 @@ class Engine(Context):
         clock: Callable[[], datetime] = utcnow,
         agents: AgentsConfig | None = None,
         subagent_run_id: str | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         super().__init__(
             store,
@@ -46,6 +48,7 @@ class Engine(Context):
             max_payload_bytes=max_payload_bytes,
             clock=clock,
             subagent_run_id=subagent_run_id,
+            max_result_bytes=max_result_bytes,
         )
         config = agents or AgentsConfig()
         spawns = Spawns(self, config)
@@ -56,6 +59,7 @@ class Engine(Context):
         self.approvals = Approvals(self, config)
         self.messages = Messages(self, config)
         self.budgets = Budgets(self)
+        self.tasks = Tasks(self)
 
 
 @asynccontextmanager
@@ -69,6 +73,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
             max_payload_bytes=settings.max_payload_bytes,
             agents=settings.agents,
             subagent_run_id=settings.subagent_run_id,
+            max_result_bytes=settings.max_result_bytes,
         )
     finally:
         await store.close()

@@ -15,9 +15,11 @@ from . import __version__
 from .config import Settings
 from .errors import OrchestratorError, RunNotFound
 from .models import ListRunsInput, RunStatus, StatusInput
+from .prompts import add_prompts
 from .runtime import Engine, open_engine
 from .supervisor import Supervisor, run_timers
 from .tools import AppContext, engine_tools
+from .tools.tasks import TasksExtension
 
 INSTRUCTIONS = """\
 Durable runs and checkpoints: work recorded here survives the end or crash of this session.
@@ -78,7 +80,8 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
-        tools=engine_tools(),
+        tools=(tools := engine_tools()),
+        extensions=[TasksExtension(tools)],
     )
 
     @mcp.resource(
@@ -91,7 +94,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
     async def run_resource(run_id: str, ctx: Context) -> str:
         engine = cast(AppContext, ctx.request_context.lifespan_context).engine
         try:
-            result = await engine.runs.status(StatusInput(run_id=run_id))
+            result = await engine.runs.status(StatusInput(run_id=run_id), budget=engine.max_result_bytes)
         except RunNotFound as exc:
             raise ResourceNotFoundError(exc.message) from exc
         except OrchestratorError as exc:
@@ -118,4 +121,5 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
         except OrchestratorError as exc:
             raise ResourceError(f"{exc.code}: {exc.message}") from exc
 
+    add_prompts(mcp)
     return mcp

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,6 +31,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.extension import ClientExtension
 from mcp.client.streamable_http import streamable_http_client
 from playwright.async_api import Page, async_playwright
 
@@ -188,12 +189,16 @@ def http_token(state_dir: Path) -> str:
 
 
 @asynccontextmanager
-async def http_client(base: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
-    """An MCP client over streamable HTTP that sends the bearer token."""
+async def http_client(
+    base: str, token: str, mode: str = "auto", extensions: Sequence[ClientExtension] = ()
+) -> AsyncIterator[Client]:
+    """An MCP client over streamable HTTP that sends the bearer token (and declares ``extensions``)."""
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
-        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
+        Client(
+            streamable_http_client(f"{base}/mcp", http_client=http), mode=mode, extensions=list(extensions)
+        ) as client,
     ):
         yield client
 
@@ -204,6 +209,23 @@ async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     assert not result.is_error, result.content[0].text
     assert result.structured_content is not None
     return result.structured_content
+
+
+async def all_steps(client: Client, run_id: str) -> list[dict[str, Any]]:
+    """Every step of the run, oldest first, read page by page as status hands them out (each answer
+    fits the result budget: a long run comes in several)."""
+    steps: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        arguments: dict[str, Any] = {"run_id": run_id, "journal_limit": 0}
+        if cursor is not None:
+            arguments["steps_cursor"] = cursor
+        page = await call(client, "status", **arguments)
+        steps[:0] = page["steps"]
+        cursor = page.get("steps_cursor")
+        if cursor is None:
+            assert len(steps) == page["steps_total"], (len(steps), page["steps_total"])
+            return steps
 
 
 class Clock:

@@ -8,7 +8,7 @@ from mcp import Client
 
 from mcp_orchestrator.store import is_postgres
 
-from .support import cli, query, stdio_server
+from .support import all_steps, cli, query, stdio_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -39,8 +39,7 @@ async def test_two_servers_write_one_store_at_once(db: str) -> None:
                 group.start_soon(anyio.to_thread.run_sync, lambda: cli(db, "runs", "--json"))
 
         assert errors == []
-        total = await one.call_tool("status", {"run_id": shared})
-        assert len(total.structured_content["steps"]) == 4 * STEPS
+        assert len(await all_steps(one, shared)) == 4 * STEPS
 
     assert query(db, "SELECT count(*) FROM steps") == [(8 * STEPS,)]
     assert query(db, "SELECT count(*) FROM journal WHERE kind = 'step_completed'") == [(8 * STEPS,)]

@@ -1,10 +1,12 @@
 """`mcp-orchestrator install claude-code|opencode`: one command connects a client to this installation, checked
-with the real Claude Code (`claude mcp list` says connected, over stdio and over HTTP with the token)."""
+with the real clients (`claude mcp list` and `opencode mcp list` say connected, over stdio and over HTTP with
+the token)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 
 from .claude_code import claude_env
 from .model_standin import Standin
+from .opencode import mcp_list, opencode_env
 from .support import http_token, server_env
 
 pytestmark = pytest.mark.processes
@@ -125,9 +128,41 @@ def test_opencode_gets_a_local_or_a_remote_entry(project: Path, tmp_path: Path, 
     path = tmp_path / "config" / "opencode" / "opencode.json"
     remote = json.loads(path.read_text())["mcp"]["orchestrator"]
     assert remote["type"] == "remote" and remote["headers"]["Authorization"].startswith("Bearer ")
+    assert remote["oauth"] is False  # a static token: no OAuth discovery when it is refused
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the token
     bad = install(project, env, "opencode", "--http", "127.0.0.1:8765")
     assert bad.returncode == 1 and "http://127.0.0.1:8765/mcp" in bad.stderr
+
+
+def test_opencode_connects_over_stdio_by_the_installations_path(
+    project: Path, tmp_path: Path, private_state_dir: Path
+) -> None:
+    env = opencode_env(tmp_path / "opencode", **_state(tmp_path))
+    # Nothing of this installation is on the client's PATH: the absolute path is what connects.
+    assert all(not (Path(entry) / "mcp-orchestrator").exists() for entry in env["PATH"].split(os.pathsep) if entry)
+    db = tmp_path / "store.db"
+    done = install(project, env, "opencode", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert f"wrote 'orchestrator' into {project / 'opencode.json'}" in done.stdout
+    listed = mcp_list(project, env)
+    command = f"{Path(sys.executable).absolute()} -m mcp_orchestrator serve"
+    assert re.search(rf"✓ orchestrator connected\n│ +{re.escape(command)}\n", listed), listed
+    assert db.exists()  # the server OpenCode started opened the store it was told
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # the store plays no part in connecting
+def test_opencode_connects_over_http_from_the_users_global_config(
+    project: Path, tmp_path: Path, http_server: Callable[..., str], private_state_dir: Path
+) -> None:
+    base = http_server()
+    env = opencode_env(tmp_path / "opencode", **_state(tmp_path))
+    done = install(project, env, "opencode", "--scope", "user", "--http", f"{base}/mcp")
+    assert done.returncode == 0, done.stderr
+    assert http_token(private_state_dir) not in done.stdout  # the token is not printed
+    assert (tmp_path / "opencode" / "config" / "opencode" / "opencode.json").exists()  # where OpenCode reads it
+    assert not (project / "opencode.json").exists()
+    listed = mcp_list(project, env)
+    assert re.search(rf"✓ orchestrator connected\n│ +{re.escape(base)}/mcp\n", listed), listed
 
 
 def test_an_empty_bearer_token_is_called_missing(http_server: Callable[..., str], private_state_dir: Path) -> None:

@@ -23,7 +23,7 @@ from mcp_orchestrator.models import AgentState, CheckpointInput, RunStatus, Spaw
 from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import FAKE_AGENT, ended, engine_on, entries, most_at_once, until, write_config
-from .support import call, http_client, http_token, postgres_schema, server_env
+from .support import all_steps, call, http_client, http_token, postgres_schema, server_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -226,7 +226,7 @@ async def test_connections_dropped_mid_work_lose_no_acknowledged_checkpoint(
                 else:
                     acknowledged[f"s{number}"] = number
             stop.set()
-        stored = (await call(client, "status", run_id=run_id))["steps"]
+        stored = await all_steps(client, run_id)
     assert terminated >= 10  # the connections really were dropped, many times
     by_name = {step["step"]: step["output"] for step in stored}
     assert len(by_name) == len(stored)  # no step twice

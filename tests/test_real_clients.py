@@ -24,6 +24,7 @@ GENERIC_SCENARIOS = [
     "ping",
     "tools-list",
     "resources-list",
+    "prompts-list",
     "server-sse-multiple-streams",
     "dns-rebinding-protection",
 ]

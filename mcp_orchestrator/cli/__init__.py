@@ -27,7 +27,7 @@ from ..config import (
     default_db_path,
 )
 from ..errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
-from . import agents, approvals, events, install, retention, runs, schedules, serve, steering
+from . import agents, approvals, events, hooks, install, retention, runs, schedules, serve, service, steering
 from .render import printable_std_streams
 
 DESCRIPTION = f"""\
@@ -49,7 +49,7 @@ environment:
 """
 
 # The order of `--help`.
-COMMAND_GROUPS = (serve, install, runs, events, agents, steering, approvals, schedules, retention)
+COMMAND_GROUPS = (serve, install, service, hooks, runs, events, agents, steering, approvals, schedules, retention)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

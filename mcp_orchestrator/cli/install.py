@@ -4,8 +4,10 @@ The stdio server is registered by the absolute path of this installation's Pytho
 whatever is on the client's PATH; with ``--http URL`` the client connects to a running ``serve --http``
 with the bearer token in its header. Claude Code's own ``claude mcp add-json`` registers it when
 ``claude`` is on PATH (any scope); otherwise the project's ``.mcp.json`` is written. OpenCode's
-``opencode.json`` (the project's, or the user's global one) is written directly. Existing files keep
-every other entry.
+``opencode.json`` (the project's, or the user's global one) is written directly; a remote entry turns
+OpenCode's OAuth detection off, since the server takes a static bearer token (with it on, a rejected token
+makes OpenCode probe the server for OAuth metadata and client registration, then fail without a reason).
+Existing files keep every other entry.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from ..config import ENV_CONFIG, ENV_DB, Settings
 from ..errors import ConfigError
@@ -61,7 +61,9 @@ def add_commands(commands: Commands) -> None:
         json=False,
         help="register with OpenCode (its opencode.json)",
         description="Register the server with OpenCode by writing its config: opencode.json in the current "
-        "directory (--scope project) or the user's global one (--scope user). Check with 'opencode mcp list'.",
+        "directory (--scope project), or the user's global one (--scope user): $XDG_CONFIG_HOME/opencode/"
+        "opencode.json, by default ~/.config/opencode/opencode.json on every platform, where OpenCode reads it. "
+        "Check with 'opencode mcp list'.",
     )
     opencode.add_argument("--scope", choices=["project", "user"], default="project", help="default: project")
     for client in (claude, opencode):
@@ -99,16 +101,25 @@ def _claude_code(args: argparse.Namespace, settings: Settings) -> int:
 
 def _opencode(args: argparse.Namespace, settings: Settings) -> int:
     if args.http:
-        entry: dict[str, Any] = {"type": "remote", "url": _url(args.http), "headers": _headers(settings)}
+        entry: dict[str, Any] = {
+            "type": "remote",
+            "url": _url(args.http),
+            "headers": _headers(settings),
+            "oauth": False,
+        }
     else:
         command, env = _server(args, settings)
         entry = {"type": "local", "command": command, **({"environment": env} if env else {})}
     entry["enabled"] = True
-    base = Path.cwd() if args.scope == "project" else Path(platformdirs.user_config_dir("opencode"))
-    path = base / "opencode.json"
+    path = (Path.cwd() if args.scope == "project" else _opencode_config_dir()) / "opencode.json"
     _merge(path, ["mcp", NAME], entry)
     print(f"wrote '{NAME}' into {path}: {_what(entry)}; check: opencode mcp list")
     return 0
+
+
+def _opencode_config_dir() -> Path:
+    """OpenCode's global config directory: the XDG one on every platform (not macOS's Application Support)."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "opencode"
 
 
 def _claude_entry(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ..models import utcnow
 from ..store.base import Store
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_MAX_RESULT_BYTES = 24 * 1024  # see config.Settings.max_result_bytes
 PROGRESS_EVERY_S = 3.0  # a blocked call reports progress this often
 T = TypeVar("T")
 Progress = Callable[[float, float, str], Awaitable[None]]
@@ -30,11 +31,13 @@ class Context:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Callable[[], datetime] = utcnow,
         subagent_run_id: str | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.store = store
         self.workspace = workspace
         self.subagent_run_id = subagent_run_id  # a sub-agent's own server: the run it serves
         self.max_payload_bytes = max_payload_bytes
+        self.max_result_bytes = max_result_bytes  # what a result handed to a model may take (services.sizing)
         self._clock = clock
 
     def now(self) -> datetime:

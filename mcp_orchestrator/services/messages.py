@@ -17,6 +17,7 @@ from ..models import (
 from ..profiles import AgentsConfig
 from ..store.base import Transaction
 from .context import Context
+from .sizing import first_fitting
 
 INBOX_MAX = 100  # messages one read_messages call delivers
 
@@ -84,7 +85,7 @@ class Messages:
             agent = tx.get_agent(run.run_id)
             if agent is None:
                 return ReadMessagesResult(messages=[])
-            queued = tx.messages_of([run.run_id], ["queued"], INBOX_MAX)
+            queued = first_fitting(tx.messages_of([run.run_id], ["queued"], INBOX_MAX), self.context.max_result_bytes)
             agent, delivered = transitions.deliver_messages(tx, now, agent, queued, "inbox", self._cap)
             if delivered:
                 tx.save_agent(agent)

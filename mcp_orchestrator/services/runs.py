@@ -9,6 +9,7 @@ returns the error and the service raises it after the commit.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,12 @@ from ..models import (
     StatusResult,
     Step,
     StepStatus,
+    Wait,
 )
 from ..store.base import Transaction
 from ..transitions import get_run
 from .context import Context
+from .sizing import fit_runs, fit_start, fit_status, page_steps
 
 TREE_DEPTH, TREE_WIDTH = 5, 50  # how much of a run's tree descendants() shows
 
@@ -57,14 +60,18 @@ class Runs:
 
     # Runs.
 
-    async def start_run(self, args: StartRunInput) -> StartRunResult:
-        """Create a run, or return the one that already has ``args.key``."""
+    async def start_run(self, args: StartRunInput, *, budget: int | None = None) -> StartRunResult:
+        """Create a run, or return the one that already has ``args.key``; with a ``budget`` (bytes of
+        JSON), its steps paged and its values previewed to fit it (``sizing.fit_start``)."""
         self.context.check_payload("input", args.input)
         run_id = new_id()
         workspace = self.context.workspace
-        return await self.store.write(
+        result = await self.store.write(
             lambda tx: transitions.create_run(tx, self.context.now(), args, run_id, workspace=workspace)
         )
+        if budget is None:
+            return result.model_copy(update=page_steps(result.steps).fields())
+        return fit_start(result, result.steps, budget)
 
     async def finish_run(self, args: FinishRunInput) -> FinishRunResult:
         """Complete the run with ``output``, or fail it with ``error``; asked again, the first answer wins."""
@@ -172,8 +179,9 @@ class Runs:
 
     # Reading.
 
-    async def status(self, args: StatusInput) -> StatusResult:
-        """The run with its steps, children and latest journal entries."""
+    async def status(self, args: StatusInput, *, budget: int | None = None) -> StatusResult:
+        """The run with its steps, children and latest journal entries; with a ``budget`` (bytes of JSON),
+        fitted to it for a model (``sizing.fit_status``), else every step asked for whole."""
 
         before = _activity_cursor(args.activity_cursor)
 
@@ -207,7 +215,12 @@ class Runs:
             result = await self.store.read(read)
         if result.process is not None and result.process.log_dir is not None and args.log_lines:
             result.log_tail = read_log_tails(Path(result.process.log_dir), args.log_lines)
-        return result
+        steps = result.steps
+        before = None if args.steps_cursor is None else int(args.steps_cursor)
+        if budget is None:
+            page = page_steps(steps, before=before, limit=args.steps_limit, outputs=args.include_outputs)
+            return result.model_copy(update=page.fields())
+        return fit_status(result, steps, budget, before=before, limit=args.steps_limit, outputs=args.include_outputs)
 
     async def activity(self, run_id: str, limit: int, *, after: int | None = None) -> list[Activity]:
         """The run's activity entries, oldest first: the latest ``limit``, or the first ``limit`` after entry
@@ -218,6 +231,11 @@ class Runs:
             return tx.read_activity(run_id, limit, after_seq=after)
 
         return await self.store.read(read)
+
+    async def waits(self, run_ids: Sequence[str]) -> dict[str, list[Wait]]:
+        """What each of these runs waits for (its pending waits), read at once: for a summary of many runs,
+        where ``status`` of each would read far more."""
+        return await self.store.read(lambda tx: {run_id: tx.list_waits(run_id) for run_id in run_ids})
 
     async def descendants(self, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
         """The tree under a run (given its children), depth first, as (depth, run): at most
@@ -230,8 +248,9 @@ class Runs:
                 tree += await self.descendants(sorted(below.runs, key=lambda run: run.run_id), depth + 1)
         return tree
 
-    async def list_runs(self, args: ListRunsInput) -> ListRunsResult:
-        """Runs newest first, filtered, one page at a time."""
+    async def list_runs(self, args: ListRunsInput, *, budget: int | None = None) -> ListRunsResult:
+        """Runs newest first, filtered, one page at a time; with a ``budget`` (bytes of JSON), a page
+        no longer than that (``sizing.fit_runs``)."""
         query = RunFilter(
             statuses=[] if args.status is None else args.status if isinstance(args.status, list) else [args.status],
             name=args.name,
@@ -246,8 +265,10 @@ class Runs:
         runs = await self.store.read(lambda tx: tx.list_runs(query))
         if len(runs) > args.limit:
             runs = runs[: args.limit]
-            return ListRunsResult(runs=runs, next_cursor=runs[-1].run_id)
-        return ListRunsResult(runs=runs, next_cursor=None)
+            result = ListRunsResult(runs=runs, next_cursor=runs[-1].run_id)
+        else:
+            result = ListRunsResult(runs=runs, next_cursor=None)
+        return result if budget is None else fit_runs(result, budget)
 
     async def expire_overdue_runs(self) -> list[str]:
         """Fail every live run whose deadline has passed; returns their ids."""

@@ -159,6 +159,11 @@ class Subagents:
     async def release_lease(self, holder: str, name: str = LEASE) -> None:
         await self.store.write(lambda tx: tx.delete_lease(name, holder))
 
+    async def lease_holder(self, name: str = LEASE) -> tuple[str, datetime] | None:
+        """Who holds the lease (the supervisor's, by default) and until when; None when nobody does or it expired."""
+        lease = await self.store.read(lambda tx: tx.get_lease(name))
+        return lease if lease is not None and lease[1] > self.context.now() else None
+
     async def claim(self, node: str | None = None) -> list[Launch]:
         """Claim the sub-agents to start now, within the limits, as ``starting`` on ``node`` (the
         claimed agents belong to it: their ``host``)."""

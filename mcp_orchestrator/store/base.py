@@ -46,6 +46,7 @@ from ..models import (
     Schedule,
     Step,
     StepStatus,
+    TaskRecord,
     Usage,
     Wait,
 )
@@ -254,6 +255,15 @@ class Transaction(Protocol):
 
     def messages_of(self, run_ids: Sequence[str], statuses: Collection[MessageStatus], limit: int) -> list[Message]:
         """Messages to these runs in one of ``statuses``, oldest first, at most ``limit``."""
+
+    # Long calls taken as MCP tasks.
+
+    def insert_task(self, task: TaskRecord) -> None: ...
+
+    def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    def save_task(self, task: TaskRecord) -> None:
+        """Replace the stored task of the same id (its status)."""
 
     # Retention.
 

@@ -192,6 +192,17 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX messages_by_run ON messages (run_id, status, seq)",
     ],
+    # 3: the SQLite store's version 8: long calls taken as MCP tasks.
+    [
+        """
+        CREATE TABLE tasks (
+            task_id text PRIMARY KEY,
+            run_id  text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            doc     json NOT NULL  -- the whole task record
+        )
+        """,
+        "CREATE INDEX tasks_by_run ON tasks (run_id)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

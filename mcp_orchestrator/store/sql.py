@@ -37,6 +37,7 @@ from ..models import (
     Schedule,
     Step,
     StepStatus,
+    TaskRecord,
     Usage,
     Wait,
 )
@@ -283,6 +284,9 @@ class Statements:
         self.insert_message = sql("INSERT INTO messages (message_id, run_id, status, doc) VALUES (?, ?, ?, ?)")
         self.save_message = sql("UPDATE messages SET status = ?, doc = ? WHERE message_id = ?")
         self.messages_of = f"SELECT doc FROM messages WHERE run_id {_IN} AND status {_IN} ORDER BY seq LIMIT ?"
+        self.insert_task = sql("INSERT INTO tasks (task_id, run_id, doc) VALUES (?, ?, ?)")
+        self.get_task = sql("SELECT doc FROM tasks WHERE task_id = ?")
+        self.save_task = sql("UPDATE tasks SET doc = ? WHERE task_id = ?")
 
         # Retention.
         newest_journal = (
@@ -734,6 +738,16 @@ class SQLTransaction(ABC):
         query = self._sql.listed(self._sql.messages_of, len(run_ids), len(statuses))
         params = (*self._d.values(run_ids), *self._d.values(list(statuses)), limit)
         return [Message.model_validate_json(row[0]) for row in self._all(query, params)]
+
+    def insert_task(self, task: TaskRecord) -> None:
+        self._run(self._sql.insert_task, (task.task_id, task.run_id, task.model_dump_json()))
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        doc = self._value(self._sql.get_task, (task_id,))
+        return None if doc is None else TaskRecord.model_validate_json(doc)
+
+    def save_task(self, task: TaskRecord) -> None:
+        self._run(self._sql.save_task, (task.model_dump_json(), task.task_id))
 
     # Retention.
 

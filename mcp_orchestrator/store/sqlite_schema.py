@@ -209,6 +209,17 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX messages_by_run ON messages (run_id, status, seq)",
     ],
+    # 8: long calls taken as MCP tasks, each a view of the run it started or waits in.
+    [
+        """
+        CREATE TABLE tasks (
+            task_id TEXT PRIMARY KEY,
+            run_id  TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            doc     TEXT NOT NULL  -- the whole task record
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX tasks_by_run ON tasks (run_id)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -8,12 +8,15 @@ The input model alone validates (the SDK's own argument check is made lenient), 
 is one ``invalid_input: ...`` text; engine errors become ``ToolError``s whose text the model can
 act on, and anything unforeseen an ``internal_error: ...`` naming the tool, its traceback logged.
 A ``text`` tool answers with one text block, its result's JSON, and no structured content: what a
-harness that reads the text alone expects (Claude Code's permission prompt tool).
+harness that reads the text alone expects (Claude Code's permission prompt tool). Every other answer
+is fitted to the result budget (``services.sizing.fit``), and the schemas sent in ``tools/list`` are
+compacted (``schemas``).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -30,6 +33,8 @@ from pydantic import BaseModel, Field, SkipValidation, ValidationError, create_m
 
 from ..errors import InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from ..runtime import Engine
+from ..services.sizing import fit
+from .schemas import compact_input, compact_output, without_repeats
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +83,25 @@ def engine_tool(
     annotations: ToolAnnotations,
     blocking: bool = False,
     text: bool = False,
+    whole: bool = False,
 ) -> Callable[[Primitive], Primitive]:
+    """Register a primitive as a tool. Its answers are fitted to the result budget (``sizing.fit``)
+    unless ``whole``: an answer that must come whole, bounded by the payload limit alone."""
+
     def register(fn: Primitive) -> Primitive:
-        TOOLS.append(EngineTool(fn, input_model, result_model, title, annotations, blocking, text))
+        sized = fn if whole or text else _within_budget(fn)
+        TOOLS.append(EngineTool(sized, input_model, result_model, title, annotations, blocking, text))
         return fn
 
     return register
+
+
+def _within_budget(fn: Primitive) -> Primitive:
+    @functools.wraps(fn)
+    async def sized(engine: Engine, args: BaseModel, *extra: Any) -> BaseModel:
+        return fit(await fn(engine, args, *extra), engine.max_result_bytes)
+
+    return sized
 
 
 def error_text(exc: OrchestratorError) -> str:
@@ -160,7 +178,12 @@ def engine_tools() -> list[Tool]:
             structured_output=False if tool.text else None,
         )
         mcp_tool.fn_metadata.arg_model = _lenient(mcp_tool.fn_metadata.arg_model)  # the schema is already built
+        mcp_tool.parameters = compact_input(mcp_tool.parameters)
+        if mcp_tool.fn_metadata.output_schema is not None:  # the answers are still checked against result_model
+            mcp_tool.fn_metadata.output_schema = compact_output(mcp_tool.fn_metadata.output_schema)
         tools.append(mcp_tool)
+    for mcp_tool, schema in zip(tools, without_repeats([tool.parameters for tool in tools]), strict=True):
+        mcp_tool.parameters = schema
     return tools
 
 

@@ -36,6 +36,7 @@ async def spawn_subagent(engine: Engine, args: SpawnSubagentInput) -> SpawnSubag
 
     Returns the child `run` (status "queued" until its process starts), `created`, and `process`
     (profile, attempt, pid once started). status(run_id) shows its process and the tail of its log.
+    A client that takes MCP tasks gets a task instead, ending when the run ends, with its output.
 
     Example: spawn_subagent(prompt="Write tests for parser.py; finish with the file names.",
     parent_run_id="01J...", key="tests-parser") -> {"run": {"run_id": "01K...", "status": "queued"}, ...}

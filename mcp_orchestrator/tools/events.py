@@ -51,6 +51,7 @@ async def wait_for_event(engine: Engine, args: WaitForEventInput, progress: Prog
     `block_s` seconds, then returns status="waiting"; call again with the same run_id and step to
     keep waiting (or end the session: the wait stays, and `timeout_s` is enforced without you).
     Once received or timed out, the result is memoized: asking again returns the same event.
+    A client that takes MCP tasks gets a task at once instead, ending with this answer.
 
     Returns `status` (received, waiting or timed_out), the `event` when received, `timeout_at`.
 
@@ -74,6 +75,7 @@ async def sleep(engine: Engine, args: SleepInput, progress: Progress) -> SleepRe
     Use it to check back on something later ("in ten minutes, look at the deploy"). The wake time
     is fixed by the first call and survives the session; the call blocks at most `block_s`, then
     returns status="sleeping"; call again with the same run_id and step until it says "done".
+    A client that takes MCP tasks gets a task at once instead, ending with this answer.
 
     Example: sleep(run_id="01J...", step="wait-for-deploy", seconds=600, block_s=0) ->
     {"status": "sleeping", "wake_at": "2026-11-24T10:10:00Z"}

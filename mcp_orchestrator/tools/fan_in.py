@@ -22,6 +22,7 @@ async def wait_for_runs(engine: Engine, args: WaitForRunsInput, progress: Progre
     make the wait a durable step of your run (it survives this session, its timeout is enforced
     without you, and once done it is memoized); without them the call only watches. Blocks at most
     `block_s`, then returns status="waiting"; call again with the same arguments to keep waiting.
+    A client that takes MCP tasks gets a task at once instead, ending with this answer.
 
     Returns `status` (done, waiting or timed_out) and `runs`: each run as it is now, with the
     output or error of those that ended.

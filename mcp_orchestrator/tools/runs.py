@@ -33,15 +33,17 @@ async def start_run(engine: Engine, args: StartRunInput) -> StartRunResult:
 
     Use it at the beginning of any task with several steps or side effects. Pass a stable `key`
     derived from the task (e.g. "fix-issue-42"): if a run with that key exists (this or an earlier
-    session started it), the same run comes back with created=false and its `steps`; completed
+    session started it), the same run comes back with created=false and its steps; completed
     steps are done and must not be redone.
 
-    Returns `run` (keep its run_id for checkpoint and finish_run), `created`, and `steps`.
+    Returns `run` (keep its run_id for checkpoint and finish_run), `created`, `steps_total`, and
+    the latest `steps` (long outputs as previews); a long run also names the steps before them with
+    their statuses in `earlier_steps`, and `steps_cursor` pages back through status.
 
     Example: start_run(name="migrate-db", key="migrate-db-2026-11") -> {"run": {"run_id": "01J...",
     "status": "running", ...}, "created": true, "steps": []}
     """
-    return await engine.runs.start_run(args)
+    return await engine.runs.start_run(args, budget=engine.max_result_bytes)
 
 
 @engine_tool(
@@ -121,11 +123,15 @@ async def status(engine: Engine, args: StatusInput) -> StatusResult:
     was started and never finished), or to check on a run someone else started: what a sub-agent is
     doing now, and what it has spent. Pass `activity_cursor` back for earlier activity.
 
+    A long run's answer is paged to fit: the latest steps (long outputs as previews; their whole
+    size in `truncated`), `steps_total`, the earlier steps' statuses in `earlier_steps`; pass
+    `steps_cursor` back for the page before. `omitted` says what else was left out and how to read it.
+
     Example: status(run_id="01J...") -> {"run": {"tree_usage": {"cost_usd": 0.42, ...}, ...},
     "steps": [{"step": "fetch", "status": "completed", "output": ...}], "activity": [{"kind": "tool",
     "summary": "Bash: npm test", "failed": false, "duration_ms": 5230}], "journal": [...]}
     """
-    return await engine.runs.status(args)
+    return await engine.runs.status(args, budget=engine.max_result_bytes)
 
 
 @engine_tool(
@@ -143,4 +149,4 @@ async def list_runs(engine: Engine, args: ListRunsInput) -> ListRunsResult:
 
     Example: list_runs(status="running", limit=5) -> {"runs": [...], "next_cursor": "01J..."}
     """
-    return await engine.runs.list_runs(args)
+    return await engine.runs.list_runs(args, budget=engine.max_result_bytes)

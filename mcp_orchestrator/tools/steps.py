@@ -12,6 +12,7 @@ from ._base import SAFE_WRITE, engine_tool
     CheckpointResult,
     title="Checkpoint a step",
     annotations=SAFE_WRITE,
+    whole=True,  # the way to read a step's output whole, which other answers show as a preview
 )
 async def checkpoint(engine: Engine, args: CheckpointInput) -> CheckpointResult:
     """Record a step of a run durably, so no later session redoes it.

@@ -74,7 +74,8 @@ def api_routes(engine: Engine) -> list[Route]:
         return await engine.runs.list_runs(_query(ListRunsInput, request, renames={"parent": "parent_run_id"}))
 
     async def run(request: Request) -> BaseModel:
-        return await engine.runs.status(_query(StatusInput, request, renames={"journal": "journal_limit"}))
+        query = _query(StatusInput, request, renames={"journal": "journal_limit"})
+        return await engine.runs.status(query, budget=engine.max_result_bytes)  # paged as the status tool is
 
     async def cancel(request: Request) -> BaseModel:
         return await engine.runs.cancel_run(await request_input(CancelRunInput, request))
