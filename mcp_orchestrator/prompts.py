@@ -109,7 +109,10 @@ def add_prompts(mcp: MCPServer) -> None:
                 f"then read it with status(run_id) and go on with it.\n{_PATTERN}"
             )
         try:
-            result = await engine.runs.status(StatusInput(run_id=_run_id(run_id), journal_limit=0, log_lines=0))
+            query = StatusInput(
+                run_id=_run_id(run_id), journal_limit=0, log_lines=0, activity_limit=0, include_outputs=False
+            )
+            result = await engine.runs.status(query, budget=engine.max_result_bytes)  # a page: names and statuses
         except ValidationError as exc:
             raise _refusal(invalid_input_from(exc, "run_id")) from None
         except OrchestratorError as exc:
@@ -143,12 +146,15 @@ def _prompt(mcp: MCPServer, *, name: str, title: str, description: str) -> Calla
 
 def _resume_one(result: StatusResult) -> str:
     run = result.run
-    done = [step.step for step in result.steps if step.status == StepStatus.COMPLETED]
-    open_steps = [f"{step.step} ({step.status})" for step in result.steps if step.status != StepStatus.COMPLETED]
+    statuses = {**(result.earlier_steps or {}), **{step.step: step.status for step in result.steps}}
+    done = [name for name, status in statuses.items() if status == StepStatus.COMPLETED]
+    open_steps = [f"{name} ({status})" for name, status in statuses.items() if status != StepStatus.COMPLETED]
     facts = [
         f"Run {run.run_id}: name {json.dumps(run.name)}, key {json.dumps(run.key)}, status {run.status}.",
         f"Completed steps: {', '.join(json.dumps(name) for name in done) or 'none'}.",
     ]
+    if len(statuses) < result.steps_total:
+        facts.append(f"(The latest {len(statuses)} of its {result.steps_total} steps; status(run_id) pages back.)")
     if open_steps:
         facts.append(f"Steps not completed: {', '.join(open_steps)}.")
     if result.waits:
@@ -192,9 +198,7 @@ async def _summary(engine: Engine, workspace: str) -> str:
     try:
         summary = await unfinished_work(engine, workspace)
     except OrchestratorError as exc:
-        raise MCPError(
-            INVALID_PARAMS if exc.http_status < 500 else INTERNAL_ERROR, f"{exc.code}: {exc.message}"
-        ) from None
+        raise _refusal(exc) from None
     return summary or (
         f"No unfinished work in this workspace ({workspace}): no run is running, queued, waiting or paused, and "
         "none failed in the last 24 hours."

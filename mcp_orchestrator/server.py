@@ -117,7 +117,7 @@ def build_server(settings: Settings, engine_scope: EngineScope | None = None) ->
             known = ", ".join(["all", *RunStatus])
             raise ResourceNotFoundError(f"runs://{status}: the status is one of {known}") from None
         try:
-            return (await engine.runs.list_runs(query)).model_dump_json()
+            return (await engine.runs.list_runs(query, budget=engine.max_result_bytes)).model_dump_json()
         except OrchestratorError as exc:
             raise ResourceError(f"{exc.code}: {exc.message}") from exc
 

@@ -161,8 +161,8 @@ async def has_wait(engine: Engine, run_id: str, step: str) -> bool:
 
 async def lease_holder(engine: Engine, name: str = LEASE) -> str | None:
     """Who holds the lease (the supervisor's, by default) now: None when nobody does, or it expired."""
-    lease = await engine.store.read(lambda tx: tx.get_lease(name))
-    return lease[0] if lease is not None and lease[1] > engine.now() else None
+    lease = await engine.subagents.lease_holder(name)
+    return None if lease is None else lease[0]
 
 
 @contextmanager

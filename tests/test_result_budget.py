@@ -32,7 +32,8 @@ from mcp_orchestrator.models import (
     WaitForRunsResult,
 )
 from mcp_orchestrator.runtime import Engine
-from mcp_orchestrator.services.sizing import DEFAULT_MAX_RESULT_BYTES, fit, json_size, page_steps
+from mcp_orchestrator.services.context import DEFAULT_MAX_RESULT_BYTES
+from mcp_orchestrator.services.sizing import fit, json_size, page_steps
 
 from .support import CONTRACT_TOOLS, RawStdio, call, stdio_server
 

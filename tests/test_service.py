@@ -176,6 +176,12 @@ def test_without_a_user_bus_install_writes_the_unit_and_says_what_to_run(
 
     code, out, _ = run(capsys, "service", "install", "--no-start", "--db", str(db))
     assert code == 0 and f"kept (unchanged) {unit_path(home)}" in out and "not started (--no-start)" in out
+    secret = ["--no-start", "--db", str(db), "--env", "ANTHROPIC_API_KEY=sk-secret-value"]
+    code, out, _ = run(capsys, "service", "install", *secret)
+    code, out, _ = run(capsys, "service", "status", "--json")
+    shown = json.loads(out)["environment"]
+    assert shown["ANTHROPIC_API_KEY"] == "***" and "sk-secret" not in out  # the file keeps it, status does not
+    assert shown["MCP_ORCHESTRATOR_DB"] == str(db)
 
     code, out, _ = run(capsys, "service", "status", "--json", "--db", str(tmp_path / "elsewhere.db"))
     status = json.loads(out)

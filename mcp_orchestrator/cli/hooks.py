@@ -13,11 +13,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..config import ENV_DB, Settings
-from ..store import is_postgres
+from ..store import sqlite_path
 from .command import Commands, add_command, with_engine
 
 MAX_INPUT_BYTES = 1024 * 1024  # Claude Code's hook input is a few hundred bytes
@@ -93,9 +92,9 @@ def _text(value: Any) -> str | None:
 def _store_exists(db: str) -> bool:
     """Whether there is a store to read: a PostgreSQL URL, or a SQLite file that exists (opening a missing one
     would create it)."""
-    if is_postgres(db):
+    path = sqlite_path(db)
+    if path is None:
         return True
-    path = Path(db.removeprefix("sqlite:///"))
     if path.exists() and not path.is_file():
         raise ValueError(f"the store {path} is not a file; point {ENV_DB} or --db at the SQLite file")
     return path.exists()

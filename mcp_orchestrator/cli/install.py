@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config import ENV_CONFIG, ENV_DB, Settings
 from ..errors import ConfigError
+from ..store import absolute_location
 from .command import Commands, add_command
 
 NAME = "orchestrator"  # the server's name in the client: its tools are mcp__orchestrator__*
@@ -133,9 +134,9 @@ def _server(args: argparse.Namespace, settings: Settings) -> tuple[list[str], di
     """This installation's stdio server, by absolute path, and the store and config it was told to use."""
     env = {}
     if args.db or os.environ.get(ENV_DB):
-        env[ENV_DB] = settings.db
+        env[ENV_DB] = absolute_location(settings.db)  # the client starts it in another directory
     if settings.config_file is not None and (args.config or os.environ.get(ENV_CONFIG)):
-        env[ENV_CONFIG] = str(settings.config_file)
+        env[ENV_CONFIG] = str(settings.config_file.absolute())
     return [str(Path(sys.executable).absolute()), "-m", "mcp_orchestrator", "serve"], env
 
 

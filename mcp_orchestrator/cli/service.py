@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from ..config import ENV_CONFIG, ENV_DB, ENV_MAX_PAYLOAD, ENV_NODE, ENV_SYNCHRONOUS, Settings, state_dir
 from ..errors import ConfigError, InvalidInput, OrchestratorError
-from ..store import is_postgres
+from ..store import absolute_location, shown_location, sqlite_path
 from .command import Commands, add_command, with_engine
 from .render import print_fields, print_json, when
 from .unitfiles import (
@@ -131,8 +131,8 @@ class ServiceStatus(BaseModel):
     manager_error: str | None = Field(description="Why the service manager could not be asked.")
     command: list[str] = Field(description="What the service runs (installed), or would run (not installed).")
     runnable: bool = Field(description="Whether the command's program exists; false: run install again.")
-    environment: dict[str, str]
-    store: str
+    environment: dict[str, str] = Field(description="Its environment; values not its own settings or PATH as ***.")
+    store: str = Field(description="The store it serves (a URL's password as ***).")
     lease_holder: str | None = Field(description="node:pid:tag of the supervisor lease's holder; null: nobody.")
     lease_expires_at: datetime | None
     lease_held_by_service: bool = Field(description="Whether the holder is the service's own process.")
@@ -240,8 +240,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         manager_error=state.error,
         command=command,
         runnable=bool(command) and os.access(command[0], os.X_OK),
-        environment=environment,
-        store=store,
+        environment=_shown(environment),
+        store=shown_location(store),
         lease_holder=lease[0] if lease else None,
         lease_expires_at=lease[1] if lease else None,
         lease_held_by_service=by_service,
@@ -251,6 +251,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         return print_json(result)
     _print_status(result)
     return 0
+
+
+def _shown(environment: dict[str, str]) -> dict[str, str]:
+    """The service's environment as status may print it: its own settings and PATH, the store's password
+    masked; other values (--env API keys, OTEL headers) as *** (the file itself is owner-only)."""
+    shown = {name: value if name == "PATH" or name.startswith("MCP_") else "***" for name, value in environment.items()}
+    if ENV_DB in shown:
+        shown[ENV_DB] = shown_location(shown[ENV_DB])
+    return shown
 
 
 def _print_status(status: ServiceStatus) -> None:
@@ -307,7 +316,7 @@ def _kind(args: argparse.Namespace) -> Kind:
 def _spec(args: argparse.Namespace, settings: Settings) -> ServiceSpec:
     if not sys.executable:
         raise ConfigError("this Python does not know its own executable; run 'service install' from a normal install")
-    environment = {ENV_DB: _absolute_store(settings.db)}
+    environment = {ENV_DB: absolute_location(settings.db)}
     if settings.config_file is not None and (args.config or os.environ.get(ENV_CONFIG)):
         environment[ENV_CONFIG] = str(settings.config_file.absolute())
     for name in (*PASSED_ON, *sorted(name for name in os.environ if name.startswith("OTEL_"))):
@@ -327,13 +336,6 @@ def _spec(args: argparse.Namespace, settings: Settings) -> ServiceSpec:
     for name, value in environment.items():
         check_value(name, value)
     return ServiceSpec(command, environment, Path.home(), state_dir() / "logs" / "service.log")
-
-
-def _absolute_store(db: str) -> str:
-    """The store as the service must name it: a SQLite path made absolute (its directory is not this one)."""
-    if is_postgres(db):
-        return db
-    return str(Path(db.removeprefix("sqlite:///")).expanduser().absolute())
 
 
 def _render(kind: Kind, spec: ServiceSpec) -> bytes:
@@ -473,7 +475,8 @@ def _lingers() -> bool:
 def _lease(settings: Settings) -> tuple[tuple[str, datetime] | None, str | None]:
     """The supervisor lease of the service's store, or why it could not be read (a store not yet created is
     not created here)."""
-    if not is_postgres(settings.db) and not Path(settings.db.removeprefix("sqlite:///")).exists():
+    path = sqlite_path(settings.db)
+    if path is not None and not path.exists():
         return None, None
     try:
         return with_engine(settings, lambda engine: engine.subagents.lease_holder()), None

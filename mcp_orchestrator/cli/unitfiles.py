@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import plistlib
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,6 @@ RESTART_S = 5  # between a crash and the restart: a store that is down is not ha
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # a word that needs no quotes in a unit file
 _UNSAFE_PROGRAM = re.compile(r"[\"'\\]")  # systemd: "Executable name contains special characters"
-_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r", "s": " "}
 
 
 @dataclass(frozen=True)
@@ -148,34 +148,6 @@ def _word(value: str, *, dollars: bool = False, force: bool = False) -> str:
 
 
 def _words(line: str) -> list[str]:
-    """The words of a unit file's value: quotes and C escapes undone, ``%%`` made ``%``."""
-    words: list[str] = []
-    word: list[str] = []
-    in_word = False
-    quote = ""
-    chars = iter(enumerate(line))
-    for index, char in chars:
-        if char == "\\" and index + 1 < len(line):
-            escaped = next(chars)[1]
-            if escaped == "x" and re.fullmatch("[0-9a-fA-F]{2}", line[index + 2 : index + 4]):
-                escaped = chr(int(line[index + 2 : index + 4], 16))
-                next(chars), next(chars)
-            word.append(_ESCAPES.get(escaped, escaped))
-        elif quote:
-            if char == quote:
-                quote = ""
-            else:
-                word.append(char)
-        elif char in "\"'":
-            quote = char
-        elif char.isspace():
-            if in_word:
-                words.append("".join(word))
-            word, in_word = [], False
-            continue
-        else:
-            word.append(char)
-        in_word = True
-    if in_word:
-        words.append("".join(word))
-    return [word.replace("%%", "%") for word in words]
+    """The words of a value this module wrote (double quotes with ``\\`` and ``\"`` escapes, as a POSIX
+    shell reads them), ``%%`` made ``%``."""
+    return [word.replace("%%", "%") for word in shlex.split(line)]

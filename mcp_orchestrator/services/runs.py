@@ -235,7 +235,7 @@ class Runs:
     async def waits(self, run_ids: Sequence[str]) -> dict[str, list[Wait]]:
         """What each of these runs waits for (its pending waits), read at once: for a summary of many runs,
         where ``status`` of each would read far more."""
-        return await self.store.read(lambda tx: {run_id: tx.list_waits(run_id) for run_id in run_ids})
+        return await self.store.read(lambda tx: tx.waits_of(run_ids))
 
     async def descendants(self, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
         """The tree under a run (given its children), depth first, as (depth, run): at most

@@ -33,7 +33,6 @@ from ..models import (
     ToolResult,
 )
 
-DEFAULT_MAX_RESULT_BYTES = 24 * 1024  # config.Settings.max_result_bytes: about 8k tokens
 PREVIEW_BYTES = 1024  # a value of an object in a list: a step's output, a run's input, an event's data
 LIST_PREVIEW_BYTES = 256  # a value of a run in a list of runs (or a status's children)
 LINE_CHARS = 500  # a line of text in a list: a log line, a queued message
@@ -60,7 +59,9 @@ def json_size(value: Any) -> int:
 
 
 def cut(text: str, limit: int) -> str:
-    """``text``'s start, ending in '…', whose JSON takes at most ``limit`` bytes."""
+    """``text`` if its JSON takes at most ``limit`` bytes, else its start ending in '…' that does."""
+    if json_size(text) <= limit:
+        return text
     keep = limit
     while True:
         shown = text.encode()[: max(keep, 0)].decode(errors="ignore") + "…"
@@ -339,7 +340,8 @@ def fit(result: M, budget: int) -> M:
         items = getattr(shaped, name)
         kept = _first(items, room - (json_size(shaped) - json_size(items)))
         shaped = shaped.model_copy(update={name: kept})
-        notes.append(f"{name}: the first {len(kept)} of {len(items)}, to fit the result budget")
+        if len(kept) < len(items):
+            notes.append(f"{name}: the first {len(kept)} of {len(items)}, to fit the result budget")
     for limit in (4096, 1024, 256, 64):
         if json_size(shaped) <= room:
             break

@@ -10,8 +10,8 @@ import secrets
 from pydantic import JsonValue
 
 from .. import transitions
-from ..errors import TaskNotFound
-from ..models import TaskRecord, TaskStatus, TaskTool
+from ..errors import InternalError, TaskNotFound
+from ..models import Activity, SpawnSubagentResult, TaskRecord, TaskStatus, TaskTool
 from ..store.base import Transaction
 from .context import Context
 
@@ -43,10 +43,22 @@ class Tasks:
         return task
 
     async def get(self, task_id: str) -> TaskRecord:
-        task = await self.store.read(lambda tx: tx.get_task(task_id))
-        if task is None:
-            raise TaskNotFound(task_id)
-        return task
+        return await self.store.read(lambda tx: _get(tx, task_id))
+
+    async def spawned(self, task: TaskRecord) -> tuple[SpawnSubagentResult, Activity | None]:
+        """A spawn's run as spawn_subagent shows it, and what its agent did last: one read, for a poll
+        that comes every few seconds (``status`` would read every step, child and message)."""
+
+        def read(tx: Transaction) -> tuple[SpawnSubagentResult, Activity | None]:
+            run = transitions.get_run(tx, task.run_id)
+            agent = tx.get_agent(run.run_id)
+            if agent is None:
+                raise InternalError(f"run {run.run_id} of a spawn's task has no sub-agent record", run_id=run.run_id)
+            latest = tx.read_activity(run.run_id, 1)
+            result = SpawnSubagentResult(run=run, created=bool(task.created), process=agent)
+            return result, latest[-1] if latest else None
+
+        return await self.store.read(read)
 
     async def settle(self, task: TaskRecord, status: TaskStatus) -> TaskRecord:
         """Record a status the run or wait now shows; a task that ended (or was cancelled) stays so."""

@@ -164,6 +164,9 @@ class Transaction(Protocol):
 
     def list_waits(self, run_id: str) -> list[Wait]: ...
 
+    def waits_of(self, run_ids: Sequence[str]) -> dict[str, list[Wait]]:
+        """Each run's pending waits (none: an empty list), read at once."""
+
     def waits_for(self, name: str) -> list[tuple[str, Wait]]:
         """(run_id, wait) of every pending wait on this name (an event name, or for a fan-in an
         awaited run's id), oldest wait first."""

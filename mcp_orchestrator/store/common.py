@@ -1,5 +1,5 @@
 """What the SQLite and PostgreSQL stores share besides their SQL: the commits a process has seen, the
-patience of their retries, and payloads as JSON."""
+patience of their retries, payloads as JSON, and a location as it may be shown."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import random
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class Changes:
@@ -65,3 +66,13 @@ class Patience:
 def dump_json(value: Any) -> str | None:
     """The JSON text a payload is stored as (None stays NULL)."""
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def shown_location(location: str) -> str:
+    """A store location as messages and status output may show it: a URL's password masked."""
+    parts = urlsplit(location)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username}:***@{netloc.rsplit('@', 1)[1]}"
+    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -46,7 +46,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import greenlet
@@ -54,7 +53,7 @@ import greenlet
 from ..errors import SchemaTooNew, StoreBusy, StoreError
 from ..ids import new_id
 from ..models import JournalEntry
-from .common import Changes, Patience
+from .common import Changes, Patience, shown_location
 from .postgres_schema import CREATE_VERSION_TABLE, MIGRATIONS, SCHEMA_VERSION
 from .sql import SCHEMA_VERSION_IN_USE, Dialect, Row, SQLTransaction, Statements
 
@@ -217,7 +216,7 @@ class PostgresStore:
 
     def __init__(self, url: str, *, pool_size: int = 10, retry_s: float = 60.0) -> None:
         self._url = url
-        self.location = _without_password(url)
+        self.location = shown_location(url)
         self._pool_size = pool_size
         self._retry_s = retry_s
         self._pool: asyncpg.Pool | None = None
@@ -454,12 +453,3 @@ def _connection_lost(exc: BaseException) -> bool:
         | asyncpg.InternalClientError
         | asyncpg.exceptions.OperatorInterventionError,
     ) and not isinstance(exc, asyncpg.exceptions.QueryCanceledError)
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username}:***@{netloc.rsplit('@', 1)[1]}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -218,7 +218,7 @@ class Statements:
         self.insert_wait_name = sql("INSERT INTO wait_names (name, run_id, step) VALUES (?, ?, ?)")
         self.delete_wait = sql("DELETE FROM waits WHERE run_id = ? AND step = ?")
         self.get_wait = sql(f"{wait} WHERE run_id = ? AND step = ?")
-        self.list_waits = sql(f"{wait} WHERE run_id = ? ORDER BY created_at, step")
+        self.waits_of = f"{wait} WHERE run_id {_IN} ORDER BY created_at, step"
         self.waits_for = sql(
             f"{wait} WHERE (run_id, step) IN (SELECT run_id, step FROM wait_names WHERE name = ?) "
             "ORDER BY created_at, run_id, step" + lock("FOR UPDATE")
@@ -605,7 +605,15 @@ class SQLTransaction(ABC):
         return None if row is None else Wait.model_validate_json(row[1])
 
     def list_waits(self, run_id: str) -> list[Wait]:
-        return [Wait.model_validate_json(row[1]) for row in self._all(self._sql.list_waits, (run_id,))]
+        return self.waits_of([run_id]).get(run_id, [])
+
+    def waits_of(self, run_ids: Sequence[str]) -> dict[str, list[Wait]]:
+        waits: dict[str, list[Wait]] = {run_id: [] for run_id in run_ids}
+        if run_ids:
+            query = self._sql.listed(self._sql.waits_of, len(run_ids))
+            for run_id, doc in self._all(query, self._d.values(run_ids)):
+                waits[run_id].append(Wait.model_validate_json(doc))
+        return waits
 
     def waits_for(self, name: str) -> list[tuple[str, Wait]]:
         return [(row[0], Wait.model_validate_json(row[1])) for row in self._all(self._sql.waits_for, (name,))]

@@ -39,6 +39,7 @@ async def send_message(engine: Engine, args: SendMessageInput) -> SendMessageRes
     ReadMessagesResult,
     title="Read the messages sent to you",
     annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    whole=True,  # the service hands out only the messages that fit, and marks just those delivered
 )
 async def read_messages(engine: Engine, args: ReadMessagesInput) -> ReadMessagesResult:
     """Read the messages that the person or agent who started you has sent since you last looked.

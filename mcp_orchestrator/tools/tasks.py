@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -44,11 +44,11 @@ from ..models import (
     DecideApprovalInput,
     ListApprovalsInput,
     SpawnSubagentResult,
-    StatusInput,
     TaskRecord,
     TaskTool,
 )
 from ..runtime import Engine
+from ..services.sizing import fit
 from ._base import TOOLS, AppContext, call_primitive, error_text
 
 EXTENSION = "io.modelcontextprotocol/tasks"
@@ -56,7 +56,7 @@ MODERN = frozenset({"2026-07-28"})
 TASK_TOOLS: tuple[TaskTool, ...] = ("spawn_subagent", "wait_for_runs", "wait_for_event", "sleep")
 # How often a client should ask: a sub-agent works for minutes, a wait may end any second.
 POLL_INTERVAL_MS = {"spawn_subagent": 2000, "wait_for_runs": 1000, "wait_for_event": 1000, "sleep": 1000}
-NOT_YET = frozenset({"waiting", "sleeping"})
+NOT_YET = frozenset({"waiting", "sleeping"})  # the wait tools' "call again"
 TASK_ID = re.compile(r"task-[0-9a-f]{32}")  # what services.tasks makes
 ASKED_AT_ONCE = 10  # permission requests one tasks/get shows (the rest come as these are decided)
 CALL_SHOWN = 400  # characters of a call's arguments in a permission request
@@ -67,7 +67,7 @@ APPROVAL_FORM: dict[str, JsonValue] = {
         "message": {"type": "string", "title": "Message to the agent (optional)", "maxLength": 2000},
     },
     "required": ["decision"],
-}  # the wait tools' "call again"
+}
 
 
 class TaskIdParams(RequestParams):
@@ -142,7 +142,7 @@ class TasksExtension(Extension):
         return {
             "resultType": "complete",
             **_task_view(task, look.message),
-            "result": self._render(task.tool, look.result),
+            "result": self._render(task.tool, fit(look.result, engine.max_result_bytes)),
         }
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> HandlerResult:
@@ -168,12 +168,7 @@ class TasksExtension(Extension):
         return {"resultType": "complete"}
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
-        engine = _engine(ctx)
-        await _task(engine, params.task_id)
-        try:
-            await engine.tasks.cancel(params.task_id)
-        except OrchestratorError as exc:
-            raise MCPError(code=INVALID_PARAMS, message=error_text(exc)) from exc
+        await _tasks_call(_engine(ctx).tasks.cancel, params.task_id)
         return {"resultType": "complete"}
 
     async def _call(self, engine: Engine, tool: TaskTool, arguments: dict[str, Any]) -> BaseModel:
@@ -187,12 +182,9 @@ class TasksExtension(Extension):
         if task.tool != "spawn_subagent":
             return _look(task.tool, await self._call(engine, task.tool, dict(task.arguments)))
         try:
-            status = await engine.runs.status(StatusInput(run_id=task.run_id, journal_limit=0, log_lines=0))
+            result, latest = await engine.tasks.spawned(task)
         except OrchestratorError as exc:
             raise ToolError(error_text(exc)) from exc
-        if status.process is None:  # every spawned run has its process record
-            raise ToolError(f"internal_error: run {task.run_id} has no sub-agent record")
-        result = SpawnSubagentResult(run=status.run, created=bool(task.created), process=status.process)
         look = _look(task.tool, result)
         if look.ended:
             return look
@@ -200,9 +192,7 @@ class TasksExtension(Extension):
         if asking:
             asks = {approval.approval_id: _approval_request(approval) for approval in asking}
             return _Look(result, False, f"{look.message}: {len(asks)} permission request(s) wait for a decision", asks)
-        if status.activity:
-            return _Look(result, False, f"{look.message}: {status.activity[-1].summary}")
-        return look
+        return _Look(result, False, f"{look.message}: {latest.summary}") if latest else look
 
     def _render(self, tool: TaskTool, result: BaseModel) -> dict[str, Any]:
         """The CallToolResult the tool itself would have answered, as wire JSON."""
@@ -285,12 +275,17 @@ def _engine(ctx: ServerRequestContext[Any, Any]) -> Engine:
 
 
 async def _task(engine: Engine, task_id: str) -> TaskRecord:
+    return await _tasks_call(engine.tasks.get, task_id)
+
+
+async def _tasks_call(call: Callable[[str], Awaitable[TaskRecord]], task_id: str) -> TaskRecord:
+    """``call`` on a task id checked first; what it refuses is the request's invalid params, saying why."""
     if not TASK_ID.fullmatch(task_id):
         shown = repr(task_id[:40]) + ("..." if len(task_id) > 40 else "")
         message = f"taskId {shown} is not a task id: pass the taskId a tools/call result gave (task-<32 hex digits>)"
         raise MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: {message}")
     try:
-        return await engine.tasks.get(task_id)
+        return await call(task_id)
     except TaskNotFound as exc:
         raise MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: {error_text(exc)}") from exc
 
