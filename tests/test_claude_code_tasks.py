@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pyte
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -40,7 +41,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 SPAWN = "mcp__orchestrator__spawn_subagent"
 OUTPUT = "the sub-agent says 4711"
 NOTIFICATION = "<task-notification>"
-ANSI = re.compile(r"\x1b(?:\[[0-9;?>=]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[=>])")
+LINES, COLUMNS = 40, 120
 RIGHT, ENTER = "\x1b[C", "\r"
 # Claude Code binds a dialog's keys just after drawing it: a key typed at once may go to the old handler.
 SETTLE_S = 0.25
@@ -103,27 +104,20 @@ def spawned_runs(db: Path) -> list[str]:
         return []
 
 
-def drawn(screen: bytearray, since: int = 0) -> str:
-    """What Claude Code drew after byte ``since``, as text without escapes or whitespace: Ink moves the
-    cursor within lines and wraps them, so only the characters' order is stable."""
-    return re.sub(r"\s+", "", ANSI.sub("", bytes(screen[since:]).decode(errors="replace")))
-
-
-async def until_drawn(screen: bytearray, since: int, *parts: str, timeout: float = 10) -> None:
-    """Wait until Claude Code has drawn every part after byte ``since``; if it does not, say what it drew."""
+async def until_drawn(screen: Screen, *parts: str, timeout: float = 10) -> None:
+    """Wait until Claude Code's terminal shows every part; if it does not, say what it shows."""
     wanted = [re.sub(r"\s+", "", part) for part in parts]
     try:
-        await eventually(lambda: all(part in drawn(screen, since) for part in wanted), timeout=timeout)
+        await eventually(lambda: all(part in screen.shown() for part in wanted), timeout=timeout)
     except AssertionError:
-        raise AssertionError(f"{parts} not drawn; the terminal showed: {drawn(screen, since)[-3000:]!r}") from None
+        raise AssertionError(f"{parts} not shown; the terminal shows: {screen.shown()!r}") from None
 
 
 async def press(screen: Screen, key: str, then: str = "") -> None:
-    """Type ``key`` into the dialog on screen and wait until Claude Code has drawn ``then``."""
-    since = len(screen)
+    """Type ``key`` into the dialog on screen and wait until the terminal shows ``then``."""
     await anyio.sleep(SETTLE_S)
     screen.type(key)
-    await until_drawn(screen, since, then)
+    await until_drawn(screen, then)
 
 
 def trusted_config_dir(config_dir: Path, workdir: Path) -> Path:
@@ -140,12 +134,25 @@ def trusted_config_dir(config_dir: Path, workdir: Path) -> Path:
     return config_dir
 
 
-class Screen(bytearray):
-    """What Claude Code has drawn in its terminal so far; ``type`` sends it keys."""
+class Screen:
+    """Claude Code's terminal, emulated: its renderer redraws only the cells that change, so what it wrote
+    is no guide to what shows; ``type`` sends it keys."""
 
     def __init__(self, controller: int) -> None:
-        super().__init__()
         self.controller = controller
+        self.terminal = pyte.Screen(COLUMNS, LINES)
+        self.stream = pyte.ByteStream(self.terminal)
+        self.lock = threading.Lock()
+
+    def feed(self, data: bytes) -> None:
+        with self.lock:
+            self.stream.feed(data)
+
+    def shown(self) -> str:
+        """The screen's text without whitespace: Ink wraps long lines, so only the characters' order is
+        stable."""
+        with self.lock:
+            return re.sub(r"\s+", "", "".join(self.terminal.display))
 
     def type(self, keys: str) -> None:
         os.write(self.controller, keys.encode())
@@ -156,7 +163,7 @@ def interactive_claude(args: list[str], cwd: Path, env: dict[str, str]) -> Itera
     """`claude ARGS` in a pseudo-terminal (its entrypoint is then "cli", not "sdk-cli"); yields its screen
     (kept drained so that it never blocks on the terminal), killed with its children after."""
     controller, terminal = os.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
     command = [str(claude_binary()), *args]
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
@@ -172,7 +179,7 @@ def interactive_claude(args: list[str], cwd: Path, env: dict[str, str]) -> Itera
                 return
             if not data:
                 return
-            screen.extend(data)
+            screen.feed(data)
 
     reader = threading.Thread(target=drain, name="claude-pty", daemon=True)
     reader.start()
@@ -215,7 +222,7 @@ async def test_interactive_claude_code_polls_the_spawn_as_a_task_and_hands_its_r
             try:
                 notice = last_user_text(await eventually(notified, timeout=60, interval=0.1))
             except AssertionError:
-                raise AssertionError(f"no task notification; the terminal showed: {bytes(screen[-3000:])!r}") from None
+                raise AssertionError(f"no task notification; the terminal shows: {screen.shown()!r}") from None
         first = standin.tool_results(standin.scripted_requests[1])
     # The spawn was answered with a task (the call declared the extension) and polled with tasks/get until
     # the sub-agent's run ended: only tasks/get marks a task completed.
@@ -270,13 +277,12 @@ async def test_interactive_claude_code_asks_its_user_a_subagents_permission_requ
                     answered.append(json.loads(answer.content[0].text))  # type: ignore[union-attr]
 
                 async with anyio.create_task_group() as group:
-                    since = len(screen)
                     group.start_soon(ask)
                     # The spawn's task turns input_required; Claude Code's next tasks/get shows the request as
                     # its elicitation dialog: the server's message, the form's fields, Accept and Decline.
                     asked = f'Sub-agent run {child} asks to use Bash with {{"command": "npm test"}}. Allow it?'
                     dialog = ["MCP server “orchestrator” requests your input", asked, "Decision", "Accept Decline"]
-                    await until_drawn(screen, since, *dialog, timeout=30)
+                    await until_drawn(screen, *dialog, timeout=30)
                     await press(screen, RIGHT, "◯ allow ◯ deny")  # the decision's choices, unfolded
                     await press(screen, ENTER, "Decision: allow")  # chosen; on to the optional message
                     await press(screen, ENTER, "❯ Accept")  # the message left unset; on to the buttons
