@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -12,7 +14,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from .support import http_client, http_token, stdio_server
+from mcp_orchestrator.cli.serve import listening_socket
+
+from .support import eventually, http_client, http_token, stdio_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -83,3 +87,21 @@ async def test_a_client_that_drops_a_wait_over_http_loses_nothing(
         result = await client.call_tool("wait_for_event", {"run_id": run_id, "step": "s", "event": "go"})
         assert result.structured_content["status"] == "received"
         assert result.structured_content["event"]["data"] == mode
+
+
+async def test_accepted_connections_send_at_once_without_waiting_for_an_ack() -> None:
+    """The server's socket makes asyncio set TCP_NODELAY on every connection it accepts: without it, a
+    response written in two parts waits for the client's delayed ACK on a kept-alive connection."""
+    accepted: list[int] = []
+
+    async def note(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    sock = listening_socket("127.0.0.1", 0)
+    server = await asyncio.start_server(note, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        await eventually(lambda: accepted)
+        writer.close()
+    assert accepted == [1]

@@ -39,7 +39,7 @@ async def main(crash_at: int | None) -> None:
             if result["previous_outcome"] == "unknown":
                 print(f"  {step}: an earlier attempt never reported; checking its effect, then redoing it")
             if crash_at == number:
-                print(f"  {step}: crashing mid-step")
+                print(f"  {step}: crashing mid-step", flush=True)  # os._exit skips the buffers
                 os._exit(1)
             output = f"{step} done"
             await client.call_tool("checkpoint", {"run_id": run_id, "step": step, "output": output})

@@ -92,13 +92,7 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
     from ..web.auth import load_or_create_token
     from ..web.limits import MAX_HEADER_BYTES
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock = listening_socket(host, port)
     if not _is_loopback(host):
         print(
             f"warning: serving on {host}, reachable from other machines: requests are authenticated by the token, "
@@ -120,7 +114,7 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
-            shown = f"[{host}]" if family == socket.AF_INET6 else host
+            shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
             url = f"http://{shown}:{sock.getsockname()[1]}/mcp"
             access = (
                 f"requests need the bearer token in {settings.token_file} ('mcp-orchestrator token')"
@@ -132,7 +126,30 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
                 file=sys.stderr,
                 flush=True,
             )
+            if sys.stderr.isatty():  # a person started it: one click signs in (never into a log or journal)
+                print(f"dashboard: {_sign_in_link(url.removesuffix('/mcp'), token)}", file=sys.stderr, flush=True)
         await serving
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The HTTP server's socket, bound. Its protocol is IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on
+    accepted sockets of that protocol, and without it Nagle's algorithm holds a response's body (written
+    after its headers) until the client's delayed ACK: ~40 ms a request on a kept-alive connection."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def _sign_in_link(origin: str, token: str | None) -> str:
+    """The dashboard's address, signing in at once: the token rides in the fragment, which the browser never
+    sends (so no server log or Referer holds it); the sign-in page's script reads it, posts it and drops it."""
+    return f"{origin}/login#token={token}" if token is not None else f"{origin}/"
 
 
 def _parse_address(value: str) -> tuple[str, int]:
