@@ -17,13 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .paths import APP_NAME as APP_NAME  # the paths live in `paths`; their names stay importable from here
+from .paths import default_config_path as default_config_path
+from .paths import default_db_path as default_db_path
+from .paths import state_dir, token_path
 from .profiles import AgentsConfig, load_agents_config
 
-APP_NAME = "mcp-orchestrator"
 ENV_DB = "MCP_ORCHESTRATOR_DB"
 ENV_MAX_PAYLOAD = "MCP_ORCHESTRATOR_MAX_PAYLOAD_BYTES"
 ENV_MAX_RESULT = "MCP_ORCHESTRATOR_MAX_RESULT_BYTES"
@@ -32,21 +34,6 @@ ENV_WEBHOOK_SECRET = "MCP_ORCHESTRATOR_WEBHOOK_SECRET"
 ENV_CONFIG = "MCP_ORCHESTRATOR_CONFIG"
 ENV_RUN_ID = "MCP_ORCHESTRATOR_RUN_ID"  # set for a sub-agent: the run it works on
 ENV_NODE = "MCP_ORCHESTRATOR_NODE"
-
-
-def state_dir() -> Path:
-    """The user's state directory for mcp-orchestrator (XDG_STATE_HOME on Linux)."""
-    return Path(platformdirs.user_state_dir(APP_NAME))
-
-
-def default_config_path() -> Path:
-    """The config file in the user's config directory (XDG_CONFIG_HOME on Linux)."""
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
-
-
-def default_db_path() -> Path:
-    """The store in the user's state directory (XDG_STATE_HOME on Linux)."""
-    return state_dir() / "orchestrator.db"
 
 
 class Settings(BaseModel):
@@ -105,7 +92,7 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             "db": db or env.get(ENV_DB) or str(default_db_path()),
             "workspace": env.get("CLAUDE_PROJECT_DIR") or os.getcwd(),
-            "token_file": str(state_dir() / "token"),
+            "token_file": str(token_path()),
             "config_file": config_path if config_path.is_file() else None,
             "agents": load_agents_config(config_path),
             "runs_dir": str(state_dir() / "runs"),

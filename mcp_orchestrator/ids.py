@@ -37,3 +37,15 @@ def new_id() -> str:
             _last_ms = now_ms
             _last_random = int.from_bytes(os.urandom(10), "big") >> 1
         return _encode(now_ms, 10) + _encode(_last_random, 16)
+
+
+def prefix_range(prefix: str) -> tuple[str, str] | None:
+    """The ids starting with ``prefix`` as a range ``low <= id < high``, or None when no id can (a character
+    outside the alphabet, or only its last letter). ``high`` is spelled in the alphabet too: digits and
+    capitals sort alike under every database collation, punctuation does not."""
+    if not prefix or any(char not in _ALPHABET for char in prefix):
+        return None
+    stem = prefix.rstrip(_ALPHABET[-1])
+    if not stem:
+        return None  # 'ZZ...': past every id (the first character of an id's time is at most '7')
+    return prefix, stem[:-1] + _ALPHABET[_ALPHABET.index(stem[-1]) + 1]

@@ -975,6 +975,11 @@ class RunFilter(BaseModel):
     since: datetime | None = None
     before_run_id: str | None = None
     limit: int = 20
+    # The dashboard's run list: only runs without a parent, and one search box whose text is a run's
+    # key or name, or the start of ids: (low, high), low <= run_id < high (ids.prefix_range).
+    top_level: bool = False
+    search_text: str | None = None
+    search_ids: tuple[str, str] | None = None
 
 
 # Results.
@@ -1042,6 +1047,23 @@ class CollectResult(BaseModel):
     runs: int = Field(description="Runs removed, with their steps, journal, waits and process records.")
     events: int
     firings: int = Field(description="Schedule firings removed.")
+
+
+class CollectPreview(BaseModel):
+    """What gc would remove, shown before it does (``--dry-run``, or to confirm)."""
+
+    before: datetime = Field(description="Ended runs, events and firings older than this would be removed.")
+    runs: int = Field(
+        description="Runs that would be removed (ended before, with no live descendant), counted up to 10000."
+    )
+    runs_more: bool = Field(False, description="More runs than were counted would go (the count is a lower bound).")
+    oldest: list[Run] = Field(default_factory=list, description="The first runs to go, by end (without payloads).")
+    newest: list[Run] = Field(
+        default_factory=list,
+        description="The last runs to go among those counted, by end (with runs_more, later ones go too).",
+    )
+    events: int = Field(description="Events that would be removed: received before, and before every live run.")
+    firings: int = Field(description="Schedule firings that would be removed: due before.")
 
 
 class StatusResult(ToolResult):

@@ -14,6 +14,7 @@ from .services.budgets import Budgets
 from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Context
 from .services.events import Events
 from .services.messages import Messages
+from .services.overview import Overview
 from .services.runs import Runs
 from .services.schedules import Schedules
 from .services.spawns import Spawns
@@ -60,6 +61,7 @@ class Engine(Context):
         self.messages = Messages(self, config)
         self.budgets = Budgets(self)
         self.tasks = Tasks(self)
+        self.overview = Overview(self, self.runs, self.schedules)  # the dashboard's lists
 
 
 @asynccontextmanager

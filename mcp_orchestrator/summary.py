@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .models import LIST_LIMIT_MAX, Approval, ListApprovalsInput, ListRunsInput, Run, RunStatus, Wait
+from .services.overview import FAILED_WITHIN  # a failed run is news for a day, here as on the dashboard
 from .services.subagents import PAUSE_STEP
 
 if TYPE_CHECKING:
     from .runtime import Engine
 
 MAX_LINES = 15
-FAILED_WITHIN = timedelta(hours=24)  # a failed run is news for a day
 LIVE_READ = 100  # waiting, and running or queued, runs read at most; past that the count says "more than"
 FAILED_READ = 20  # the newest failed runs looked at for those that ended within FAILED_WITHIN
 WAITING = RunStatus.WAITING

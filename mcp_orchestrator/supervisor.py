@@ -30,7 +30,7 @@ from .config import Settings
 from .errors import OrchestratorError
 from .ids import new_id
 from .runtime import Engine
-from .services.retention import collect
+from .services.retention import collect, cutoff_for
 from .services.subagents import LEASE, node_lease
 from .services.tracing import export_spans, exporter_from_environment
 
@@ -157,7 +157,7 @@ class Supervisor:
         days = self.agents.config.retention_days
         if days > 0 and time.monotonic() >= self._next_collection:
             self._next_collection = time.monotonic() + COLLECT_EVERY_S
-            removed = await collect(self.engine, timedelta(days=days))
+            removed = await collect(self.engine, cutoff_for(self.engine, timedelta(days=days)))
             if removed.runs or removed.events or removed.firings:
                 log.info("retention removed %s", removed.model_dump_json())
             await self.remove_orphan_logs(timedelta(days=days))

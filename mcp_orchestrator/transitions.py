@@ -175,13 +175,15 @@ def end_runs(
                 settle_fan_in(tx, now, waiter_id, wait)
 
 
-def cancel(tx: Transaction, now: datetime, run: Run, reason: str) -> list[str]:
-    """Cancel the run (if live) and its live descendants; returns their ids."""
+def cancel(tx: Transaction, now: datetime, run: Run, reason: str, *, event_seq: int | None = None) -> list[str]:
+    """Cancel the run (if live) and its live descendants; returns their ids. ``event_seq``: the event that
+    triggered it, kept in the run's journal entry so that the event can be shown with the runs it cancelled."""
     own = [] if run.status.terminal else [run.run_id]
     descendants = tx.descendant_ids(run.run_id, LIVE_RUN_STATUSES)
     if own:
         why = {"reason": reason}
-        end_runs(tx, now, own, RunStatus.CANCELLED, "run_cancelled", why, error=why)
+        journaled = why if event_seq is None else {**why, "event_seq": event_seq}
+        end_runs(tx, now, own, RunStatus.CANCELLED, "run_cancelled", journaled, error=why)
     if descendants:
         inherited = {"reason": reason, "cancelled_with": run.run_id}
         end_runs(tx, now, descendants, RunStatus.CANCELLED, "run_cancelled", inherited, error=inherited)
@@ -329,7 +331,7 @@ def send_event(tx: Transaction, now: datetime, args: SendEventInput, event_id: s
     for run_id, match in tx.cancel_triggers_for(event.name, LIVE_RUN_STATUSES):
         if run_id not in cancelled and matches(event, match):
             reason = f"event {event.name!r} ({event.event_id}) arrived"
-            cancelled += cancel(tx, now, get_run(tx, run_id, payloads=False), reason)
+            cancelled += cancel(tx, now, get_run(tx, run_id, payloads=False), reason, event_seq=seq)
     return SendEventResult(event_id=event_id, deduplicated=False, woken_run_ids=woken, cancelled_run_ids=cancelled)
 
 

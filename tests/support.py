@@ -33,7 +33,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.extension import ClientExtension
 from mcp.client.streamable_http import streamable_http_client
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import ConsoleMessage, Page, async_playwright
 
 from mcp_orchestrator.models import StatusInput
 from mcp_orchestrator.runtime import Engine
@@ -251,14 +251,29 @@ def chromium() -> str:
 
 @asynccontextmanager
 async def dashboard_page(
-    base: str, token: str, problems: list[str], width: int = 1280, height: int = 900
+    base: str,
+    token: str,
+    problems: list[str],
+    width: int = 1280,
+    height: int = 900,
+    *,
+    timezone: str | None = None,
+    warnings: bool = False,
 ) -> AsyncIterator[Page]:
     """A headless-Chromium page signed in to the dashboard at ``base`` (on its run list); the page's
-    uncaught errors are appended to ``problems``, and its dialogs (confirmations) accepted."""
+    uncaught errors and console errors (with ``warnings``, its warnings too), from the sign-in page on, are
+    appended to ``problems``, and its dialogs (confirmations) accepted. ``timezone``: the viewer's zone."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        page = await browser.new_page(viewport={"width": width, "height": height})
-        page.on("pageerror", lambda error: problems.append(str(error)))
+        page = await browser.new_page(viewport={"width": width, "height": height}, timezone_id=timezone)
+        kinds = ("error", "warning") if warnings else ("error",)
+
+        def console(message: ConsoleMessage) -> None:
+            if message.type in kinds:
+                problems.append(f"{message.type}: {message.text} at {message.location}")
+
+        page.on("console", console)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         page.on("dialog", lambda dialog: dialog.accept())
         await page.goto(f"{base}/login")
         await page.fill("input[name=token]", token)
@@ -268,6 +283,11 @@ async def dashboard_page(
             yield page
         finally:
             await browser.close()
+
+
+async def no_sideways_scroll(page: Page) -> int:
+    """How far the page is wider than its window (0: it fits, nothing scrolls sideways)."""
+    return int(await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth"))
 
 
 ANSWER_WITHIN_S = 5.0

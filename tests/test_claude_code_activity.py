@@ -315,7 +315,10 @@ async def test_the_dashboard_run_page_shows_the_timeline_and_what_it_cost(
         async with dashboard_page(orch.base, http_token(private_state_dir), problems) as page:
             await page.goto(f"{orch.base}/runs/{run_id}")
             await page.wait_for_selector("h2:has-text('Timeline')")
-            calls = [" ".join(row.split()) for row in await page.locator("tr.moment.tool").all_inner_texts()]
+            calls = [
+                " ".join(row.split())
+                for row in await page.locator("li.moment.tool > details > summary").all_inner_texts()
+            ]
             figures = " ".join((await page.locator(".figures").inner_text()).split())
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=ARTIFACTS / "claude-code-run.png", full_page=True)

@@ -71,7 +71,7 @@ async def test_the_dashboard_shows_runs_and_steers_them(
         assert await data.input_value() == '{"pr": 42}'  # prefilled from the wait's match
         await data.fill('{"pr": 42, "approved": true}')
         await page.click("button:has-text('Send event')")
-        await page.wait_for_selector("td:has-text('event_received')", timeout=10_000)
+        await page.wait_for_selector("li.moment.event:has-text('approval')", timeout=10_000)
         assert await run_status(engine, review) == RunStatus.RUNNING
         step = (await engine.runs.status(StatusInput(run_id=review))).steps[-1]
         assert step.step == "approval" and step.output["event"]["data"] == {"pr": 42, "approved": True}

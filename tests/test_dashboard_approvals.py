@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +23,15 @@ from mcp_orchestrator.models import (
     PermissionPromptInput,
     StartRunInput,
 )
-from mcp_orchestrator.permissions import ApprovalsConfig
-from mcp_orchestrator.profiles import AgentsConfig
 from mcp_orchestrator.runtime import Engine
 
-from .support import chromium, http_token, open_store
+from .dashboard_fixtures import *  # noqa: F403 (its fixtures: db, engine, artifacts)
+from .support import chromium, http_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 COOKIE = "mcp_orchestrator_session"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
-
-
-@pytest.fixture
-def db(db_path: Path) -> str:
-    """SQLite only: the server process and the test share the file."""
-    return str(db_path)
-
-
-@pytest.fixture
-async def engine(db: str, tmp_path: Path) -> AsyncIterator[Engine]:
-    """An engine whose permission requests never block: a request is left pending at once."""
-    agents = AgentsConfig(approvals=ApprovalsConfig(wait_s=0))
-    async with open_store(db) as store:
-        yield Engine(store, workspace=str(tmp_path), agents=agents)
 
 
 async def ask(engine: Engine, run_id: str, tool: str = "Bash", **value: Any) -> None:

@@ -7,6 +7,10 @@ browser sends the sign-in cookie along: only the dashboard's own pages may chang
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +27,7 @@ from starlette.routing import Route
 from mcp_orchestrator.models import ListSchedulesInput, RunStatus, ScheduleInput, StartRunInput, StatusInput
 from mcp_orchestrator.runtime import Engine
 
-from .support import chromium, eventually, http_token
+from .support import chromium, eventually, http_token, server_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -101,7 +105,7 @@ async def test_pages_send_security_headers_and_break_no_content_security_rule(
             content = await page.content()
             assert "<style" not in content and " style=" not in content
         await page.goto(f"{base}/runs/{parent}")
-        assert await page.locator("td.depth-0 >> text=child").count() == 1
+        assert await page.locator("ul.tree .node.here .node >> text=child").count() == 1
         await engine.runs.start_run(StartRunInput(name="grandchild-appears-live", parent_run_id=parent))
         await page.wait_for_selector("text=grandchild-appears-live", timeout=10_000)
         await page.click("button:has-text('Cancel')")  # a POST with the CSRF token, the notice shown
@@ -224,3 +228,48 @@ async def test_a_run_id_the_models_refuse_gets_a_page_that_says_why(
     assert "run_id" in too_long.text and "at most 64 characters" in too_long.text
     assert too_long.headers["x-frame-options"] == "DENY"
     assert unknown.status_code == 404 and "No run has the id NO-SUCH-RUN" in unknown.text
+
+
+async def test_serve_on_a_terminal_prints_a_sign_in_link_whose_token_never_leaves_the_browser(
+    db: str, private_state_dir: Path
+) -> None:
+    """A person who started ``serve --http`` in a terminal opens the printed link and is signed in; the
+    token rides in the fragment (never sent to the server), and the page drops it from the address bar.
+    Started by a service (stderr not a terminal), the link is not printed: no log holds the token."""
+    command = [sys.executable, "-m", "mcp_orchestrator", "serve", "--http", "127.0.0.1:0", "--db", db]
+    controller, terminal = os.openpty()
+    server = subprocess.Popen(command, stderr=terminal, stdout=subprocess.DEVNULL, env=server_env())
+    os.close(terminal)
+    printed = bytearray()
+    try:
+        while b"dashboard: " not in printed or not printed.endswith(b"\n"):
+            chunk = await asyncio.to_thread(os.read, controller, 4096)
+            assert chunk, f"the server printed no sign-in link: {printed!r}"
+            printed += chunk
+        link = re.search(rb"dashboard: (\S+)", printed).group(1).decode()  # type: ignore[union-attr]
+        assert link.endswith(f"/login#token={http_token(private_state_dir)}")
+        seen: list[str] = []
+        async with browser() as chrome:
+            page = await chrome.new_page()
+            page.on("request", lambda request: seen.append(request.url + " " + (request.post_data or "")))
+            await page.goto(link)
+            await page.wait_for_selector("h1:has-text('Runs')")
+            assert "token" not in page.url and page.url.endswith("/")
+            await page.go_back()  # the history entry holds no token either
+            assert "#token" not in page.url
+        # Only the sign-in form's POST carried the token; no URL did.
+        assert [entry for entry in seen if http_token(private_state_dir) in entry.split(" ")[0]] == []
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        os.close(controller)
+    piped = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=server_env(), text=True)
+    assert piped.stderr is not None
+    announced = ""
+    while "MCP at " not in announced:
+        line = piped.stderr.readline()
+        assert line, f"the server did not start: {announced}"
+        announced += line
+    piped.terminate()
+    rest = piped.communicate(timeout=10)[1]
+    assert "dashboard: " not in announced + rest and http_token(private_state_dir) not in announced + rest

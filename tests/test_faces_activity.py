@@ -190,8 +190,8 @@ async def test_the_cli_shows_cost_activity_and_messages_and_steers(engine: Engin
     plain = (await engine.runs.start_run(StartRunInput(name="plain"))).run.run_id
 
     table = cli(db, "runs").stdout.splitlines()
-    assert table[0].split() == ["RUN", "NAME", "STATUS", "COST", "CREATED", "UPDATED", "WORKSPACE"]
-    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert table[0].split() == ["RUN", "NAME", "STATUS", "COST", "CREATED", "UPDATED", "PARENT", "WORKSPACE"]
+    rows = {cells[0]: cells for cells in (line.split() for line in table[1:])}  # piped: the id first, plain
     assert rows[parent][3] == rows[run_id][3] == "$0.0300" and rows[plain][3] == "-"
 
     queued = cli(db, "message", run_id, "Skip the docs; fix the parser first.").stdout

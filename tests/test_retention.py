@@ -21,7 +21,8 @@ from mcp_orchestrator.models import (
     StatusInput,
 )
 from mcp_orchestrator.runtime import Engine
-from mcp_orchestrator.services.retention import collect
+from mcp_orchestrator.services import retention
+from mcp_orchestrator.services.retention import collect, cutoff_for, preview
 from mcp_orchestrator.store import SQLiteStore, is_postgres
 
 from .support import Clock, cli, open_store
@@ -62,7 +63,7 @@ async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) 
     recent = await finished(engine, "recent")
     await engine.events.send_event(SendEventInput(name="new.event", id="e-new"))
 
-    removed = await collect(engine, timedelta(days=30))
+    removed = await collect(engine, cutoff_for(engine, timedelta(days=30)))
     assert removed.runs == 1 and removed.before == clock() - timedelta(days=30)
     assert not await exists(engine, old)
     assert await exists(engine, parent_of_live) and await exists(engine, live_child)  # a live descendant keeps it
@@ -73,7 +74,7 @@ async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) 
 
     await engine.runs.finish_run(FinishRunInput(run_id=live_child, output="done"))
     clock.advance(40 * 86400)
-    removed = await collect(engine, timedelta(days=30))
+    removed = await collect(engine, cutoff_for(engine, timedelta(days=30)))
     # SQLite would give a deleted newest row's number to the next row, so it keeps the newest event and
     # the run holding the newest journal entry (numbers never go back); PostgreSQL's sequences never do.
     reuses_numbers = isinstance(engine.store, SQLiteStore)
@@ -82,6 +83,41 @@ async def test_old_ended_runs_and_events_go_and_live_work_stays(engine: Engine) 
     assert remaining == ({"e-new"} if reuses_numbers else set())
     assert not await exists(engine, parent_of_live) and not await exists(engine, recent)
     assert await exists(engine, live_child) == reuses_numbers
+
+
+async def test_collect_goes_past_runs_a_live_descendant_holds(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oldest ended runs, each holding a live child, fill more than a batch: the later ones still go."""
+    monkeypatch.setattr(retention, "BATCH", 2)
+    clock = Clock()
+    engine._clock = clock
+    held = [await finished(engine, f"held-{i}") for i in range(3)]
+    for parent in held:
+        grandparent_of_live = await finished(engine, "mid", parent=parent)
+        await engine.runs.start_run(StartRunInput(name="live", parent_run_id=grandparent_of_live))
+    clock.advance(1)
+    free = [await finished(engine, f"free-{i}") for i in range(3)]
+    clock.advance(86400)
+    await engine.runs.start_run(StartRunInput(name="newest"))  # holds the newest journal entry (SQLite keeps it)
+
+    before = cutoff_for(engine, timedelta(hours=1))
+    shown = await preview(engine, before)
+    assert shown.runs == 3 and not shown.runs_more
+    assert [run.run_id for run in shown.oldest + shown.newest] == free
+    removed = await collect(engine, before)
+    assert removed.runs == 3 and removed.before == before
+    assert [await exists(engine, run_id) for run_id in held + free] == [True] * 3 + [False] * 3
+
+
+async def test_the_preview_counts_up_to_its_bound(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retention, "PREVIEW_MAX", 7)
+    clock = Clock()
+    engine._clock = clock
+    ended = [await finished(engine, f"r{i}") for i in range(9)]
+    clock.advance(86400)
+    await engine.runs.start_run(StartRunInput(name="newest"))
+    shown = await preview(engine, cutoff_for(engine, timedelta(hours=1)))
+    assert shown.runs == 7 and shown.runs_more
+    assert [run.run_id for run in shown.oldest] == ended[:3] and [run.run_id for run in shown.newest] == ended[4:7]
 
 
 async def test_the_file_stops_growing_under_a_soak(sqlite_engine: Engine, db_path: Path) -> None:
@@ -95,7 +131,7 @@ async def test_the_file_stops_growing_under_a_soak(sqlite_engine: Engine, db_pat
             await engine.runs.checkpoint(CheckpointInput(run_id=run_id, step="b", output=output))
             await engine.runs.finish_run(FinishRunInput(run_id=run_id, output="ok"))
             await engine.events.send_event(SendEventInput(name="soak", data=output))
-        removed = await collect(engine, timedelta(0))
+        removed = await collect(engine, cutoff_for(engine, timedelta(0)))
         assert removed.runs >= 149
         with sqlite3.connect(db_path) as conn:  # fold the WAL into the file to measure the file itself
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -108,7 +144,7 @@ async def test_the_file_stops_growing_under_a_soak(sqlite_engine: Engine, db_pat
 async def test_gc_from_the_cli(engine: Engine, db: str) -> None:
     await finished(engine, "a")
     keep = await finished(engine, "b")
-    printed = cli(db, "gc", "--older-than", "0")
+    printed = cli(db, "gc", "--older-than", "0", "--yes")
     newest_kept = not is_postgres(db)  # SQLite keeps the run holding the newest journal entry (see above)
     expected = "removed 1 run(s)" if newest_kept else "removed 2 run(s)"
     assert printed.stdout.startswith(f"{expected}, 0 event(s) and 0 schedule firing(s)")

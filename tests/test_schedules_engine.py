@@ -168,8 +168,8 @@ async def test_pause_resume_and_remove(engine: Engine, clock: Clock) -> None:
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"cron": "61 * * * *"}, "not a five-field cron expression"),
-        ({"cron": "0 9 * * * *"}, "not a five-field cron expression"),
+        ({"cron": "61 * * * *"}, "has minute 61, out of range: minute goes from 0 to 59"),
+        ({"cron": "0 9 * * * *"}, "has 6 field\\(s\\), not five"),
         ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "not an IANA time zone"),
         ({"at": "2020-01-01T00:00:00Z"}, "is in the past"),
         ({"every_s": 10, "action": {"type": "spawn_subagent", "prompt": "x", "agent": "gpt"}}, "unknown agent"),

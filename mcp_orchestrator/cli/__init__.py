@@ -27,8 +27,10 @@ from ..config import (
     default_db_path,
 )
 from ..errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
-from . import agents, approvals, events, hooks, install, retention, runs, schedules, serve, service, steering
-from .render import printable_std_streams
+from ..exits import EXIT_INTERRUPTED, unwritable
+from . import agents, approvals, events, hooks, install, retention, runs, schedules, serve, service, steering, steps
+from .render import configure, printable_std_streams
+from .wording import SHELL_TERMS
 
 DESCRIPTION = f"""\
 Durable orchestration for coding agents, served over MCP.
@@ -49,28 +51,54 @@ environment:
 """
 
 # The order of `--help`.
-COMMAND_GROUPS = (serve, install, service, hooks, runs, events, agents, steering, approvals, schedules, retention)
+COMMAND_GROUPS = (
+    serve,
+    install,
+    service,
+    hooks,
+    runs,
+    steps,
+    events,
+    agents,
+    steering,
+    approvals,
+    schedules,
+    retention,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     with printable_std_streams():
-        parser = _parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "command_name", None):
-            parser.print_help()
-            return 2
         try:
-            settings = Settings.load(db=args.db, config=args.config)
-            return args.handler(args, settings)
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:  # the reader went away (| head): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        except Exception as exc:  # every failure becomes `code: message`, never a traceback
-            error = _as_orchestrator_error(exc, args.command_name)
-            print(f"{error.code}: {error.message}", file=sys.stderr)
-            return 1
+            try:
+                code = _command(argv)
+            finally:  # --help and usage errors exit through here too: their output is flushed while caught
+                sys.stdout.flush()
+        except OSError as exc:  # the reader went away (| head), or the disk is full
+            return unwritable(exc)
+        except KeyboardInterrupt:  # Ctrl-C while the parser is built, before a command runs
+            return EXIT_INTERRUPTED
+        return code
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command_name", None):
+        parser.print_help()
+        return 2
+    configure(no_color=getattr(args, "no_color", False), environ=os.environ)
+    try:
+        settings = Settings.load(db=args.db, config=args.config)
+        return int(args.handler(args, settings))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # every failure becomes `code: message`, never a traceback
+        error = _as_orchestrator_error(exc, args.command_name)
+        print(f"{error.code}: {error.worded(SHELL_TERMS)}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,15 +7,14 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import InvalidInput
-from ..models import ACTIVE_AGENT_STATES, SpawnSubagentInput, StatusInput, StatusResult
+from ..models import ACTIVE_AGENT_STATES, SpawnSubagentInput, StatusInput
 from ..runtime import Engine, open_engine
 from ..views import ACTIVITY_PAGE, activity_line
-from .command import Commands, add_command, with_engine
+from .command import Commands, add_command, with_query
 from .options import ModelOptions, Option
 from .render import print_json, print_table
 from .runs import RUN
@@ -26,7 +25,7 @@ SPAWN = ModelOptions(
     "agent",
     "name",
     "key",
-    Option("parent_run_id", "--parent"),
+    Option("parent_run_id", "--parent", run=True),
     Option("cwd", help="Directory the sub-agent works in (default: the current directory)."),
     Option("timeout_s", "--timeout"),
     "max_attempts",
@@ -34,7 +33,13 @@ SPAWN = ModelOptions(
     "concurrency_key",
     "concurrency_limit",
     "worktree",
-    Option("command", rest=True, note="Last on the command line: every argument after it is the argv."),
+    Option(
+        "command",
+        rest=True,
+        help="The argv the 'command' profile runs, exactly as given (no shell; braces such as {prompt} are not "
+        "placeholders here); the prompt arrives on its stdin. Implies --agent command.",
+        note="Last on the command line: every argument after it is the argv.",
+    ),
 )
 LOG = ModelOptions(StatusInput, RUN)
 RESUME = ModelOptions(StatusInput, RUN)
@@ -70,6 +75,9 @@ def add_commands(commands: Commands) -> None:
         "--activity", action="store_true", help="the activity timeline (what the agent did) instead of a log file"
     )
     logs.add_argument("--tail", type=int, help="only the last N lines (with --activity: entries)")
+    logs.add_argument(
+        "--json", action="store_true", help="with --activity: one JSON object an entry (JSON lines), for scripts"
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
     logs.add_argument(
         "--raw",
@@ -98,8 +106,9 @@ def add_commands(commands: Commands) -> None:
 
 def _spawn(args: argparse.Namespace, settings: Settings) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    query = SPAWN.build(args, prompt=prompt, cwd=args.cwd or os.getcwd())
-    result = with_engine(settings, lambda engine: engine.subagents.spawn(query))
+    agent = args.agent or ("command" if args.command else None)  # an argv is what the 'command' profile runs
+    query = SPAWN.build(args, prompt=prompt, cwd=args.cwd or os.getcwd(), agent=agent)
+    result = with_query(settings, SPAWN, query, lambda engine, query: engine.subagents.spawn(query))
     if args.json:
         return print_json(result)
     verb = "queued" if result.created else "already exists:"
@@ -108,7 +117,8 @@ def _spawn(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _resume(args: argparse.Namespace, settings: Settings) -> int:
-    run = with_engine(settings, lambda engine: engine.subagents.resume_paused(args.run_id))
+    query = RESUME.build(args)
+    run = with_query(settings, RESUME, query, lambda engine, query: engine.subagents.resume_paused(query.run_id))
     if args.json:
         return print_json(run)
     print(f"resumed {run.run_id} ({run.status}): it starts again within a moment")
@@ -123,16 +133,15 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInput(f"--tail {args.tail}: give a number of lines, 0 or more")
     if args.activity:
         return _activity(args, settings)
-    query = LOG.build(args, journal_limit=0, log_lines=0)
-
-    def status(engine: Engine) -> Awaitable[StatusResult]:
-        return engine.runs.status(query)
-
-    found = with_engine(settings, status)
+    if args.json:
+        raise InvalidInput("--json goes with --activity (entries are data); a log file is printed as it is")
+    built = LOG.build(args, journal_limit=0, log_lines=0)
+    found = with_query(settings, LOG, built, lambda engine, query: engine.runs.status(query))
+    query = built.model_copy(update={"run_id": found.run.run_id})  # resolved once: --follow reads it again
     if found.process is None or found.process.log_dir is None:
         what = "is not a sub-agent" if found.process is None else "has no log yet (its process has not started)"
         if found.process is None or not args.follow:
-            raise InvalidInput(f"run {args.run_id} {what}")
+            raise InvalidInput(f"run {found.run.run_id} {what}")
     log_dir = Path(found.process.log_dir) if found.process.log_dir else settings.runs_dir / found.run.run_id
     path = log_path(log_dir, "stderr" if args.stderr else "stdout")
     if args.tail is not None:
@@ -147,7 +156,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
         nonlocal position
         async with open_engine(settings) as engine:
             while True:
-                ended = (await status(engine)).run.status.terminal
+                ended = (await engine.runs.status(query)).run.status.terminal
                 position = _copy_from(path, position, raw=args.raw)
                 if ended:
                     return
@@ -161,32 +170,33 @@ def _activity(args: argparse.Namespace, settings: Settings) -> int:
     """The activity timeline as it is, then (with --follow) each entry as it comes, until the run ends."""
     if args.stderr or args.raw:
         raise InvalidInput("--activity prints the activity timeline; --stderr and --raw are for the log files")
-    query = LOG.build(args, journal_limit=0, log_lines=0, activity_limit=0)
+    built = LOG.build(args, journal_limit=0, log_lines=0, activity_limit=0)
 
     async def show() -> None:
         async with open_engine(settings) as engine:
+            query = await LOG.resolved(built, engine.runs.resolve)
             found = await engine.runs.status(query)
             if found.process is None:
                 raise InvalidInput(f"run {found.run.run_id} is not a sub-agent: only sub-agents have activity")
             entries = await engine.runs.activity(query.run_id, ACTIVITY_PAGE)
-            if args.tail is None and found.process.activity_dropped:
+            if args.tail is None and found.process.activity_dropped and not args.json:
                 dropped, kept = found.process.activity_dropped, engine.subagents.config.activity_max
                 print(f"({dropped} earlier entries were dropped: the store keeps a run's latest {kept})")
             shown = entries if args.tail is None else entries[-args.tail :] if args.tail else []
             if not args.follow:
                 for entry in shown:
-                    print(activity_line(entry, terminal=True))
-                if not entries:
+                    print(entry.model_dump_json() if args.json else activity_line(entry, terminal=True))
+                if not entries and not args.json:
                     print("no activity yet")
                 return
             after = shown[0].seq - 1 if shown else entries[-1].seq if entries else -1
-            await _follow_activity(engine, query, after)
+            await _follow_activity(engine, query, after, as_json=args.json)
 
     asyncio.run(show())
     return 0
 
 
-async def _follow_activity(engine: Engine, query: StatusInput, after: int) -> None:
+async def _follow_activity(engine: Engine, query: StatusInput, after: int, *, as_json: bool = False) -> None:
     """Print the run's entries after ``after`` in order as they come; a tool call still running holds the
     ones behind it until it finishes (its entry is updated in place) or ACTIVITY_HOLD_S pass. Ends once the
     run has ended and its process has exited (or ACTIVITY_GRACE_S after the run ended), all printed."""
@@ -203,7 +213,7 @@ async def _follow_activity(engine: Engine, query: StatusInput, after: int) -> No
             running = entry.kind == "tool" and entry.failed is None
             if running and not done and now - held.setdefault(entry.seq, now) < ACTIVITY_HOLD_S:
                 break
-            print(activity_line(entry, terminal=True))
+            print(entry.model_dump_json() if as_json else activity_line(entry, terminal=True))
             held.pop(entry.seq, None)
             after = entry.seq
         sys.stdout.flush()

@@ -8,12 +8,21 @@ from typing import Any
 from ..config import Settings
 from ..errors import InvalidInput
 from ..models import Approval, DecideApprovalInput, DecideApprovalResult, ListApprovalsInput
-from .command import Commands, add_command, with_engine
+from .command import Commands, add_command, with_engine, with_query
 from .options import ModelOptions, Option
 from .render import brief, print_json, print_table, when
 
-APPROVAL = Option("approval_id", "ID")
-LIST = ModelOptions(ListApprovalsInput, Option("run_id", "--run"), "limit")
+APPROVAL = Option("approval_id", "ID", help="The permission request's id, as 'mcp-orchestrator approvals' shows it.")
+LIST = ModelOptions(
+    ListApprovalsInput,
+    Option(
+        "run_id",
+        "--run",
+        help="Only this run's and its descendants' requests (its id, key or the start of its id).",
+        run=True,
+    ),
+    "limit",
+)
 APPROVE = ModelOptions(
     DecideApprovalInput,
     APPROVAL,
@@ -64,7 +73,7 @@ def add_commands(commands: Commands) -> None:
 
 def _approvals(args: argparse.Namespace, settings: Settings) -> int:
     query = LIST.build(args, status="all" if args.all else "pending")
-    result = with_engine(settings, lambda engine: engine.approvals.list(query))
+    result = with_query(settings, LIST, query, lambda engine, query: engine.approvals.list(query))
     if args.json:
         return print_json(result)
     headers = ["APPROVAL", "RUN", "TOOL", "REQUEST", "REQUESTED", "STATUS"]

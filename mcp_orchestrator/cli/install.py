@@ -141,7 +141,7 @@ def _server(args: argparse.Namespace, settings: Settings) -> tuple[list[str], di
 
 
 def _headers(settings: Settings) -> dict[str, str]:
-    from ..web.auth import load_or_create_token
+    from ..tokens import load_or_create_token
 
     return {"Authorization": f"Bearer {load_or_create_token(settings.token_file)}"}
 

@@ -5,7 +5,9 @@ else a flag, a positional, a note, its own default or its own help. Each option'
 switch, JSON, KEY=VALUE, repeatable, choices) and help (description, default, range) come from the
 field, and the parsed values go back through the model: the CLI validates exactly as the tools do,
 and a bad value is the same ``invalid_input`` naming the field. argparse itself only checks the
-shape of the command line (a number where a number goes), as it always has.
+shape of the command line (a number where a number goes), as it always has. A field that names a run
+(``Option(run=True)``) takes what a person types for one, resolved to the run's id in one place
+(``ModelOptions.resolved``) before the command calls the engine.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import json
 import re
 import types
 import typing
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, JsonValue, ValidationError
@@ -38,6 +42,7 @@ class Option:
     help: str = ""  # instead of the field's description, where a switch or the shell changes its meaning
     default: Any = None  # the command's own default, where it is not the model's
     rest: bool = False  # every argument after the flag is its value (an argv)
+    run: bool = False  # the value names a run: its id, its key or the start of its id (``Runs.resolve``)
 
 
 def json_value(flag: str, text: str) -> Any:
@@ -66,12 +71,12 @@ def key_values(flag: str, pairs: list[str]) -> dict[str, str]:
 class ModelOptions(Generic[M]):
     """The options one command takes from one input model, and that model built back from them."""
 
-    def __init__(self, model: type[M], *options: str | Option, by_flag: bool = False) -> None:
-        """``by_flag``: a bad value is named by its flag (``--usd``), not its field (``max_budget_usd``)."""
+    def __init__(self, model: type[M], *options: str | Option) -> None:
         self.model = model
-        self._options = [_ModelOption(model, o if isinstance(o, Option) else Option(o)) for o in options]
+        given = [o if isinstance(o, Option) else Option(o) for o in options]
+        self._options = [_ModelOption(model, o) for o in given]
         self._flags = {o.field: o.flag for o in self._options}
-        self._by_flag = by_flag
+        self._runs = [o.field for o in given if o.run]
         for option in self._options:
             option.help = _in_shell_terms(option.help, self._flags)
 
@@ -86,17 +91,19 @@ class ModelOptions(Generic[M]):
         values.update(settled)
         try:
             return self.model.model_validate({name: value for name, value in values.items() if value is not None})
-        except ValidationError as exc:
-            if not self._by_flag:
-                raise
-            raise self._named_by_flag(exc) from None
+        except ValidationError as exc:  # named as typed: --status, RUN, not status.0 or run_id
+            flags = {field: flag for field, flag in self._flags.items() if flag.startswith("-")}
+            words = partial(_in_shell_terms, flags=flags, bare=True)
+            raise invalid_input_from(exc, "options", names=self._flags, said=words) from None
 
-    def _named_by_flag(self, exc: ValidationError) -> InvalidInput:
-        problems = []
-        for problem in invalid_input_from(exc).fields["problems"]:
-            field, sep, rest = problem.partition(":")
-            problems.append(f"{self._flags[field]}{sep}{rest}" if sep and field in self._flags else problem)
-        return InvalidInput("invalid options: " + "; ".join(problems), problems=problems)
+    async def resolved(self, query: M, resolve: Callable[[str], Awaitable[str]]) -> M:
+        """``query`` with each run it names (the fields of ``Option(run=True)``) replaced by that run's id;
+        ``resolve`` (``Runs.resolve``) fails on an unknown or ambiguous name, listing candidates."""
+        update = {}
+        for field in self._runs:
+            if (text := getattr(query, field)) is not None:
+                update[field] = await resolve(text)
+        return query.model_copy(update=update)
 
 
 class _ModelOption:
@@ -116,6 +123,8 @@ class _ModelOption:
         self.json = any(m is JsonValue or (isinstance(m, type) and issubclass(m, BaseModel)) for m in members)
         self.mapping = any(typing.get_origin(m) is dict for m in members)
         self.repeated = self.mapping or any(typing.get_origin(m) is list for m in members)
+        # One value or a list of them: a flag given once passes the one value (an error then names the field).
+        self.one_or_many = self.repeated and not self.mapping and any(typing.get_origin(m) is None for m in members)
         self.choices = _choices(scalar)
         self.number = scalar if scalar in (int, float) else None
         self.default = option.default
@@ -187,6 +196,8 @@ class _ModelOption:
             return json_value(self.flag, given)
         if self.mapping:
             return key_values(self.flag, given)
+        if self.one_or_many and isinstance(given, list) and len(given) == 1:
+            return given[0]
         return given
 
 
@@ -229,11 +240,15 @@ def _number(value: Any) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _in_shell_terms(text: str, flags: dict[str, str]) -> str:
-    """A field's description with the fields it names (``every_s``, `timezone`) named by their flags."""
+def _in_shell_terms(text: str, flags: dict[str, str], bare: bool = False) -> str:
+    """A field's description with the fields it names (``every_s``, `timezone`) named by their flags;
+    ``bare``: one-word names too, and ``begin=true`` as ``--begin`` (for a model's own rule, such as
+    "begin=true takes neither output nor error", which quotes no value a person typed)."""
 
     def flag(found: re.Match[str]) -> str:
-        name = found.group(1) or found.group(2)
+        name = next(group for group in found.groups() if group)
         return flags.get(name, found.group(0))
 
+    if bare:
+        return re.sub(r"\b([a-z]+(?:_[a-z]+)*)(?:=true)?\b", flag, text)
     return re.sub(r"`(\w+)`|\b([a-z]+(?:_[a-z]+)+)\b", flag, text)

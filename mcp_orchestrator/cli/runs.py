@@ -18,16 +18,23 @@ from ..models import (
 )
 from ..runtime import Engine
 from ..views import activity_line, budget_words, paused_at_budget, process_facts, spent, usage_words, whole
-from .command import Commands, add_command, with_engine
+from .command import Commands, add_command, with_query
 from .options import ModelOptions, Option
-from .render import brief, print_fields, print_json, print_table, when
+from .render import brief, on_terminal, print_fields, print_json, print_table, when
 
-RUN = Option("run_id", "RUN")
+RUN = Option(
+    "run_id",
+    "RUN",
+    help="The run: its id, its key, or the start of its id (at least 4 characters, any case).",
+    run=True,
+)
 LIST_RUNS = ModelOptions(
     ListRunsInput,
     "status",
     "name",
-    Option("parent_run_id", "--parent"),
+    Option(
+        "parent_run_id", "--parent", help="Only children of this run (its id, key or the start of its id).", run=True
+    ),
     "label",
     Option("workspace", note="'.' for the current one."),
     "since",
@@ -84,32 +91,79 @@ def add_commands(commands: Commands) -> None:
 
 def _runs(args: argparse.Namespace, settings: Settings) -> int:
     query = LIST_RUNS.build(args, workspace=settings.workspace if args.workspace == "." else args.workspace)
-    result = with_engine(settings, lambda engine: engine.runs.list_runs(query))
+    result = with_query(settings, LIST_RUNS, query, lambda engine, query: engine.runs.list_runs(query))
     if args.json:
         return print_json(result)
+    tree = grouped(result.runs)
     print_table(
-        ["RUN", "NAME", "STATUS", "COST", "CREATED", "UPDATED", "WORKSPACE"],
+        ["RUN", "NAME", "STATUS", "COST", "CREATED", "UPDATED", *_parent_column(), "WORKSPACE"],
         [
-            [r.run_id, r.name, r.status, spent(r.tree_usage), when(r.created_at), when(r.updated_at), r.workspace or ""]
-            for r in result.runs
+            [
+                _tree_cell(depth, r.run_id),
+                r.name,
+                r.status,
+                spent(r.tree_usage),
+                when(r.created_at),
+                when(r.updated_at),
+                *_parent_cell(r),
+                r.workspace or "",
+            ]
+            for depth, r in tree
         ],
         next_cursor=result.next_cursor,
+        drop=("WORKSPACE", "UPDATED", "COST"),
     )
     return 0
 
 
-def _status(args: argparse.Namespace, settings: Settings) -> int:
-    query = STATUS.build(args)
+def _tree_cell(depth: int, run_id: str) -> str:
+    """A run's id in a tree: indented under its parent on a terminal; piped, the id alone (a script's
+    first field is always the id), the rows still in the tree's order."""
+    return "  " * depth + ("└ " if depth else "") + run_id if on_terminal() else run_id
 
-    async def status_and_tree(engine: Engine) -> tuple[StatusResult, list[tuple[int, Run]], float | None]:
+
+def _parent_column() -> list[str]:
+    """Piped, a table of runs says each one's parent in a column, where a terminal draws the tree."""
+    return [] if on_terminal() else ["PARENT"]
+
+
+def _parent_cell(run: Run) -> list[str]:
+    return [] if on_terminal() else [run.parent_run_id or "-"]
+
+
+def grouped(runs: list[Run]) -> list[tuple[int, Run]]:
+    """The page's runs as (depth, run): each after its parent when the page holds the parent (children
+    oldest first, as they were started), else where it falls, newest first."""
+    on_page = {run.run_id for run in runs}
+    children: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.parent_run_id in on_page:
+            children.setdefault(run.parent_run_id, []).append(run)
+    tree: list[tuple[int, Run]] = []
+
+    def add(run: Run, depth: int) -> None:
+        tree.append((depth, run))
+        for child in reversed(children.get(run.run_id, [])):
+            add(child, depth + 1)
+
+    for run in runs:
+        if run.parent_run_id not in on_page:
+            add(run, 0)
+    return tree
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    async def status_and_tree(
+        engine: Engine, query: StatusInput
+    ) -> tuple[StatusResult, list[tuple[int, Run]], float | None]:
         result = await engine.runs.status(query)
         silent = engine.subagents.silent_for(result.process, engine.now()) if result.process else None
         return result, [] if args.json else await engine.runs.descendants(result.children), silent
 
-    result, tree, silent = with_engine(settings, status_and_tree)
+    result, tree, silent = with_query(settings, STATUS, STATUS.build(args), status_and_tree)
     if args.json:
         return print_json(result)
-    _print_run(result.run, paused_at_budget(result.run, result.waits))
+    _print_run(result.run, paused_at_budget(result.run, result.waits), sub_agent=result.process is not None)
     if result.process is not None:
         _print_process(result.process, result.log_tail, silent)
         _print_activity(result)
@@ -135,15 +189,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     if tree:
         print()
         print_table(
-            ["CHILDREN", "NAME", "STATUS", "COST", "ENDED"],
+            ["CHILDREN", "NAME", "STATUS", "COST", *_parent_column(), "ENDED"],
             [
-                [
-                    "  " * depth + ("└ " if depth else "") + c.run_id,
-                    c.name,
-                    c.status,
-                    spent(c.tree_usage),
-                    when(c.ended_at),
-                ]
+                [_tree_cell(depth, c.run_id), c.name, c.status, spent(c.tree_usage), *_parent_cell(c), when(c.ended_at)]
                 for depth, c in tree
             ],
         )
@@ -156,8 +204,11 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_run(run: Run, paused: bool = False) -> None:
+def _print_run(run: Run, paused: bool = False, *, sub_agent: bool = False) -> None:
+    """The run's fields; a sub-agent's input shown as its prompt (its task), any other run's as it is."""
     budget = budget_words(run)
+    prompt = run.input.get("prompt") if sub_agent and isinstance(run.input, dict) else None
+    tree = run.tree_usage is not None and run.tree_usage != run.usage
     if paused:
         budget += f" (paused: raise it with 'mcp-orchestrator budget {run.run_id} --usd DOLLARS')"
     print_fields(
@@ -173,10 +224,13 @@ def _print_run(run: Run, paused: bool = False) -> None:
             ("updated", when(run.updated_at)),
             ("ended", when(run.ended_at)),
             ("deadline", when(run.deadline_at)),
+            ("prompt", brief(" ".join(prompt.split()), 200) if isinstance(prompt, str) else ""),
+            ("input", brief(run.input, 200) if run.input is not None and not isinstance(prompt, str) else ""),
+            ("cost", spent(run.tree_usage or run.usage) + (" (with its descendants)" if tree else "")),
             ("output", brief(run.output) if run.output is not None else ""),
             ("error", whole(run.error) if run.error is not None else ""),  # whole: it says why
             ("usage", usage_words(run.usage)),
-            ("tree", usage_words(run.tree_usage) + " (with its descendants)" if run.tree_usage != run.usage else ""),
+            ("tree", usage_words(run.tree_usage) + " (with its descendants)" if tree else ""),
             ("budget", budget),
         ]
     )
@@ -221,8 +275,7 @@ def _print_messages(messages: list[Message]) -> None:
 
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:
-    query = CANCEL.build(args)
-    result = with_engine(settings, lambda engine: engine.runs.cancel_run(query))
+    result = with_query(settings, CANCEL, CANCEL.build(args), lambda engine, query: engine.runs.cancel_run(query))
     if args.json:
         return print_json(result)
     if result.cancelled_run_ids:
@@ -233,8 +286,7 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    query = RETRY.build(args)
-    result = with_engine(settings, lambda engine: engine.runs.retry_run(query))
+    result = with_query(settings, RETRY, RETRY.build(args), lambda engine, query: engine.runs.retry_run(query))
     if args.json:
         return print_json(result)
     reset = f"; steps starting over: {', '.join(result.reset_steps)}" if result.reset_steps else ""

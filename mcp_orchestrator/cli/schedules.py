@@ -18,7 +18,12 @@ SCHEDULE = ModelOptions(
     Option("every_s", "--every"),
     "at",
     "timezone",
-    "action",
+    Option(
+        "action",
+        help='What each firing does: {"type": "spawn_subagent", "prompt": ...} with any of the fields '
+        '\'mcp-orchestrator spawn\' takes (agent, cwd, timeout_s, labels ...), or {"type": "send_event", '
+        '"name": ..., "data": ...}.',
+    ),
     "overlap",
     "catch_up",
     Option("enabled", "--paused", help="Create it paused: nothing fires until 'schedules resume'."),

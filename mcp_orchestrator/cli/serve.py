@@ -67,6 +67,8 @@ def add_commands(commands: Commands) -> None:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.http is None:
+        if sys.stdin is not None and sys.stdin.isatty():  # a person, not a client (clients give a pipe)
+            print(_stdio_on_a_terminal(settings), file=sys.stderr, flush=True)
         asyncio.run(_serve_stdio(settings))
         return 0
     host, port = _parse_address(args.http)
@@ -74,6 +76,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--no-token serves without authentication: only on a loopback address, not {host}")
     asyncio.run(_serve_http(settings, host, port, token_required=not args.no_token))
     return 0
+
+
+def _stdio_on_a_terminal(settings: Settings) -> str:
+    """What 'serve' on a terminal is waiting for, and the ways a person uses it instead."""
+    return f"""\
+mcp-orchestrator {__version__}: serving MCP over stdio, store {settings.db}.
+It is waiting for an MCP client to send JSON-RPC messages on stdin; a client such as Claude Code or
+OpenCode starts it so. To use it:
+  mcp-orchestrator install claude-code   register it with Claude Code (or: install opencode)
+  mcp-orchestrator serve --http 8765     serve over HTTP, with the dashboard at http://127.0.0.1:8765/
+  mcp-orchestrator runs                  the runs in the store ('mcp-orchestrator --help' for the rest)
+Still serving here: Ctrl-D or Ctrl-C stops it."""
 
 
 async def _serve_stdio(settings: Settings) -> None:
@@ -194,7 +208,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from ..web.auth import load_or_create_token
+    from ..tokens import load_or_create_token
 
     print(load_or_create_token(settings.token_file))
     return 0

@@ -10,12 +10,12 @@ from ..errors import InvalidInput
 from ..models import SendMessageInput, SendMessageResult, SetBudgetInput, SetBudgetResult, StatusInput
 from ..runtime import Engine
 from ..views import budget_words, paused_at_budget
-from .command import Commands, add_command, with_engine
+from .command import Commands, add_command, with_query
 from .options import ModelOptions, Option
 from .render import print_json
 from .runs import RUN
 
-MESSAGE = ModelOptions(SendMessageInput, RUN, Option("text", "TEXT", note="'-' reads it from stdin."), by_flag=True)
+MESSAGE = ModelOptions(SendMessageInput, RUN, Option("text", "TEXT", note="'-' reads it from stdin."))
 BUDGET = ModelOptions(
     SetBudgetInput,
     RUN,
@@ -26,7 +26,6 @@ BUDGET = ModelOptions(
         "until it is raised.",
     ),
     Option("max_turns", "--turns", help="Model turns the run's own sub-agent may take, over all its attempts."),
-    by_flag=True,
 )
 
 
@@ -57,9 +56,8 @@ def add_commands(commands: Commands) -> None:
 
 def _message(args: argparse.Namespace, settings: Settings) -> int:
     text = sys.stdin.read() if args.text == "-" else args.text
-    query = MESSAGE.build(args, text=text)
 
-    async def send(engine: Engine) -> SendMessageResult:
+    async def send(engine: Engine, query: SendMessageInput) -> SendMessageResult:
         # Refusals in a person's words (the service's name the tools a model would use instead).
         found = await engine.runs.status(
             StatusInput(run_id=query.run_id, journal_limit=0, log_lines=0, activity_limit=0)
@@ -77,7 +75,7 @@ def _message(args: argparse.Namespace, settings: Settings) -> int:
             )
         return await engine.messages.send(query, source="cli")
 
-    result = with_engine(settings, send)
+    result = with_query(settings, MESSAGE, MESSAGE.build(args, text=text), send)
     if args.json:
         return print_json(result)
     message = result.message
@@ -89,16 +87,15 @@ def _message(args: argparse.Namespace, settings: Settings) -> int:
 def _budget(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_budget_usd is None and args.max_turns is None:
         raise InvalidInput("give --usd DOLLARS, --turns N or both: the run's new limits")
-    query = BUDGET.build(args)
 
-    async def set_budget(engine: Engine) -> tuple[SetBudgetResult, bool]:
+    async def set_budget(engine: Engine, query: SetBudgetInput) -> tuple[SetBudgetResult, bool]:
         result = await engine.budgets.set_budget(query)
         found = await engine.runs.status(
             StatusInput(run_id=query.run_id, journal_limit=0, log_lines=0, activity_limit=0)
         )
         return result, paused_at_budget(found.run, found.waits)
 
-    result, still_paused = with_engine(settings, set_budget)
+    result, still_paused = with_query(settings, BUDGET, BUDGET.build(args), set_budget)
     if args.json:
         return print_json(result)
     run = result.run

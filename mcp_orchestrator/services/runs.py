@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import transitions
-from ..errors import InvalidInput, OrchestratorError, RunTerminal, StepFailed, raise_or_return, short_json
-from ..ids import new_id
+from ..errors import (
+    InvalidInput,
+    OrchestratorError,
+    Remedy,
+    RunAmbiguous,
+    RunNotFound,
+    RunTerminal,
+    StepFailed,
+    raise_or_return,
+    short_json,
+)
+from ..ids import new_id, prefix_range
 from ..logs import read_log_tails
 from ..models import (
     LABEL_KEY_PATTERN,
@@ -49,6 +59,12 @@ from .context import Context
 from .sizing import fit_runs, fit_start, fit_status, page_steps
 
 TREE_DEPTH, TREE_WIDTH = 5, 50  # how much of a run's tree descendants() shows
+TREE_MAX = 250  # runs in all that descendants() reads, whatever the depth and width allow
+# The shortest id prefix resolve() takes. An id starts with its creation time in milliseconds, 10
+# characters of 5 bits: 4 characters span about 12 days of runs, 3 about a year, 2 about 35 years, so a
+# shorter prefix names nearly every run. (Telling one run from those made around it takes 9 or 10.)
+PREFIX_MIN = 4
+PREFIX_CANDIDATES = 5  # how many runs an ambiguous prefix lists
 
 
 class Runs:
@@ -151,8 +167,12 @@ class Runs:
                 return CheckpointResult(step=step, replayed=True, retry=False)
             raise StepFailed(
                 f"step {args.step!r} of run {run.run_id} failed for good after {step.attempt} attempt(s) "
-                f"(last error: {short_json(step.error)}); it takes no more attempts. Handle the failure, "
-                "use a new step name for a different approach, or finish_run with an error",
+                f"(last error: {short_json(step.error)}); it takes no more attempts",
+                remedy=Remedy(
+                    "finish_run",
+                    " with an error",
+                    before="handle the failure, use a new step name for a different approach, or ",
+                ),
                 run_id=run.run_id,
                 step=args.step,
             )
@@ -179,9 +199,44 @@ class Runs:
 
     # Reading.
 
-    async def status(self, args: StatusInput, *, budget: int | None = None) -> StatusResult:
+    async def resolve(self, text: str) -> str:
+        """The id of the run ``text`` names, as a person types it: its id, its idempotency key, or (at
+        least PREFIX_MIN characters, any case) the start of its id that no other run's shares. An unknown
+        name is RunNotFound; a prefix of several runs is RunAmbiguous, listing some of them."""
+
+        def read(tx: Transaction) -> str | list[Run]:
+            if tx.peek_runs([text])[0] is not None:
+                return text
+            if (keyed := tx.get_run_by_key(text)) is not None:
+                return keyed.run_id
+            bounds = prefix_range(text.upper()) if len(text) >= PREFIX_MIN else None
+            return [] if bounds is None else tx.runs_in_id_range(*bounds, PREFIX_CANDIDATES + 1)
+
+        found = await self.store.read(read)
+        if isinstance(found, str):
+            return found
+        if not found:
+            short = len(text) < PREFIX_MIN and prefix_range(text.upper()) is not None
+            raise RunNotFound(text, by_key_or_prefix=True, prefix_min=PREFIX_MIN if short else 0)
+        if len(found) == 1:
+            return found[0].run_id
+        listed = [
+            {
+                "run_id": r.run_id,
+                "name": r.name,
+                "status": r.status.value,
+                "created": f"{r.created_at:%Y-%m-%dT%H:%M:%SZ}",
+            }
+            for r in found[:PREFIX_CANDIDATES]
+        ]
+        raise RunAmbiguous(text, listed, more=len(found) > PREFIX_CANDIDATES)
+
+    async def status(
+        self, args: StatusInput, *, budget: int | None = None, children: int | None = None
+    ) -> StatusResult:
         """The run with its steps, children and latest journal entries; with a ``budget`` (bytes of JSON),
-        fitted to it for a model (``sizing.fit_status``), else every step asked for whole."""
+        fitted to it for a model (``sizing.fit_status``), else every step asked for whole. ``children``: only
+        the newest that many children, without their payloads (a page read again on every change)."""
 
         before = _activity_cursor(args.activity_cursor)
 
@@ -194,7 +249,11 @@ class Runs:
                 run=run,
                 steps=tx.list_steps(run.run_id),
                 waits=tx.list_waits(run.run_id),
-                children=tx.list_children(run.run_id),
+                children=(
+                    tx.list_children(run.run_id)
+                    if children is None
+                    else sorted(tx.children_of([run.run_id], children), key=lambda child: child.run_id)
+                ),
                 process=process,
                 journal=tx.read_journal(run.run_id, args.journal_limit) if args.journal_limit else [],
                 activity=activity,
@@ -237,21 +296,76 @@ class Runs:
         where ``status`` of each would read far more."""
         return await self.store.read(lambda tx: tx.waits_of(run_ids))
 
-    async def descendants(self, children: list[Run], depth: int = 0) -> list[tuple[int, Run]]:
-        """The tree under a run (given its children), depth first, as (depth, run): at most
-        TREE_DEPTH levels and TREE_WIDTH runs a level, for people to read."""
+    async def descendants(self, children: list[Run]) -> list[tuple[int, Run]]:
+        """The tree under a run (given its children), depth first, as (depth, run): see ``tree_below``."""
+        return (await self.tree_below(children))[0]
+
+    async def tree_below(self, children: list[Run]) -> tuple[list[tuple[int, Run]], bool]:
+        """The tree under a run (given its children), depth first, as (depth, run), for people to read: at
+        most TREE_DEPTH levels, the newest TREE_WIDTH runs under each run and TREE_MAX runs in all, each
+        level one statement; and whether the tree holds more than that (then a person opens a run below)."""
+        levels: list[list[Run]] = [sorted(children, key=lambda run: run.run_id)[-TREE_WIDTH:]]
+        cut = len(children) > TREE_WIDTH
+
+        def read(tx: Transaction) -> bool:
+            nonlocal cut
+            total = len(levels[0])
+            while levels[-1] and len(levels) < TREE_DEPTH and total < TREE_MAX:
+                found = tx.children_of([run.run_id for run in levels[-1]], TREE_WIDTH + 1)
+                under: dict[str | None, list[Run]] = {}
+                for run in found:
+                    under.setdefault(run.parent_run_id, []).append(run)
+                level = []
+                for parent in levels[-1]:
+                    newest = under.get(parent.run_id, [])
+                    cut = cut or len(newest) > TREE_WIDTH
+                    level += sorted(newest[:TREE_WIDTH], key=lambda run: run.run_id)
+                cut = cut or len(level) > TREE_MAX - total
+                levels.append(level[: TREE_MAX - total])
+                total += len(levels[-1])
+            # Below the last level read: a run there may have children of its own, not shown.
+            return cut or bool(levels[-1] and tx.count_children([run.run_id for run in levels[-1]]))
+
+        cut = await self.store.read(read)
+        under = {run.run_id: run for level in levels[1:] for run in level}
+        below: dict[str, list[Run]] = {}
+        for run in under.values():
+            below.setdefault(run.parent_run_id or "", []).append(run)
         tree: list[tuple[int, Run]] = []
-        for child in children[:TREE_WIDTH]:
-            tree.append((depth, child))
-            if depth + 1 < TREE_DEPTH:
-                below = await self.list_runs(ListRunsInput(parent_run_id=child.run_id, limit=TREE_WIDTH))
-                tree += await self.descendants(sorted(below.runs, key=lambda run: run.run_id), depth + 1)
-        return tree
+
+        def walk(runs: list[Run], depth: int) -> None:
+            for run in runs:
+                tree.append((depth, run))
+                walk(below.get(run.run_id, []), depth + 1)
+
+        walk(levels[0], 0)
+        return tree, cut
+
+    async def ancestors(self, run_id: str, limit: int) -> tuple[list[Run], int]:
+        """The runs above this one, root first, without their payloads: the nearest ``limit`` of them, and
+        how many more are above those (a person's tree view says so rather than reading a deep chain)."""
+
+        def read(tx: Transaction) -> tuple[list[Run], int]:
+            above = tx.ancestor_ids(run_id)
+            runs = [run for ancestor_id in above[:limit] if (run := tx.get_run(ancestor_id, payloads=False))]
+            return runs[::-1], max(0, len(above) - limit)
+
+        return await self.store.read(read)
 
     async def list_runs(self, args: ListRunsInput, *, budget: int | None = None) -> ListRunsResult:
         """Runs newest first, filtered, one page at a time; with a ``budget`` (bytes of JSON), a page
         no longer than that (``sizing.fit_runs``)."""
-        query = RunFilter(
+        query = self.filter_of(args)
+        await self.expire_overdue_runs()
+        runs, cursor = page_of(await self.store.read(lambda tx: tx.list_runs(query)), args.limit)
+        result = ListRunsResult(runs=runs, next_cursor=cursor)
+        return result if budget is None else fit_runs(result, budget)
+
+    @staticmethod
+    def filter_of(args: ListRunsInput) -> RunFilter:
+        """A page of list_runs as the store is asked for it: one run more than the page, so that ``page_of``
+        knows whether there is a next page."""
+        return RunFilter(
             statuses=[] if args.status is None else args.status if isinstance(args.status, list) else [args.status],
             name=args.name,
             parent_run_id=args.parent_run_id,
@@ -261,14 +375,6 @@ class Runs:
             before_run_id=args.cursor,
             limit=args.limit + 1,
         )
-        await self.expire_overdue_runs()
-        runs = await self.store.read(lambda tx: tx.list_runs(query))
-        if len(runs) > args.limit:
-            runs = runs[: args.limit]
-            result = ListRunsResult(runs=runs, next_cursor=runs[-1].run_id)
-        else:
-            result = ListRunsResult(runs=runs, next_cursor=None)
-        return result if budget is None else fit_runs(result, budget)
 
     async def expire_overdue_runs(self) -> list[str]:
         """Fail every live run whose deadline has passed; returns their ids."""
@@ -284,6 +390,13 @@ class Runs:
             return expired
 
         return await self.store.write(expire)
+
+
+def page_of(runs: list[Run], limit: int) -> tuple[list[Run], str | None]:
+    """The page of runs read by a ``filter_of`` query, and the cursor of the next page (None: no more)."""
+    if len(runs) > limit:
+        return runs[:limit], runs[limit - 1].run_id
+    return runs, None
 
 
 def _begin_attempt(tx: Transaction, run: Run, name: str, step: Step | None, now: datetime) -> CheckpointResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -62,10 +63,12 @@ def zone(name: str) -> ZoneInfo:
 
 def check_cron(expression: str, timezone: str, now: datetime) -> None:
     """Refuse an expression croniter cannot read, or one that names no date at all (e.g. '0 0 31 2 *')."""
-    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+    readable = len(expression.split()) == 5 and croniter.is_valid(expression)
+    if (problem := _step_problem(expression) if readable else _cron_problem(expression)) is not None:
         raise InvalidInput(
-            f"cron: {expression!r} is not a five-field cron expression (minute hour day-of-month month "
-            "day-of-week), e.g. '0 9 * * 1-5' for weekdays at 09:00",
+            f"cron: {expression!r} {problem}; the five fields are minute (0-59), hour (0-23), "
+            "day-of-month (1-31), month (1-12) and day-of-week (0-7, Sunday 0 or 7), e.g. '0 9 * * 1-5' for weekdays "
+            "at 09:00",
             cron=expression,
         )
     if _next_cron(expression, now.astimezone(zone(timezone))) is None:
@@ -74,6 +77,32 @@ def check_cron(expression: str, timezone: str, now: datetime) -> None:
             "or 31st, April no 31st); choose days the chosen months have, e.g. '0 0 28 2 *'",
             cron=expression,
         )
+
+
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
+
+
+def _cron_problem(expression: str) -> str:
+    """What is wrong with a cron expression croniter refused, as precisely as can be told: the number of
+    fields, or the first field with a number out of its range."""
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return f"has {len(fields)} field(s), not five"
+    for text, (name, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+        for number in re.findall(r"(?<![/\w])\d+", text):  # a value or a range's bound, not a /step
+            if not low <= int(number) <= high:
+                return f"has {name} {int(number)}, out of range: {name} goes from {low} to {high}"
+    return "is not a cron expression: a field is a number, a range (1-5), a list (1,3), a step (*/15) or *"
+
+
+def _step_problem(expression: str) -> str | None:
+    """A step croniter takes but that does not step (``*/61`` names minute 0 alone: hourly, not what was
+    meant): a field's step goes from 1 to the span of its values."""
+    for text, (name, low, high) in zip(expression.split(), _CRON_FIELDS, strict=True):
+        for step in re.findall(r"/(\d+)", text):
+            if not 1 <= int(step) <= high - low:
+                return f"has the {name} step {int(step)}, out of range: {name} steps go from 1 to {high - low}"
+    return None
 
 
 def _next_cron(expression: str, after: datetime) -> datetime | None:

@@ -88,6 +88,42 @@ class Transaction(Protocol):
 
     def list_children(self, run_id: str) -> list[Run]: ...
 
+    # What the dashboard counts and links, each answered from an index.
+
+    def count_runs(self, statuses: Collection[RunStatus]) -> dict[RunStatus, int]:
+        """How many runs are in each of ``statuses`` (a status without runs: absent)."""
+
+    def count_ended_since(self, status: RunStatus, since: datetime) -> int:
+        """How many runs in ``status`` ended at or after ``since``."""
+
+    def count_children(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """How many children each of these runs has (none: absent)."""
+
+    def count_waits(self, kind: str) -> int:
+        """How many pending waits of this kind there are (e.g. 'approval')."""
+
+    def count_waits_of(self, kind: str, run_ids: Sequence[str]) -> dict[str, int]:
+        """How many pending waits of this kind each of these runs has (none: absent)."""
+
+    def count_runs_waiting_in(self, kind: str, or_kind: str, step_prefix: str) -> int:
+        """How many runs have a pending wait of ``kind``, or of ``or_kind`` on a step starting with
+        ``step_prefix``."""
+
+    def consumers_of(self, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The runs that consumed each of these events (by seq), by run id (none: absent)."""
+
+    def cancelled_by(self, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The runs each of these events cancelled through a cancel trigger (by seq), by run id (none:
+        absent); not their descendants, cancelled with them."""
+
+    def children_of(self, run_ids: Sequence[str], limit: int) -> list[Run]:
+        """Each of these runs' newest ``limit`` children, without input, output and error, grouped by
+        parent, newest first within a parent."""
+
+    def runs_in_id_range(self, low: str, high: str, limit: int) -> list[Run]:
+        """Runs (without input, output and error) with ``low <= run_id < high``, by id, at most ``limit``:
+        the runs whose id starts with a prefix, ``low`` and ``high`` being its first id and the next prefix."""
+
     def descendant_ids(self, run_id: str, statuses: Collection[RunStatus]) -> list[str]:
         """Ids of every descendant (children, their children ...) in one of ``statuses``."""
 
@@ -270,10 +306,10 @@ class Transaction(Protocol):
 
     # Retention.
 
-    def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
-        """Completed, failed or cancelled runs that ended before ``cutoff``, oldest first; where a deleted
-        newest row's number is taken again (SQLite), except the run holding the newest journal entry,
-        so journal numbers never go back."""
+    def removable_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Completed, failed or cancelled runs that ended before ``cutoff`` and have no live descendant,
+        oldest end first; where a deleted newest row's number is taken again (SQLite), except the run
+        holding the newest journal entry, so journal numbers never go back."""
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         """Remove the runs with everything that is theirs: steps, journal, waits, labels, process record."""
@@ -288,6 +324,12 @@ class Transaction(Protocol):
 
     def delete_firings_before(self, cutoff: datetime) -> int:
         """Remove schedule firings due before ``cutoff``; returns how many."""
+
+    def count_events_before(self, cutoff: datetime) -> int:
+        """How many events ``delete_events_before`` would remove."""
+
+    def count_firings_before(self, cutoff: datetime) -> int:
+        """How many firings ``delete_firings_before`` would remove."""
 
     # Schedules.
 

@@ -96,6 +96,7 @@ POSTGRES = Dialect(
     returning_seq=" RETURNING seq",
     row_locks=True,
     index_hints=False,
+    detail_number="((detail->>'{}')::bigint)",
     reuses_numbers=False,  # identity numbers never come back
     time=_same,  # asyncpg binds a datetime to timestamptz and returns one, in the session's zone (UTC)
     read_time=_same,

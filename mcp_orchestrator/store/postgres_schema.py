@@ -203,6 +203,14 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX tasks_by_run ON tasks (run_id)",
     ],
+    # 4: the SQLite store's version 9: what the dashboard counts and links.
+    [
+        "CREATE INDEX runs_by_status_ended ON runs (status, ended_at)",
+        "CREATE INDEX waits_by_kind ON waits (kind, run_id)",
+        "CREATE INDEX consumed_events_by_event ON consumed_events (event_seq)",
+        "CREATE INDEX journal_cancelled_by_event ON journal (((detail->>'event_seq')::bigint)) "
+        "WHERE kind = 'run_cancelled'",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -73,6 +73,7 @@ class Dialect:
     returning_seq: str  # what an INSERT of an event adds to return its seq ("": the driver knows it)
     row_locks: bool  # write transactions lock the rows they decide on (FOR UPDATE and its kin)
     index_hints: bool  # queries name the partial index they rely on (INDEXED BY)
+    detail_number: str  # a number in a journal entry's detail ({} is its key), spelled as its index is
     # The newest row's number is taken again once that row is deleted (SQLite's rowids without
     # AUTOINCREMENT): retention then keeps the newest journal entry and event, so numbers never go back.
     reuses_numbers: bool
@@ -161,6 +162,36 @@ class Statements:
         )
         self.insert_label = sql("INSERT INTO run_labels (key, value, run_id) VALUES (?, ?, ?)")
         self.list_children = sql(f"{self.select_run} WHERE parent_run_id = ? ORDER BY run_id")
+        # What the dashboard counts, each over an index: runs_by_status, runs_by_status_ended,
+        # runs_by_parent, waits_by_kind; and the runs an event woke (consumed_events_by_event).
+        self.count_runs = f"SELECT status, count(*) FROM runs WHERE status {_IN} GROUP BY status"
+        self.count_ended_since = sql("SELECT count(*) FROM runs WHERE status = ? AND ended_at >= ?")
+        self.count_children = (
+            f"SELECT parent_run_id, count(*) FROM runs WHERE parent_run_id {_IN} GROUP BY parent_run_id"
+        )
+        self.count_waits = sql("SELECT count(*) FROM waits WHERE kind = ?")
+        self.count_waits_of = f"SELECT run_id, count(*) FROM waits WHERE kind = ? AND run_id {_IN} GROUP BY run_id"
+        self.count_runs_waiting_in = sql(
+            "SELECT count(DISTINCT run_id) FROM waits WHERE kind = ? OR (kind = ? AND substr(step, 1, ?) = ?)"
+        )
+        seqs = "= ANY(?::bigint[])" if d.arrays else _IN  # event numbers, not text
+        self.consumers_of = f"SELECT event_seq, run_id FROM consumed_events WHERE event_seq {seqs} ORDER BY run_id"
+        # The runs an event cancelled (a cancel trigger's journal entry keeps the event's number), over the
+        # partial expression index journal_cancelled_by_event.
+        cancelling = d.detail_number.format("event_seq")
+        self.cancelled_by = (
+            f"SELECT {cancelling}, run_id FROM journal WHERE kind = 'run_cancelled' AND {cancelling} {seqs} "
+            "ORDER BY run_id"
+        )
+        # Each parent's newest ``limit`` children, without payloads: one statement for a page of parents
+        # (a run list's nested rows, a level of a run's tree), each partition read in order from runs_by_parent.
+        self.children_of = (
+            f"{lean} WHERE run_id IN (SELECT run_id FROM (SELECT run_id, row_number() OVER "
+            f"(PARTITION BY parent_run_id ORDER BY run_id DESC) AS n FROM runs WHERE parent_run_id {_IN}) AS ranked "
+            "WHERE n <= ?) ORDER BY parent_run_id, run_id DESC"
+        )
+        # Runs whose id starts with a prefix, as a range the primary key serves (LIKE would scan on PostgreSQL).
+        self.runs_in_id_range = sql(f"{lean} WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT ?")
         self.descendant_ids = f"""
             WITH RECURSIVE tree (run_id) AS (
                 SELECT run_id FROM runs WHERE parent_run_id = ?
@@ -292,15 +323,30 @@ class Statements:
         newest_journal = (
             " AND run_id IS NOT (SELECT run_id FROM journal ORDER BY seq DESC LIMIT 1)" if d.reuses_numbers else ""
         )
-        self.ended_runs_before = sql(
-            f"SELECT run_id FROM runs WHERE status NOT IN {LIVE} AND ended_at < ?{newest_journal} "
-            "ORDER BY ended_at LIMIT ?" + lock("FOR UPDATE SKIP LOCKED")
+        # The runs retention may remove: ended before the cutoff and no ancestor of a live run. The
+        # ancestors of the (few) live runs are one walk up the tree, so a preview or a batch reads a
+        # bounded set however many ended runs a live run holds back, and never stops at them.
+        self.removable_runs_before = sql(
+            f"""
+            WITH RECURSIVE held (run_id) AS (
+                SELECT parent_run_id FROM runs WHERE status IN {LIVE} AND parent_run_id IS NOT NULL
+                UNION
+                SELECT runs.parent_run_id FROM runs JOIN held ON runs.run_id = held.run_id
+                WHERE runs.parent_run_id IS NOT NULL
+            )
+            SELECT run_id FROM runs WHERE status NOT IN {LIVE} AND ended_at < ?{newest_journal}
+            AND run_id NOT IN (SELECT run_id FROM held)
+            ORDER BY ended_at, run_id LIMIT ?"""
+            + lock("FOR UPDATE SKIP LOCKED")
         )
         self.delete_runs = f"DELETE FROM runs WHERE run_id {_IN}"
         self.oldest_run_created = f"SELECT min(created_at) FROM runs WHERE status {_IN}"
         newest_event = f" AND seq < ({self.last_event_seq})" if d.reuses_numbers else ""
         self.delete_events_before = sql(f"DELETE FROM events WHERE received_at < ?{newest_event}")
         self.delete_firings_before = sql("DELETE FROM schedule_firings WHERE due_at < ?")
+        # What those two would delete, counted (gc shows it before asking).
+        self.count_events_before = sql(f"SELECT count(*) FROM events WHERE received_at < ?{newest_event}")
+        self.count_firings_before = sql("SELECT count(*) FROM schedule_firings WHERE due_at < ?")
 
         # Schedules.
         enabled = d.is_true.format("enabled")
@@ -464,11 +510,79 @@ class SQLTransaction(ABC):
             same = "" if value is None else " AND l.value = ?"
             clauses.append(f"EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.run_id AND l.key = ?{same})")
             params.extend([key] if value is None else [key, value])
+        if query.top_level:
+            clauses.append("parent_run_id IS NULL")
+        alternatives: list[tuple[str, list[Any]]] = []
+        if query.search_text is not None:
+            alternatives += [("key = ?", [query.search_text]), ("name = ?", [query.search_text])]
+        if query.search_ids is not None:
+            alternatives.append(("run_id >= ? AND run_id < ?", list(query.search_ids)))
+        if alternatives:
+            # Each alternative walks its own index in id order and stops at ``limit`` (the key's, runs_by_name,
+            # the primary key's range); one OR of them would gather every match and sort it.
+            branches, searched = [], []
+            for number, (test, values) in enumerate(alternatives):
+                walk = f"SELECT run_id FROM runs {_where([*clauses, test])} ORDER BY run_id DESC LIMIT ?"
+                branches.append(f"SELECT run_id FROM ({walk}) AS found{number}")
+                searched += [*params, *values, query.limit]
+            clauses, params = [f"run_id IN ({' UNION '.join(branches)})"], searched
         query_text = self._d.sql(f"{self._sql.select_run} {_where(clauses)} ORDER BY run_id DESC LIMIT ?")
         return [Run.model_validate_json(row[0]) for row in self._all(query_text, (*params, query.limit))]
 
     def list_children(self, run_id: str) -> list[Run]:
         return [Run.model_validate_json(row[0]) for row in self._all(self._sql.list_children, (run_id,))]
+
+    def count_runs(self, statuses: Collection[RunStatus]) -> dict[RunStatus, int]:
+        query = self._sql.listed(self._sql.count_runs, len(statuses))
+        return {RunStatus(row[0]): int(row[1]) for row in self._all(query, self._in_values(statuses))}
+
+    def count_ended_since(self, status: RunStatus, since: datetime) -> int:
+        return int(self._value(self._sql.count_ended_since, (status.value, self._d.time(since))) or 0)
+
+    def count_children(self, run_ids: Sequence[str]) -> dict[str, int]:
+        if not run_ids:
+            return {}
+        query = self._sql.listed(self._sql.count_children, len(run_ids))
+        return {row[0]: int(row[1]) for row in self._all(query, self._d.values(run_ids))}
+
+    def count_waits(self, kind: str) -> int:
+        return int(self._value(self._sql.count_waits, (kind,)) or 0)
+
+    def count_waits_of(self, kind: str, run_ids: Sequence[str]) -> dict[str, int]:
+        if not run_ids:
+            return {}
+        query = self._sql.listed(self._sql.count_waits_of, len(run_ids))
+        return {row[0]: int(row[1]) for row in self._all(query, (kind, *self._d.values(run_ids)))}
+
+    def count_runs_waiting_in(self, kind: str, or_kind: str, step_prefix: str) -> int:
+        args = (kind, or_kind, len(step_prefix), step_prefix)
+        return int(self._value(self._sql.count_runs_waiting_in, args) or 0)
+
+    def consumers_of(self, seqs: Sequence[int]) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {}
+        if seqs:
+            query = self._sql.listed(self._sql.consumers_of, len(seqs))
+            for seq, run_id in self._all(query, self._d.values(seqs)):
+                found.setdefault(int(seq), []).append(run_id)
+        return found
+
+    def cancelled_by(self, seqs: Sequence[int]) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {}
+        if seqs:
+            query = self._sql.listed(self._sql.cancelled_by, len(seqs))
+            for seq, run_id in self._all(query, self._d.values(seqs)):
+                found.setdefault(int(seq), []).append(run_id)
+        return found
+
+    def children_of(self, run_ids: Sequence[str], limit: int) -> list[Run]:
+        if not run_ids:
+            return []
+        query = self._sql.listed(self._sql.children_of, len(run_ids))
+        return [Run.model_validate_json(row[0]) for row in self._all(query, (*self._d.values(run_ids), limit))]
+
+    def runs_in_id_range(self, low: str, high: str, limit: int) -> list[Run]:
+        rows = self._all(self._sql.runs_in_id_range, (low, high, limit))
+        return [Run.model_validate_json(row[0]) for row in rows]
 
     def descendant_ids(self, run_id: str, statuses: Collection[RunStatus]) -> list[str]:
         query = self._sql.listed(self._sql.descendant_ids, len(statuses))
@@ -759,8 +873,8 @@ class SQLTransaction(ABC):
 
     # Retention.
 
-    def ended_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
-        return [row[0] for row in self._all(self._sql.ended_runs_before, (self._d.time(cutoff), limit))]
+    def removable_runs_before(self, cutoff: datetime, limit: int) -> list[str]:
+        return [row[0] for row in self._all(self._sql.removable_runs_before, (self._d.time(cutoff), limit))]
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         if run_ids:
@@ -774,6 +888,12 @@ class SQLTransaction(ABC):
 
     def delete_firings_before(self, cutoff: datetime) -> int:
         return self._run(self._sql.delete_firings_before, (self._d.time(cutoff),))
+
+    def count_events_before(self, cutoff: datetime) -> int:
+        return int(self._value(self._sql.count_events_before, (self._d.time(cutoff),)) or 0)
+
+    def count_firings_before(self, cutoff: datetime) -> int:
+        return int(self._value(self._sql.count_firings_before, (self._d.time(cutoff),)) or 0)
 
     # Schedules.
 

@@ -88,6 +88,7 @@ SQLITE = Dialect(
     returning_seq="",
     row_locks=False,  # one writer at a time: what a transaction read stays as it read it
     index_hints=True,
+    detail_number="json_extract(detail, '$.{}')",
     reuses_numbers=True,
     time=_ts,
     read_time=datetime.fromisoformat,

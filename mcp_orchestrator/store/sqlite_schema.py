@@ -220,6 +220,15 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX tasks_by_run ON tasks (run_id)",
     ],
+    # 9: what the dashboard counts and links: runs that failed lately, waits of a kind (pending
+    # approvals, pauses) and the runs an event woke or cancelled.
+    [
+        "CREATE INDEX runs_by_status_ended ON runs (status, ended_at)",
+        "CREATE INDEX waits_by_kind ON waits (kind, run_id)",
+        "CREATE INDEX consumed_events_by_event ON consumed_events (event_seq)",
+        "CREATE INDEX journal_cancelled_by_event ON journal (json_extract(detail, '$.event_seq')) "
+        "WHERE kind = 'run_cancelled'",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

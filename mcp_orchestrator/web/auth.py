@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import ENV_WEBHOOK_SECRET
-from ..errors import ConfigError
+from ..tokens import load_or_create_token
 from .replies import send_error
 from .sessions import COOKIE, Session, Sessions, cookie_value
 
@@ -45,32 +43,6 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # DELETE (an MCP session's e
 FORM_PATHS = frozenset({"/login"})  # the sign-in form posts urlencoded, not JSON
 MCP_PATH = "/mcp"
 CSRF_HEADER = "x-csrf-token"
-
-
-def load_or_create_token(path: Path) -> str:
-    """The token in ``path``, created there (0600, in a 0700 directory) if there is none."""
-    try:
-        return _read_token(path)
-    except FileNotFoundError:
-        pass
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it just now
-        return _read_token(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the token file {path}: {exc.strerror}") from exc
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-    return token
-
-
-def _read_token(path: Path) -> str:
-    token = path.read_text().strip()
-    if len(token) < 16:
-        raise ConfigError(f"the token file {path} holds no usable token; delete it to get a new one")
-    return token
 
 
 def signature_matches(secret: str, body: bytes, header: str) -> bool:

@@ -10,9 +10,11 @@ a person's from the dashboard, and so do a message to a sub-agent (``POST /runs/
 and a budget (``POST /runs/{run_id}/budget``). The sign-in form (``GET /login``) is rendered here;
 ``login.py`` handles its POST.
 
-A sub-agent's run page tells its story as one timeline, oldest at the top: its activity entries (turns,
-what it said, tool calls), its steps (checkpoints, waits) and its child runs, in time; above it, what it
-and its tree spent against the budget.
+A run's page tells its story as one timeline (``timeline.py``), oldest at the top: its steps, failed
+attempts, waits, events received, child runs, a sub-agent's processes and activity, permission requests
+and journal moments as a waterfall on the run's time axis, each opening to its values shown whole; beside
+it the run's input (or a sub-agent's prompt), output and error, its tree (ancestors and descendants), and
+what it and its tree spent against the budget.
 
 A live stream is tied to one page: the server renders that page's ``<main>`` again after each
 commit and speaks only when its fingerprint changed, so commits nobody sees (lease renewals,
@@ -29,8 +31,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -49,24 +50,19 @@ from ..errors import OrchestratorError, RunNotFound, invalid_input_from
 from ..models import (
     DecideApprovalInput,
     ListApprovalsInput,
-    ListEventsInput,
     ListRunsInput,
-    ListSchedulesInput,
     Run,
     RunStatus,
+    SendEventInput,
     SendMessageInput,
     SetBudgetInput,
     StatusInput,
     StatusResult,
-    StepStatus,
 )
 from ..runtime import Engine
 from ..views import (
-    activity_outcome,
-    activity_text,
     brief,
     budget_words,
-    duration,
     paused_at_budget,
     process_facts,
     schedule_timing,
@@ -74,9 +70,11 @@ from ..views import (
     silences,
     spent,
     token_words,
-    when,
 )
 from .api import request_input
+from .cells import action_words, span, time_element
+from .timeline import ANCESTORS_SHOWN, TIMELINE_SHOWN, json_value, timeline
+from .timeline import tree as run_tree
 
 STREAM_KEEPALIVE_S = 15.0
 STREAM_SETTLE_S = 0.25  # after a commit, wait this long so that a burst of commits is one look
@@ -86,9 +84,11 @@ MAX_STREAMS = 32  # open at once in this process; more are refused with 503
 APPROVALS_SHOWN = 100  # pending requests on a page; the newest decided ones below them
 DECIDED_SHOWN = 50
 INPUT_SHOWN = 4000  # characters of a request's input (already at most 16 KiB) shown on a page
-MAX_DEPTH_SHOWN = 8  # deeper children are indented like this depth (dashboard.css has depth-0 to -8)
+RUNS_SHOWN = 50  # top-level runs (or, searching or filtering by status, matching runs) on a page of the list
+EVENTS_SHOWN = 100  # the newest events on the events page
 ACTIVITY_SHOWN = 200  # a sub-agent's latest activity entries on its run page
-TIMELINE_SHOWN = 300  # the latest moments of its timeline (activity, steps, child runs)
+JOURNAL_READ = 500  # the latest journal entries a run page reads for its timeline
+JOURNAL_SHOWN = 100  # of which its journal table lists
 PACKAGE = __name__.rpartition(".")[0]  # holds templates/ and static/
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -112,28 +112,15 @@ class Page:
     body: Markup  # the rendered content of the page's <main>, under its title
     status: int = 200
     nav: bool = True
+    approvals_waiting: int = 0  # the nav's badge: permission requests waiting for a person
 
     @property
     def fingerprint(self) -> str:
-        text = f"{self.status}\0{self.title}\0{self.body}"
+        text = f"{self.status}\0{self.title}\0{self.approvals_waiting}\0{self.body}"
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 Render = Callable[[Request], Awaitable[Page]]
-
-
-@dataclass(frozen=True)
-class Moment:
-    """One line of a run page's timeline: an activity entry, a step or a child run."""
-
-    at: datetime
-    kind: str  # the activity's kind, 'checkpoint', '<kind> wait' or 'child run'
-    text: str
-    outcome: str = ""  # how a tool call went, how long a step took, what a child run spent
-    attempt: int | None = None
-    status: str | None = None  # a step's or a child run's status, shown as a badge
-    run_id: str | None = None  # a child run, linked
-    failed: bool = False
 
 
 def dashboard_routes(
@@ -154,41 +141,49 @@ def dashboard_routes(
             "label": query.get("label"),
             "workspace": query.get("workspace"),
             "cursor": query.get("cursor"),
-            "limit": 50,
+            "limit": RUNS_SHOWN,
         }
-        listed = await engine.runs.list_runs(ListRunsInput.model_validate({k: v for k, v in filters.items() if v}))
+        args = ListRunsInput.model_validate({k: v for k, v in filters.items() if v})
+        listed = await engine.overview.run_list(args, search=query.get("q"))
+        every = [run for row in listed.rows for run in (row.run, *row.nested)]
         body = _fragment(
             "runs.html",
-            runs=listed.runs,
-            silent=await silences(engine, listed.runs),
+            listed=listed,
+            silent=await silences(engine, every),
             statuses=list(RunStatus),
             chosen=set(request.query_params.getlist("status")),
             query=query,
             older=_with(request, cursor=listed.next_cursor) if listed.next_cursor else "",
+            newest=_with(request, cursor=None) if args.cursor else "",
         )
         return Page("Runs", body)
 
     async def run_page(request: Request) -> Page:
         run_id = request.path_params["run_id"]
+        # What the timeline can show, and no more: its latest steps, the newest children without payloads.
+        asked = StatusInput(
+            run_id=run_id, journal_limit=JOURNAL_READ, activity_limit=ACTIVITY_SHOWN, steps_limit=TIMELINE_SHOWN
+        )
         try:
-            status = await engine.runs.status(
-                StatusInput(run_id=run_id, journal_limit=100, activity_limit=ACTIVITY_SHOWN)
-            )
+            status = await engine.runs.status(asked, children=TIMELINE_SHOWN)
         except RunNotFound:
             return Page("Not found", _fragment("error.html", message=f"No run has the id {run_id}."), status=404)
-        tree = [(min(depth, MAX_DEPTH_SHOWN), run) for depth, run in await engine.runs.descendants(status.children)]
+        ancestors, above = await engine.runs.ancestors(run_id, ANCESTORS_SHOWN)
+        below, cut = await engine.runs.tree_below(status.children)
+        tree = run_tree(status.run, ancestors, above, below, cut)
         retryable = (RunStatus.FAILED, RunStatus.CANCELLED)
-        asking = ListApprovalsInput(run_id=run_id, status="pending", limit=APPROVALS_SHOWN)
-        approvals = (await engine.approvals.list(asking)).approvals
+        # One read: the newest requests of the run and its tree, the pending ones among them listed to decide.
+        requests = await engine.approvals.list(ListApprovalsInput(run_id=run_id, status="all", limit=APPROVALS_SHOWN))
         body = _fragment(
             "run.html",
             run=status.run,
             status=status,
             tree=tree,
             retryable=retryable,
-            approvals=approvals,
+            approvals=[approval for approval in requests.approvals if approval.status == "pending"],
             figures=_figures(status.run),
-            timeline=_timeline(status) if status.process is not None else [],
+            timeline=timeline(status, requests.approvals, unread=_unread(status)),
+            journal=status.journal[-JOURNAL_SHOWN:],
             silent_s=engine.subagents.silent_for(status.process, engine.now()) if status.process else None,
             budget_paused=paused_at_budget(status.run, status.waits),
             budget_reason=_budget_reason(status),
@@ -220,12 +215,21 @@ def dashboard_routes(
         return Response(result.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
 
     async def events_page(request: Request) -> Page:
-        listed = await engine.events.list_events(ListEventsInput(limit=100))
-        return Page("Events", _fragment("events.html", events=listed.events))
+        return Page("Events", _fragment("events.html", rows=await engine.overview.events(EVENTS_SHOWN)))
+
+    async def send_event(request: Request) -> Response:
+        """``POST /events/send``: an event sent from a page's form, recorded with source 'dashboard' (the
+        same checks as a decision). Only a signed-in browser sends it: a caller with the bearer token is a
+        script, which sends ``POST /events`` and is recorded as one."""
+        if token is not None and getattr(request.state, "session", None) is None:
+            message = "POST /events/send is the dashboard's form, for a signed-in browser; a script sends POST /events"
+            return JSONResponse({"error": "invalid_input", "message": message}, 403, headers=SECURITY_HEADERS)
+        sent = await engine.events.send_event(await request_input(SendEventInput, request), source="dashboard")
+        return Response(sent.model_dump_json(), media_type="application/json", headers=SECURITY_HEADERS)
 
     async def schedules_page(request: Request) -> Page:
-        listed = await engine.schedules.list(ListSchedulesInput())
-        return Page("Schedules", _fragment("schedules.html", schedules=listed.schedules))
+        rows = await engine.overview.schedules_with_firings()
+        return Page("Schedules", _fragment("schedules.html", rows=rows))
 
     async def login_page(request: Request) -> Response:
         if token is None:  # served without a token: nothing to sign in to
@@ -233,11 +237,14 @@ def dashboard_routes(
         return _login()
 
     pages: dict[str, Render] = {
-        "/": runs_page,
-        "/runs/{run_id}": run_page,
-        "/events": events_page,
-        "/schedules": schedules_page,
-        "/approvals": approvals_page,
+        path: _badged(engine, render)
+        for path, render in {
+            "/": runs_page,
+            "/runs/{run_id}": run_page,
+            "/events": events_page,
+            "/schedules": schedules_page,
+            "/approvals": approvals_page,
+        }.items()
     }
     return [
         *(Route(path, _html(render), methods=["GET"]) for path, render in pages.items()),
@@ -245,6 +252,7 @@ def dashboard_routes(
         Route("/approvals/{approval_id}/decision", decide, methods=["POST"]),
         Route("/runs/{run_id}/messages", message, methods=["POST"]),
         Route("/runs/{run_id}/budget", budget, methods=["POST"]),
+        Route("/events/send", send_event, methods=["POST"]),
         Route("/api/stream", _stream(engine, pages, max_streams, stream_lifetime_s), methods=["GET"]),
         Mount("/static", app=_Static(packages=[(PACKAGE, "static")]), name="static"),
     ]
@@ -268,35 +276,14 @@ def _figures(run: Run) -> list[tuple[str, str]]:
     return figures
 
 
-def _timeline(status: StatusResult) -> list[Moment]:
-    """The run's activity, steps and child runs in time, oldest first: the latest TIMELINE_SHOWN."""
-    moments = [
-        Moment(
-            entry.at,
-            entry.kind,
-            activity_text(entry),
-            activity_outcome(entry),
-            entry.attempt,
-            failed=entry.failed is True,
-        )
-        for entry in status.activity
-    ]
-    for step in status.steps:
-        kind = "checkpoint" if step.kind == "checkpoint" else f"{step.kind} wait"
-        took = duration(step.started_at, step.ended_at)
-        said = step.error if step.error is not None else step.output
-        tries = f"attempt {step.attempt}" if step.attempt > 1 else ""
-        outcome = ", ".join(part for part in (tries, took, brief(said, 120)) if part)
-        failed = step.status == StepStatus.FAILED
-        moments.append(Moment(step.started_at, kind, step.step, outcome, status=step.status, failed=failed))
-    for child in status.children:
-        cost = spent(child.tree_usage)
-        outcome = "" if cost == "-" else cost
-        moments.append(
-            Moment(child.created_at, "child run", child.name, outcome, status=child.status, run_id=child.run_id)
-        )
-    moments.sort(key=lambda moment: moment.at)  # stable: activity entries keep their order
-    return moments[-TIMELINE_SHOWN:]
+def _unread(status: StatusResult) -> bool:
+    """Whether the run page's bounded reads left older entries of the run in the store."""
+    return (
+        status.steps_cursor is not None
+        or status.activity_cursor is not None
+        or len(status.journal) >= JOURNAL_READ
+        or len(status.children) >= TIMELINE_SHOWN
+    )
 
 
 def _budget_reason(status: StatusResult) -> str:
@@ -307,9 +294,25 @@ def _budget_reason(status: StatusResult) -> str:
     return budget_words(status.run)
 
 
+def _badged(engine: Engine, render: Render) -> Render:
+    """The page, or the page that says why not (``_rendered``), with the nav's count of permission requests
+    waiting for a person: one count per render, part of the fingerprint, so a live stream updates the badge
+    on every page, an error page too."""
+
+    async def render_badged(request: Request) -> Page:
+        page = await _rendered(render, request)
+        try:
+            waiting = await engine.overview.approvals_waiting()
+        except OrchestratorError:  # a busy store: the page says so already, or shows without the badge
+            return page
+        return replace(page, approvals_waiting=waiting)
+
+    return render_badged
+
+
 def _html(render: Render) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        return _document(await _rendered(render, request), getattr(request.state, "csrf_token", ""))
+        return _document(await render(request), getattr(request.state, "csrf_token", ""))
 
     return endpoint
 
@@ -411,7 +414,7 @@ async def _changes(
 
 def _fingerprint(render: Render, request: Request) -> Callable[[], Awaitable[str]]:
     async def fingerprint() -> str:
-        return (await _rendered(render, request)).fingerprint
+        return (await render(request)).fingerprint
 
     return fingerprint
 
@@ -464,9 +467,10 @@ TEMPLATES = Environment(
     extensions=[_Compact],
 )
 TEMPLATES.globals.update(
-    when=when,
+    when=time_element,  # a <time> element the script makes relative (cells.py)
+    span=span,
+    action_words=action_words,
     brief=brief,
-    duration=duration,
     schedule_timing=schedule_timing,
     process_facts=process_facts,
     spent=spent,
@@ -474,6 +478,7 @@ TEMPLATES.globals.update(
     input_shown=INPUT_SHOWN,
     run_href=_run_href,
     prefill=_prefill,
+    json_value=json_value,  # the run page's values, whole and foldable (timeline.py)
 )
 TEMPLATES.filters["segment"] = _segment
 
@@ -495,5 +500,6 @@ def _document(page: Page, csrf_token: str = "") -> HTMLResponse:
 
 
 def _with(request: Request, **changes: str | None) -> str:
-    params = {key: value for key, value in request.query_params.multi_items() if key not in changes}
-    return urlencode([*params.items(), *((k, v) for k, v in changes.items() if v)])
+    """The page's query with ``changes`` (None: left out), every repeated parameter kept (two statuses)."""
+    kept = [(key, value) for key, value in request.query_params.multi_items() if key not in changes]
+    return urlencode([*kept, *((key, value) for key, value in changes.items() if value)])
