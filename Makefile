@@ -67,7 +67,7 @@ lint: setup  ## ruff check, ruff format --check, mypy (with the pydantic plugin)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, reads, the CLI's start, the dashboard)
+bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, reads, start-up, the dashboard, HTTP, wake-ups)
 	$(BIN)/python benchmarks/checkpoint.py
 	$(BIN)/python benchmarks/events.py
 	$(BIN)/python benchmarks/subagents.py
@@ -76,10 +76,13 @@ bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, rea
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/dashboard.py
 	$(BIN)/python benchmarks/run_page.py
+	$(BIN)/python benchmarks/keepalive.py
+	$(BIN)/python benchmarks/wakeups.py
 
 POSTGRES ?= postgresql://postgres@127.0.0.1:5432/postgres
-bench-postgres: setup  ## the checkpoint benchmark on PostgreSQL (POSTGRES=URL of a database to make schemas in)
+bench-postgres: setup  ## the checkpoint and wake-up benchmarks on PostgreSQL (POSTGRES=URL of a database to make schemas in)
 	$(BIN)/python benchmarks/checkpoint.py --db $(POSTGRES)
+	$(BIN)/python benchmarks/wakeups.py --db $(POSTGRES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .cache test-artifacts

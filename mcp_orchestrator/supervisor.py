@@ -103,7 +103,7 @@ class Supervisor:
                     continue
                 renew_at = time.monotonic() + renew_s
                 while (left := renew_at - time.monotonic()) > 0:
-                    since = self.engine.store.generation
+                    since = self.engine.store.wake_generation  # quiet commits (checkpoints) never concern it
                     try:
                         wake = await self.tick(store_wide=LEASE in held, node=node_lease(self.node) in held)
                         self._failures.succeeded("supervising")
@@ -115,7 +115,7 @@ class Supervisor:
                         wake = None
                     if wake is not None:
                         left = min(left, max((wake - self.engine.now()).total_seconds(), 0.005))
-                    await self.engine.store.wait_for_change(left, since)  # a spawn, an exit or a wake: early
+                    await self.engine.store.wait_for_change(left, since, waking=True)  # a spawn, an exit: early
         finally:
             with anyio.CancelScope(shield=True):
                 for name in self.leases:

@@ -172,9 +172,9 @@ def blocking_noticed(store: Store) -> Iterator[anyio.Event]:
     blocked = anyio.Event()
     original = store.wait_for_change
 
-    async def noticing(timeout: float, since: int | None = None) -> None:
+    async def noticing(timeout: float, since: int | None = None, *, waking: bool = False) -> None:
         blocked.set()
-        await original(timeout, since)
+        await original(timeout, since, waking=waking)
 
     store.wait_for_change = noticing  # type: ignore[method-assign]
     try:

@@ -18,7 +18,7 @@ from mcp_orchestrator.models import ListSchedulesInput, ScheduleInput
 from mcp_orchestrator.runtime import Engine
 
 from .subagent_helpers import engine_on, write_config
-from .support import call, lease_holder, server_env, stdio_server
+from .support import call, eventually, lease_holder, server_env, stdio_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
@@ -91,7 +91,12 @@ async def test_schedules_survive_a_restart_of_every_process_and_skip_overlaps(
         assert refused.is_error and "has hour 25, out of range" in refused.content[0].text
     supervisor()
     async with engine_on(db, write_config(tmp_path)) as engine:
-        await anyio.sleep(4.5)
+
+        async def spawned_and_skipped() -> bool:  # a 3 s agent, due every second: the next firings skip
+            outcomes = {firing.outcome for firing in await engine.schedules.history("slow")}
+            return {"spawned", "skipped"} <= outcomes
+
+        await eventually(spawned_and_skipped, timeout=30, interval=0.1)  # however slowly the process starts
         await engine.schedules.set_enabled("slow", False)
         (listed,) = (await engine.schedules.list(ListSchedulesInput())).schedules
         history = sorted(await engine.schedules.history("slow"), key=lambda firing: firing.due_at)

@@ -404,3 +404,20 @@ async def test_journal_after_passes_a_settled_gap(url: str) -> None:
         assert await store.read(read) == []
         await admin(url, "UPDATE journal SET stored_at = stored_at - $1::interval", timedelta(minutes=1))
         assert await store.read(read) == ["kept"]
+
+
+async def test_a_quiet_write_that_calls_wake_notifies_the_other_stores(url: str) -> None:
+    """A checkpoint is written quiet (no NOTIFY: notifying commits take turns); one that turns out to end a
+    run calls tx.wake(), and a waiter on another store hears it."""
+    async with PostgresStore(url) as store_a, PostgresStore(url) as store_b:
+        await store_b.wait_for_change(timeout=5, since=store_b.generation)  # the listener is up
+        since = store_b.wake_generation
+        waiter = asyncio.create_task(store_b.wait_for_change(timeout=10, since=since, waking=True))
+
+        def found_otherwise(tx: PostgresTransaction) -> None:
+            tx.set_cursor("beat", 3)
+            tx.wake()
+
+        await store_a.write(found_otherwise, wake=False)
+        await asyncio.wait_for(waiter, 5)
+        assert store_b.wake_generation == since + 1

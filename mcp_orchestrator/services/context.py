@@ -67,11 +67,12 @@ class Context:
         progress: Progress | None,
         message: str,
     ) -> T:
-        """Call ``check`` after every commit anywhere (or when it says something is due, in seconds)
-        until it reports done or ``block_s`` passes; returns its last value."""
+        """Call ``check`` after every commit anywhere that may end a wait (quiet ones, such as checkpoints
+        that end no run, cannot), or when it says something is due, in seconds, until it reports done or
+        ``block_s`` passes; returns its last value."""
         started = reported = time.monotonic()
         while True:
-            since = self.store.generation
+            since = self.store.wake_generation  # a quiet commit (a checkpoint) ends no wait
             done, value, due_in = await check()
             elapsed = time.monotonic() - started
             if done or elapsed >= block_s:
@@ -80,4 +81,4 @@ class Context:
                 reported = time.monotonic()
                 await progress(elapsed, block_s, message)
             timeout = min(block_s - elapsed, PROGRESS_EVERY_S, due_in if due_in is not None else PROGRESS_EVERY_S)
-            await self.store.wait_for_change(max(timeout, 0.0), since=since)
+            await self.store.wait_for_change(max(timeout, 0.0), since=since, waking=True)

@@ -155,7 +155,9 @@ class Runs:
         """Record a step's result, a failed attempt, or the start of an attempt (see CheckpointInput)."""
         self.context.check_payload("output", args.output)
         self.context.check_payload("error", args.error)
-        return raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args)))
+        # Quiet: a checkpoint that ends no run and starts nothing concerns no waiter (the supervisor, a
+        # blocked wait); _checkpoint says so when it does. Pages watching every commit still see it.
+        return raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args), wake=False))
 
     def _checkpoint(self, tx: Transaction, args: CheckpointInput) -> CheckpointResult | OrchestratorError:
         run = get_run(tx, args.run_id, payloads=False)
@@ -187,8 +189,10 @@ class Runs:
             raise RunTerminal(run.run_id, run.status, f"a {run.status} run takes no new checkpoints")
         now = self.context.now()
         if (expired := transitions.expire_if_overdue(tx, now, run)) is not None:
+            tx.wake()  # the run failed: its waiters (a parent's wait_for_runs) are told
             return expired
         if run.status == RunStatus.QUEUED:
+            tx.wake()
             tx.set_runs_status([run.run_id], RunStatus.RUNNING)
             tx.append_journal(run.run_id, "run_started", now)
         if args.begin:

@@ -407,11 +407,11 @@ class Subagents:
             live = live_input and verdict == "continue"
             return Beat(verdict, tx.messages_of([run_id], ["queued"], LIVE_MESSAGES) if live else [])
 
-        # A bare heartbeat wakes nobody: every live agent beats every second, and waking every waiter of
-        # every node for it would cost each of them a read per beat, for news nobody waits on (a lost runner
-        # is found by time). What a person may be watching (activity, spending, a delivery) wakes them.
-        news = bool(activity or delivered or usage is not None or dropped)
-        return await self.store.write(beat, wake=news)
+        # Quiet: every live agent reports every second, and waking every waiter of every node for it
+        # would cost each of them a read per beat, for news no wait or duty depends on (a lost runner is
+        # found by time). Pages watching every commit still see activity and spending (on PostgreSQL,
+        # other nodes' pages look again now and then). A delivery wakes: its sender may be waiting.
+        return await self.store.write(beat, wake=bool(delivered))
 
     def _take_report(
         self,
@@ -457,6 +457,7 @@ class Subagents:
             tx.append_journal(run.run_id, "silent", now, attempt=agent.attempt, detail={"silent_s": round(silent)})
             if self.config.on_silent == "cancel":
                 transitions.cancel(tx, now, run, f"silent for {silent / 60:.0f} min (on_silent = cancel)")
+                tx.wake()  # a report is quiet, but this one ended a run
                 return "stop"
             return "silent"
         return "continue"

@@ -57,6 +57,13 @@ AgentRule: TypeAlias = Mapping[AgentState, Collection[RunStatus]]
 
 
 class Transaction(Protocol):
+    woken: bool
+    """Whether a write called ``wake``: its commit wakes waiters even if the write was quiet."""
+
+    def wake(self) -> None:
+        """Say that this write, though begun as quiet (``write(..., wake=False)``), may end a wait or
+        start or stop work after all: its commit wakes waiters as any other."""
+
     def lock(self, *names: str) -> None:
         """Take the named locks, held until the transaction ends: a write transaction deciding on what
         is not a row yet (a name nobody has used) takes turns with others deciding on the same names.
@@ -376,9 +383,10 @@ class Store(Protocol):
         """Run ``fn`` in a write transaction and return its result once committed.
 
         If ``fn`` raises, its writes are undone and the exception propagates; other writers
-        batched into the same commit are unaffected. ``wake=False`` says nobody waits for this
-        write (a heartbeat): where the store can tell, it wakes no waiter, here or in other
-        processes (SQLite's other processes see every commit regardless).
+        batched into the same commit are unaffected. ``wake=False`` says the write is quiet: it
+        ends no wait and starts or stops no work (a heartbeat, a checkpoint that ends no run), so it
+        wakes no waiter of consequences (``waking``), here or in other processes; ``fn`` may still
+        call ``tx.wake()`` when it finds otherwise. Watchers of every commit see it regardless.
         """
 
     async def read(self, fn: Callable[[Transaction], T]) -> T:
@@ -389,6 +397,16 @@ class Store(Protocol):
         """Grows with every commit this process has seen. Read it before checking the store, and pass
         it to ``wait_for_change`` as ``since``: a commit made during the check is then not missed."""
 
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
-        """Return after the next commit by any process sharing the store, or after ``timeout`` seconds;
-        at once if ``generation`` has moved past ``since``."""
+    @property
+    def wake_generation(self) -> int:
+        """Grows with every commit seen that may end a wait or start or stop work (not quiet ones); the
+        ``since`` of ``wait_for_change(..., waking=True)``."""
+
+    sees_quiet_commits: bool
+    """Whether other processes' quiet commits are seen (SQLite: every commit is in the WAL index) or not
+    (PostgreSQL notifies only of waking ones): a watcher of everything then looks again now and then."""
+
+    async def wait_for_change(self, timeout: float, since: int | None = None, *, waking: bool = False) -> None:
+        """Return after the next commit by any process sharing the store (with ``waking``, the next that
+        may end a wait or start or stop work), or after ``timeout`` seconds; at once if the count
+        (``generation``, or ``wake_generation`` with ``waking``) has moved past ``since``."""

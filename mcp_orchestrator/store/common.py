@@ -15,26 +15,38 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 class Changes:
     """The commits this process has seen, counted (``generation``), and a wait for the next.
 
-    A store calls ``seen`` for every commit it learns of, its own or another process's. A waiter
-    reads ``generation`` before it looks at the store and asks ``moved(since)`` before it waits, so
-    a commit seen in between is never missed."""
+    A store calls ``seen`` for every commit it learns of, its own or another process's, saying whether
+    it may concern a waiter of consequences (``wakes``: it may end a wait or start or stop work) or is
+    quiet (a heartbeat, a checkpoint that ends no run). ``generation`` counts every commit and
+    ``wakes`` only those that may concern such a waiter: a page watching everything follows the one,
+    the supervisor and blocked waits the other. A waiter reads the count before it looks at the store
+    and asks ``moved(since)`` before it waits, so a commit seen in between is never missed."""
 
     def __init__(self) -> None:
         self.generation = 0
+        self.wakes = 0
         self._next = asyncio.Event()
+        self._next_waking = asyncio.Event()
 
-    def seen(self) -> None:
+    def seen(self, wakes: bool = True) -> None:
         self.generation += 1
         self._next.set()
         self._next = asyncio.Event()
+        if wakes:
+            self.wakes += 1
+            self._next_waking.set()
+            self._next_waking = asyncio.Event()
 
-    def moved(self, since: int | None) -> bool:
-        return since is not None and since != self.generation
+    def count(self, waking: bool) -> int:
+        return self.wakes if waking else self.generation
 
-    async def wait(self, timeout: float) -> None:
-        """Until the next commit is seen, or ``timeout`` seconds."""
+    def moved(self, since: int | None, waking: bool = False) -> bool:
+        return since is not None and since != self.count(waking)
+
+    async def wait(self, timeout: float, waking: bool = False) -> None:
+        """Until the next commit is seen (the next that may wake, with ``waking``), or ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._next.wait(), timeout)
+            await asyncio.wait_for((self._next_waking if waking else self._next).wait(), timeout)
 
 
 class Patience:

@@ -21,11 +21,14 @@ for asyncpg to run it (the bridge SQLAlchemy's asyncio support uses). A switch c
 microsecond, where handing each statement from a worker thread to the loop and back costs two
 thread wake-ups.
 
-Wake-ups: every write transaction but a quiet one (``wake=False``: heartbeats) sends ``NOTIFY`` on
-the store's channel; it is delivered when the transaction commits, to every node listening (one
-connection per process, opened when something first waits). A notification from this process is
-ignored: its own commits wake its waiters at once. PostgreSQL makes transactions that notify take
-turns at commit (so notifications arrive in commit order): their commits cannot be grouped.
+Wake-ups: every write transaction that may end a wait or start or stop work sends ``NOTIFY`` on the
+store's channel; quiet ones (``wake=False`` unless the function called ``tx.wake()``: heartbeats,
+checkpoints that end no run) send none. It is delivered when the transaction commits, to every node
+listening (one connection per process, opened when something first waits). A notification from this
+process is ignored: its own commits wake its waiters at once. PostgreSQL makes transactions that notify
+take turns at commit (so notifications arrive in commit order): their commits cannot be grouped, which
+is why quiet ones do not notify. Other processes therefore do not see quiet commits
+(``sees_quiet_commits`` is false): a page that follows everything looks again now and then.
 
 Connections that fail: a transaction whose connection is lost before ``COMMIT`` is sent is run again
 on a new connection. One lost during ``COMMIT`` may or may not have been made: the store asks the
@@ -206,9 +209,9 @@ class _CommitUnknown(Exception):
     """The connection was lost while COMMIT was on its way: the transaction ``xid`` may or may not
     have committed; ``result`` is what its function returned."""
 
-    def __init__(self, xid: int, result: Any) -> None:
+    def __init__(self, xid: int, result: Any, wakes: bool) -> None:
         super().__init__(xid)
-        self.xid, self.result = xid, result
+        self.xid, self.result, self.wakes = xid, result, wakes
 
 
 class PostgresStore:
@@ -291,18 +294,25 @@ class PostgresStore:
     async def read(self, fn: Callable[[PostgresTransaction], T]) -> T:
         return await self._run(fn, writable=False, wake=False)
 
+    sees_quiet_commits = False
+
     @property
     def generation(self) -> int:
         return self._changes.generation
 
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
-        """Return after a commit by any node (this process's at once, others' by notification), or after
-        ``timeout``; at once if a commit was seen since ``generation`` was ``since``."""
-        if self._changes.moved(since):
+    @property
+    def wake_generation(self) -> int:
+        return self._changes.wakes
+
+    async def wait_for_change(self, timeout: float, since: int | None = None, *, waking: bool = False) -> None:
+        """Return after a commit by any node (this process's at once, others' waking ones by notification;
+        with ``waking``, only one that may end a wait or start or stop work), or after ``timeout``; at once
+        if the count has moved past ``since``."""
+        if self._changes.moved(since, waking):
             return
         if self._listener is None and self._pool is not None:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="postgres-listener")
-        await self._changes.wait(timeout)
+        await self._changes.wait(timeout, waking)
 
     async def _listen(self) -> None:
         """Keep one connection listening on the channel; when it is lost, wake every waiter (they
@@ -349,7 +359,7 @@ class PostgresStore:
         key_taken = 0
         while True:
             try:
-                result = await self._once(fn, writable, wake)
+                result, wakes = await self._once(fn, writable, wake)
             except _RETRYABLE as exc:
                 if patience.spent():
                     raise StoreBusy(
@@ -365,8 +375,7 @@ class PostgresStore:
                 # not made (run it again), or, if the server cannot tell, say so.
                 outcome = await self._transaction_status(exc.xid, patience.deadline)
                 if outcome == "committed":
-                    if wake:
-                        self._changes.seen()
+                    self._changes.seen(wakes=exc.wakes)
                     return exc.result
                 if outcome != "aborted":
                     raise StoreError(
@@ -381,8 +390,8 @@ class PostgresStore:
             except asyncpg.PostgresError as exc:
                 raise StoreError(f"the store {self.location} failed: {exc}") from exc
             else:
-                if wake:
-                    self._changes.seen()
+                if writable:
+                    self._changes.seen(wakes=wakes)
                 return result
             await asyncio.sleep(patience.pause())
 
@@ -403,19 +412,23 @@ class PostgresStore:
                 return None
             await asyncio.sleep(0.05)
 
-    async def _once(self, fn: Callable[[PostgresTransaction], T], writable: bool, wake: bool) -> T:
+    async def _once(self, fn: Callable[[PostgresTransaction], T], writable: bool, wake: bool) -> tuple[T, bool]:
+        """The function's result, and whether its commit may wake waiters (it notified)."""
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             xid: int | None = None  # set once COMMIT may be on its way
+            wakes = False
             try:
                 await conn.execute(_BEGIN_WRITE if writable else _BEGIN_READ)
-                result = await _run_in_greenlet(fn, PostgresTransaction(conn, writable=writable))
-                if writable and wake:  # the notification reaches every listener when (and only if) this commits
+                tx = PostgresTransaction(conn, writable=writable)
+                result = await _run_in_greenlet(fn, tx)
+                wakes = writable and (wake or tx.woken)
+                if wakes:  # the notification reaches every listener when (and only if) this commits
                     xid = int(await conn.fetchval(_XID_AND_NOTIFY, self._channel, self._token))
                 elif writable:
                     xid = int(await conn.fetchval("SELECT txid_current()"))
                 await conn.execute("COMMIT")
-                return result
+                return result, wakes
             except BaseException as exc:
                 if _connection_lost(exc):
                     # asyncpg has usually released a lost connection already: the pool's proxy then
@@ -423,7 +436,7 @@ class PostgresStore:
                     with contextlib.suppress(asyncpg.InterfaceError):
                         conn.terminate()
                     if xid is not None and not isinstance(exc, asyncpg.InternalClientError):
-                        raise _CommitUnknown(xid, result) from exc  # (that error is raised before sending)
+                        raise _CommitUnknown(xid, result, wakes) from exc  # (that error is raised before sending)
                     raise _ServerGone(str(exc)) from exc
                 if not conn.is_closed() and conn.is_in_transaction():
                     with contextlib.suppress(Exception):

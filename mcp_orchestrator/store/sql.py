@@ -403,6 +403,10 @@ class SQLTransaction(ABC):
     def __init__(self, sql: Statements) -> None:
         self._sql = sql
         self._d = sql.dialect
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
 
     # The driver.
 

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ _MAX_BATCH = 128
 # (quiet for at least this many seconds, look every this many seconds).
 _POLL_LADDER = ((5.0, 0.05), (0.5, 0.025), (0.0, 0.005))
 _STOP: Any = object()  # queued by close(): the writer finishes what came before it
+_OWN_MAX = 4096  # our commits the poller has yet to see, at most (beyond: others' are assumed too)
 # Whether the store's files are still at their paths is looked at before every commit, before a read
 # when the last look is older than this, and by a watch task this often.
 _READ_LOOK_S = 0.05
@@ -144,7 +146,7 @@ class SQLiteStore:
         self._watchers = 0
         self._shm: int | None = None  # the WAL index file, read to see commits (see _version)
         self._seen: bytes | int | None = None  # the version waiters last saw
-        self._local_commits = 0
+        self._own: set[int] = set()  # the transaction counts of our commits the poller has yet to see
         self._poller: asyncio.Task[None] | None = None
         self._opened: list[_Opened] = []  # the files, as they were when the store opened them
         self._looked_at = 0.0  # time.monotonic() of the last look at them
@@ -211,13 +213,13 @@ class SQLiteStore:
         await self.close()
 
     async def write(self, fn: Callable[[SQLiteTransaction], T], *, wake: bool = True) -> T:
-        # ``wake`` goes unused: other processes see every commit in the WAL index, and a batch
-        # commits quiet and other writes together.
+        # A batch wakes waiters of consequences if any of its writes may (``wake`` or ``tx.wake()``);
+        # other processes see every commit in the WAL index and cannot tell quiet ones: theirs wake.
         if self._writer_task is None:
             raise StoreError(f"the store {self.location} is not open")
         self._refuse_if_gone(max_age=float("inf"))  # the writer looks again before it commits
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, future))
+        self._queue.put_nowait((fn, future, wake))
         return await future
 
     async def read(self, fn: Callable[[SQLiteTransaction], T]) -> T:
@@ -229,24 +231,33 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise _translate(exc, self.location) from exc
 
+    sees_quiet_commits = True
+
     @property
     def generation(self) -> int:
         return self._changes.generation
 
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
-        """Return after a commit to the store by anyone (this process or another), or after ``timeout``;
-        at once if a commit was seen since ``generation`` was ``since``.
+    @property
+    def wake_generation(self) -> int:
+        return self._changes.wakes
+
+    async def wait_for_change(self, timeout: float, since: int | None = None, *, waking: bool = False) -> None:
+        """Return after a commit to the store by anyone (this process or another; with ``waking``, one
+        that may end a wait or start or stop work), or after ``timeout``; at once if the count has moved
+        past ``since``.
 
         Commits in this process wake waiters at once; another process's commits are seen by polling
-        the WAL index's change counter every few milliseconds, and only while somebody waits.
+        the WAL index's header every few milliseconds, and only while somebody waits. The header counts
+        transactions, so the poller tells this process's own commits (already seen, quiet ones
+        included) from others' (which may be anything: they wake).
         """
-        if self._changes.moved(since):
+        if self._changes.moved(since, waking):
             return
         self._watchers += 1
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_foreign_commits(), name="sqlite-poller")
         try:
-            await self._changes.wait(timeout)
+            await self._changes.wait(timeout, waking)
         finally:
             self._watchers -= 1
 
@@ -264,21 +275,42 @@ class SQLiteStore:
         # It starts from the version the previous poller saw last, so a commit made while no poller
         # ran (between a waiter's check and its wait) wakes the waiter at once instead of being missed.
         changed_at = time.monotonic()
-        local = self._local_commits
         while self._reader is not None:
             current = await self._version()
             if current != self._seen:
-                self._seen = current
-                if self._local_commits == local:  # another process is busy: look often for a while
+                previous, self._seen = self._seen, current
+                if self._by_others(previous, current):  # another process is busy: look often for a while
                     changed_at = time.monotonic()
-                self._changes.seen()
-            local = self._local_commits
+                    self._changes.seen()
             if self._watchers == 0:
                 return
             # Each wake-up of the loop costs CPU even with nothing to read: after a quiet spell,
             # look less often (a first change after it is seen a few milliseconds later).
             quiet_for = time.monotonic() - changed_at
             await asyncio.sleep(next(pause for after, pause in _POLL_LADDER if quiet_for >= after))
+
+    def _by_others(self, previous: bytes | int | None, current: bytes | int) -> bool:
+        """Whether a change of the version came from another process's commits, not only from ours (seen
+        when committed). The WAL index header counts transactions (``iChange``, one a commit that wrote);
+        our commits' counts are in ``_own``. A header that changed with no new transaction is a
+        checkpoint of the log: nothing to see. Without the header (``data_version``) every change counts."""
+        if not isinstance(previous, bytes) or not isinstance(current, bytes):
+            return True
+        before, now = _transactions(previous), _transactions(current)
+        new = (now - before) & 0xFFFFFFFF
+        if new > _OWN_MAX:
+            self._own.clear()
+            return True
+        counts = [(before + i) & 0xFFFFFFFF for i in range(1, new + 1)]
+        others = [count for count in counts if count not in self._own]
+        # What is left is ours and still to come (claimed by a commit under way), or stale (a commit that
+        # failed after its claim): only counts ahead of the header's are kept.
+        self._own = {count for count in list(self._own) if 0 < (count - now) & 0xFFFFFFFF < 1 << 31}
+        return bool(others)
+
+    def _transaction_count(self) -> int | None:
+        """The WAL index's transaction count (any thread), None without the index."""
+        return None if self._shm is None else _transactions(os.pread(self._shm, 48, 0))
 
     # The files under a running server (see the module docstring).
 
@@ -398,42 +430,64 @@ class SQLiteStore:
 
     def _run_batch(
         self, conn: sqlite3.Connection, fns: list[Callable[[SQLiteTransaction], Any]]
-    ) -> list[tuple[bool, Any]]:
+    ) -> tuple[list[tuple[bool, Any]], bool]:
+        """Each write's outcome, and whether one of them called ``tx.wake()``. Just before COMMIT, the
+        transaction count the commit will have goes to ``_own``, so the poller knows it as ours."""
         # Optimistic: the whole batch in one transaction with no savepoints. Writes rarely fail
         # (the engine checks before it writes), so the two extra statements per write a savepoint
         # costs are paid only when one does: then the batch is rolled back and run again with each
         # write in its own savepoint, so one caller's error leaves the others' writes standing.
-        check = self._refuse_commit_if_gone
-        try:
-            return self._retry_busy(conn, "BEGIN IMMEDIATE", lambda tx: [(True, fn(tx)) for fn in fns], check)
-        except Exception as exc:
-            if len(fns) == 1:
-                return [(False, _translate(exc, self.location))]
-            if isinstance(exc, StoreFileGone) or (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
-                raise
+        marks: dict[str, Any] = {}
+
+        def check() -> None:
+            self._refuse_commit_if_gone()
+            # The write lock is held: no other commit comes between this count and ours. A commit that
+            # wrote rows wrote pages and counts one transaction; one that wrote none counts none (and the
+            # next count is not ours to claim).
+            before = self._transaction_count()
+            if before is not None and marks["wrote"] and len(self._own) < _OWN_MAX:
+                self._own.add((before + 1) & 0xFFFFFFFF)
+
+        def all_at_once(tx: SQLiteTransaction) -> list[tuple[bool, Any]]:
+            changes = conn.total_changes
+            outcomes = [(True, fn(tx)) for fn in fns]
+            marks.update(wrote=conn.total_changes != changes, woken=tx.woken)
+            return outcomes
 
         def isolated(tx: SQLiteTransaction) -> list[tuple[bool, Any]]:
             outcomes: list[tuple[bool, Any]] = []
+            wrote = False
             for fn in fns:
                 conn.execute("SAVEPOINT one_write")
+                changes = conn.total_changes
                 try:
                     outcomes.append((True, fn(tx)))
+                    wrote = wrote or conn.total_changes != changes  # rows of a write left standing
                 except Exception as exc:
                     if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
                         raise  # _retry_busy runs the whole batch again
                     conn.execute("ROLLBACK TO one_write")
                     outcomes.append((False, _translate(exc, self.location)))
                 conn.execute("RELEASE one_write")
+            marks.update(wrote=wrote, woken=tx.woken)
             return outcomes
 
-        return self._retry_busy(conn, "BEGIN IMMEDIATE", isolated, check)
+        try:
+            outcomes = self._retry_busy(conn, "BEGIN IMMEDIATE", all_at_once, check)
+        except Exception as exc:
+            if len(fns) == 1:
+                return [(False, _translate(exc, self.location))], False
+            if isinstance(exc, StoreFileGone) or (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                raise
+            outcomes = self._retry_busy(conn, "BEGIN IMMEDIATE", isolated, check)
+        return outcomes, marks["woken"]
 
     async def _write_loop(self) -> None:
         assert self._writer is not None
         writer = self._writer
         stopping = False
         while not stopping:
-            batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any]]] = []
+            batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any], bool]] = []
             item = await self._queue.get()
             while True:
                 if item is _STOP:
@@ -450,26 +504,33 @@ class SQLiteStore:
     async def _commit(
         self,
         writer: aiosqlite.Connection,
-        batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any]]],
+        batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any], bool]],
     ) -> None:
-        fns = [fn for fn, _ in batch]
+        fns = [fn for fn, _, _ in batch]
+        woken = any(wake for _, _, wake in batch)
         try:
-            outcomes = await _on_thread(writer, lambda conn: self._run_batch(conn, fns))
+            outcomes, called = await _on_thread(writer, lambda conn: self._run_batch(conn, fns))
+            woken = woken or called
         except StoreFileGone:
             outcomes = [(False, self._refusal()) for _ in batch]
         except Exception as exc:
             outcomes = [(False, _translate(exc, self.location))] * len(batch)
         if self._gone is not None:
             self._notice_gone()
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue  # the caller gave up while its write was being committed
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        self._local_commits += 1
-        self._changes.seen()
+        self._changes.seen(wakes=woken)
+
+
+def _transactions(header: bytes) -> int:
+    """The transaction count of a WAL index header (``iChange``: SQLite's documented WAL format, a native
+    32-bit integer at offset 8), which each commit that wrote adds one to."""
+    return int.from_bytes(header[8:12], sys.byteorder)
 
 
 def _paths(location: str) -> list[tuple[str, str]]:

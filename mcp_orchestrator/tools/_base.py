@@ -27,9 +27,9 @@ from mcp import MCPError
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, SkipValidation, ValidationError, create_model
+from pydantic import BaseModel, SkipValidation, ValidationError, create_model
 
 from ..errors import InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from ..runtime import Engine
@@ -150,49 +150,58 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel | st
         result = await call_primitive(tool.fn, app.engine, tool.input_model, given, *extra)
         return result.model_dump_json(exclude_none=True) if tool.text else result
 
-    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
-    annotations: dict[str, Any] = {"ctx": Context}
-    for name, field in tool.input_model.model_fields.items():
-        hint = Annotated[(field.annotation, *field.metadata, Field(description=field.description))]  # type: ignore[name-defined]  # built at run time
-        default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default))
-        annotations[name] = hint
-    returns = str if tool.text else tool.result_model
-    annotations["return"] = returns
-    handler.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
-    handler.__annotations__ = annotations
     handler.__name__ = tool.fn.__name__
     handler.__doc__ = inspect.cleandoc(tool.fn.__doc__ or "")
     return handler
 
 
 def engine_tools() -> list[Tool]:
-    """The MCP tools, for ``MCPServer(tools=...)``: each one's schema from its input model, and its
-    validation left to that model (see ``_lenient``)."""
+    """The MCP tools, for ``MCPServer(tools=...)``: each one's schemas from its input and result models,
+    and its validation left to the input model (see ``_lenient``). Built directly rather than by the SDK's
+    ``Tool.from_function``, which would make a model of the handler's signature and its schema for every
+    tool, only for both to be replaced: a fifth of a server's start."""
     tools = []
     for tool in TOOLS:
-        mcp_tool = Tool.from_function(
-            _as_mcp_function(tool),
-            title=tool.title,
-            annotations=tool.annotations,
-            structured_output=False if tool.text else None,
+        handler = _as_mcp_function(tool)
+        output_model = None if tool.text else tool.result_model
+        output_schema = None if output_model is None else compact_output(output_model.model_json_schema())
+        metadata = FuncMetadata(
+            arg_model=_lenient(f"{handler.__name__}Arguments", tool.input_model),
+            output_schema=output_schema,  # the answers are still checked against result_model
+            output_model=output_model,
         )
-        mcp_tool.fn_metadata.arg_model = _lenient(mcp_tool.fn_metadata.arg_model)  # the schema is already built
-        mcp_tool.parameters = compact_input(mcp_tool.parameters)
-        if mcp_tool.fn_metadata.output_schema is not None:  # the answers are still checked against result_model
-            mcp_tool.fn_metadata.output_schema = compact_output(mcp_tool.fn_metadata.output_schema)
+        mcp_tool = Tool(
+            fn=handler,
+            name=handler.__name__,
+            title=tool.title,
+            description=handler.__doc__ or "",
+            parameters=_arguments_schema(tool.input_model),
+            fn_metadata=metadata,
+            is_async=True,
+            context_kwarg="ctx",
+            annotations=tool.annotations,
+        )
         tools.append(mcp_tool)
     for mcp_tool, schema in zip(tools, without_repeats([tool.parameters for tool in tools]), strict=True):
         mcp_tool.parameters = schema
     return tools
 
 
-def _lenient(strict: type[ArgModelBase]) -> type[ArgModelBase]:
+def _arguments_schema(input_model: type[BaseModel]) -> dict[str, Any]:
+    """The tool's input schema: its input model's, compacted. Unknown arguments are refused by the handler,
+    which names them (``_as_mcp_function``); the schema leaves that unsaid, as it always has."""
+    schema = compact_input(input_model.model_json_schema(by_alias=True))
+    schema.pop("additionalProperties", None)
+    return schema
+
+
+def _lenient(name: str, input_model: type[BaseModel]) -> type[ArgModelBase]:
     """The SDK's argument model with no check of its own: every field optional (``ABSENT`` when not
     sent) and unvalidated, so the input model names every problem, a missing field included, in one
     ``invalid_input`` text instead of the SDK's pydantic dump. Field types stay, as the SDK reads them
     to decide which string arguments to parse as JSON."""
     fields: dict[str, Any] = {
-        name: (Annotated[field.annotation, SkipValidation], ABSENT) for name, field in strict.model_fields.items()
+        field_name: (Annotated[field.annotation, SkipValidation], ABSENT)
+        for field_name, field in input_model.model_fields.items()
     }
-    return create_model(strict.__name__, __base__=ArgModelBase, **fields)
+    return create_model(name, __base__=ArgModelBase, **fields)

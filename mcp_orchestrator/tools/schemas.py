@@ -48,16 +48,16 @@ def _compact(node: Any, *, output: bool) -> Any:
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "title" and not isinstance(value, dict):
-            continue
+        if (key == "title" and not isinstance(value, dict)) or key == "discriminator":
+            continue  # (the discriminator is OpenAPI's, not JSON Schema's: clients differ in what they make of it)
         if output and key not in _OUTPUT_KEYS:
             continue
         if key in _NAMED and isinstance(value, dict):
             out[key] = {name: _compact(item, output=output) for name, item in value.items()}
         elif key in _LISTED and isinstance(value, list):
-            # An answer is checked against its model already: "any of" (not pydantic's "exactly one of",
-            # which two alternatives flattened alike would both match) keeps its schema true.
-            out["anyOf" if output and key == "oneOf" else key] = [_compact(item, output=output) for item in value]
+            # Arguments and answers are checked against their models already: "any of" (not pydantic's
+            # "exactly one of", which two alternatives flattened alike would both match) keeps it true.
+            out["anyOf" if key == "oneOf" else key] = [_compact(item, output=output) for item in value]
         elif key in _SINGLE and isinstance(value, dict):
             out[key] = _compact(value, output=output)
         else:

@@ -77,6 +77,9 @@ from .timeline import ANCESTORS_SHOWN, TIMELINE_SHOWN, json_value, timeline
 from .timeline import tree as run_tree
 
 STREAM_KEEPALIVE_S = 15.0
+# Where other processes' quiet commits (checkpoints, activity) are not seen (PostgreSQL notifies only of
+# waking ones), a page looks again at least this often.
+STREAM_RECHECK_S = 2.0
 STREAM_SETTLE_S = 0.25  # after a commit, wait this long so that a burst of commits is one look
 STREAM_LIFETIME_S = 300.0  # then the server ends the stream and the browser opens a new one
 STREAM_RETRY_MS = 2000  # how soon the browser reconnects
@@ -399,13 +402,14 @@ async def _changes(
     """Server-sent events: one when ``version()`` differs from what the browser last saw, a
     keepalive comment when nothing happened for a while, and the end at ``deadline``."""
     yield f"retry: {STREAM_RETRY_MS}\n\n"
+    patience = STREAM_KEEPALIVE_S if engine.store.sees_quiet_commits else STREAM_RECHECK_S
     while (left := deadline - time.monotonic()) > 0:
         since = engine.store.generation  # read before looking, so a commit while looking is not missed
         current = await version()
         if current != seen:
             seen = current
             yield f"id: {current}\ndata: {current}\n\n"
-        await engine.store.wait_for_change(min(STREAM_KEEPALIVE_S, left), since)
+        await engine.store.wait_for_change(min(patience, left), since)
         if engine.store.generation == since:
             yield ": keepalive\n\n"
         else:
