@@ -58,7 +58,7 @@ test: setup node-tools  ## run the whole test suite
 
 # The tests marked `processes` (they start servers, nodes, the CLI, sub-agents, a browser, Node clients)
 # take most of the suite's time; test-fast leaves them out, so it needs no Node tools either.
-test-fast: setup  ## the test suite without the tests marked processes (about one minute instead of 7 to 13)
+test-fast: setup  ## the test suite without the tests marked processes (about one minute instead of ten)
 	$(BIN)/python -m pytest -m "not processes"
 
 lint: setup  ## ruff check, ruff format --check, mypy (with the pydantic plugin) and the import layers
