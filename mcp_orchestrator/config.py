@@ -20,10 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .paths import APP_NAME as APP_NAME  # the paths live in `paths`; their names stay importable from here
-from .paths import default_config_path as default_config_path
-from .paths import default_db_path as default_db_path
-from .paths import state_dir, token_path
+from .paths import default_config_path, default_db_path, state_dir, token_path
 from .profiles import AgentsConfig, load_agents_config
 
 ENV_DB = "MCP_ORCHESTRATOR_DB"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_orchestrator.config import Settings, default_db_path
+from mcp_orchestrator.config import Settings
 from mcp_orchestrator.errors import ConfigError
+from mcp_orchestrator.paths import default_db_path
 
 
 def test_flag_beats_environment_beats_default() -> None:

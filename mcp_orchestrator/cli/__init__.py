@@ -23,11 +23,10 @@ from ..config import (
     ENV_SYNCHRONOUS,
     ENV_WEBHOOK_SECRET,
     Settings,
-    default_config_path,
-    default_db_path,
 )
 from ..errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from ..exits import EXIT_INTERRUPTED, unwritable
+from ..paths import default_config_path, default_db_path
 from . import agents, approvals, events, hooks, install, retention, runs, schedules, serve, service, steering, steps
 from .render import configure, printable_std_streams
 from .wording import SHELL_TERMS

@@ -102,8 +102,8 @@ async def _serve_stdio(settings: Settings) -> None:
 async def _serve_http(settings: Settings, host: str, port: int, token_required: bool = True) -> None:
     import uvicorn
 
+    from ..tokens import load_or_create_token
     from ..web import build_app
-    from ..web.auth import load_or_create_token
     from ..web.limits import MAX_HEADER_BYTES
 
     sock = listening_socket(host, port)

@@ -29,11 +29,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import ENV_WEBHOOK_SECRET
-from ..tokens import load_or_create_token
 from .replies import send_error
 from .sessions import COOKIE, Session, Sessions, cookie_value
 
-__all__ = ["COOKIE", "Access", "load_or_create_token", "signature_matches"]
+__all__ = ["COOKIE", "Access", "signature_matches"]
 
 SIGNATURE_HEADERS = ("x-hub-signature-256", "x-signature-256")
 OPEN_PATHS = frozenset({"/healthz", "/login"})
