@@ -22,7 +22,7 @@ CLIENT_DIRS := HOME="$(CLIENT_HOME)" CLAUDE_CONFIG_DIR="$(CLIENT_HOME)/.claude"
 # (the tests give the Node clients the same cache, and the Inspector a home of its own, see test_real_clients.py).
 NPM := npm_config_cache="$(abspath $(NODE_TOOLS))/npm-cache" npm
 
-.PHONY: setup node-tools serve test test-fast lint bench bench-postgres clean
+.PHONY: setup node-tools serve test test-fast lint schemas bench bench-postgres clean
 
 $(BIN)/mcp-orchestrator: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -67,6 +67,9 @@ lint: setup  ## ruff check, ruff format --check, mypy (with the pydantic plugin)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+schemas: setup  ## write mcp_orchestrator/tools/schemas.json after changing a tool or a model it takes or returns
+	$(BIN)/python -m mcp_orchestrator.tools
+
 bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, reads, start-up, the dashboard, HTTP, wake-ups)
 	$(BIN)/python benchmarks/checkpoint.py
 	$(BIN)/python benchmarks/events.py
@@ -74,6 +77,7 @@ bench: setup  ## the benchmarks (checkpoints, events, sub-agents, schedules, rea
 	$(BIN)/python benchmarks/schedules.py
 	$(BIN)/python benchmarks/status.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/dashboard.py
 	$(BIN)/python benchmarks/run_page.py
 	$(BIN)/python benchmarks/keepalive.py

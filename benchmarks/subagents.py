@@ -12,6 +12,11 @@ real process (``sleep``) started by a real runner.
 3. the supervisor's CPU while nothing is queued, against the same process's CPU while working.
 
 The baseline of 1 is the time to start a bare process (``true``) from Python; of 2, the ideal.
+Phase 2 also breaks a handover down, from the times the store records: the agent exits (its
+start plus its work) -> its runner records the exit -> the supervisor claims the next queued
+agent (claims paired with exits in order, past the first ``--limit``) -> the next agent's process
+starts; and it prints the CPU that supervising took per agent (the supervisor, its runners and
+whatever else it started).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from measure import cpu_seconds, percentile
 
-from mcp_orchestrator.models import ListRunsInput, SpawnSubagentInput, StatusInput
+from mcp_orchestrator.models import Agent, AgentState, ListRunsInput, SpawnSubagentInput, StatusInput
 from mcp_orchestrator.profiles import load_agents_config
 from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.services.subagents import LEASE
@@ -40,6 +45,39 @@ async def started_at(engine: Engine, run_id: str) -> tuple[float, float] | None:
     result = await engine.runs.status(StatusInput(run_id=run_id, journal_limit=10, log_lines=0))
     starts = [entry.at for entry in result.journal if entry.kind == "process_started"]
     return (result.run.created_at.timestamp(), starts[0].timestamp()) if starts else None
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process, of the children it reaped and of its live children (with theirs), Linux /proc:
+    what supervising costs, runners included, wherever they are reaped."""
+
+    def stat(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for each in [pid, *map(int, children)]:
+        try:
+            fields = stat(each)
+        except FileNotFoundError:  # it ended meanwhile (and was reaped into the parent's figures)
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def handover_phases(agents: list[Agent], work_s: float, limit: int) -> dict[str, list[float]]:
+    """Seconds spent in each phase of a handover, from the store's records of done agents."""
+    exits = sorted(a.exited_at.timestamp() for a in agents if a.exited_at)
+    claims = sorted(a.launched_at.timestamp() for a in agents if a.launched_at)
+    return {
+        "runner records the exit": [
+            (a.exited_at - a.started_at).total_seconds() - work_s for a in agents if a.exited_at and a.started_at
+        ],
+        "supervisor claims the next": [claim - exit for exit, claim in zip(exits, claims[limit:], strict=False)],
+        "the next agent starts": [
+            (a.started_at - a.launched_at).total_seconds() for a in agents if a.started_at and a.launched_at
+        ],
+    }
 
 
 async def main() -> None:
@@ -93,6 +131,7 @@ async def main() -> None:
                 idle_cpu = (cpu_seconds(supervisor.pid) - idle_before) / (time.monotonic() - idle_at)
 
                 work = ["sleep", f"{args.work_s:g}"]
+                tree_before = tree_cpu_seconds(supervisor.pid)
                 busy_before, began = cpu_seconds(supervisor.pid), time.monotonic()
                 ids = [
                     (await spawn(SpawnSubagentInput(prompt=f"w{i}", agent="command", command=work))).run.run_id
@@ -113,6 +152,22 @@ async def main() -> None:
                 )
                 print(f"  supervisor CPU, idle                 {idle_cpu * 100:6.2f} % of one core")
                 print(f"  supervisor CPU, supervising          {busy_cpu * 100:6.2f} % of one core")
+                done = await engine.store.read(lambda tx: tx.agents_in([AgentState.DONE]))
+                wanted = set(ids)
+                ours = [agent for agent in done if agent.run_id in wanted]
+                print(f"  a handover, by phase (ms)            p50 / p90 / max, over {args.agents} agents")
+                medians = 0.0
+                for phase, samples in handover_phases(ours, args.work_s, args.limit).items():
+                    if samples:
+                        medians += statistics.median(samples)
+                        print(
+                            f"    {phase:<33}{statistics.median(samples) * 1000:7.1f} / "
+                            f"{percentile(samples, 0.9) * 1000:7.1f} / {max(samples) * 1000:7.1f}"
+                        )
+                print(f"    sum of the medians{'':15}{medians * 1000:7.1f}")
+                await asyncio.sleep(1)  # the last runners close their store and end
+                per_agent = (tree_cpu_seconds(supervisor.pid) - tree_before) / args.agents
+                print(f"  CPU per agent, supervisor and runner {per_agent * 1000:6.0f} ms")
         finally:
             supervisor.terminate()
             supervisor.wait(timeout=10)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -224,7 +224,25 @@ class StepStatus(StrEnum):
     FAILED = "failed"  # for good: attempts exhausted or not retryable
 
 
-class RetryPolicy(BaseModel):
+class _Model(BaseModel):
+    """Every model here is built (its validator, serializer and schema made) when first used, not when
+    imported: a server lists its tools from their stored schemas (``tools/schemas.json``), and a command,
+    a call or a sub-agent's runner builds only the models it uses."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+def build_models() -> None:
+    """Build every model here now rather than at first use: for a process that forks others (the runners'
+    launcher), so that they share the built models instead of each building its own."""
+    pending: list[type[BaseModel]] = [_Model]
+    while pending:  # breadth first: a model after those it holds, which it then reuses
+        model = pending.pop(0)
+        model.model_rebuild()
+        pending.extend(model.__subclasses__())
+
+
+class RetryPolicy(_Model):
     """How failed step attempts are retried: exponential backoff, capped."""
 
     model_config = ConfigDict(extra="forbid")
@@ -247,7 +265,7 @@ class RetryPolicy(BaseModel):
         return min(self.initial_backoff_s * self.backoff_coefficient ** (failed_attempt - 1), self.max_backoff_s)
 
 
-class Usage(BaseModel):
+class Usage(_Model):
     """What an agent's harness reported spending, as it reported it (never estimated lower).
 
     Summed over a run's attempts (``Run.usage``) and over a run's tree (``Run.tree_usage``)."""
@@ -301,7 +319,7 @@ class Usage(BaseModel):
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
 
-class Budget(BaseModel):
+class Budget(_Model):
     """What a run may spend: ``max_budget_usd`` covers the run and all its descendants; ``max_turns``
     the run's own model turns. Reached, its sub-agents pause (a wait of kind 'budget') until raised."""
 
@@ -309,7 +327,7 @@ class Budget(BaseModel):
     max_turns: int | None = Field(None, ge=1, le=1_000_000, description="Model turns of the run's own agent.")
 
 
-class Run(BaseModel):
+class Run(_Model):
     """One durable unit of work and where it stands."""
 
     run_id: str
@@ -333,7 +351,17 @@ class Run(BaseModel):
     truncated: dict[str, int] | None = Field(None, exclude_if=_unset, description=TRUNCATED)
 
 
-class Step(BaseModel):
+class RunState(NamedTuple):
+    """What a checkpoint or a new wait decides on about a run, read with the step in one statement
+    (``Transaction.run_and_step``): a plain tuple, for a path where building a ``Run`` costs more than
+    the reading."""
+
+    run_id: str
+    status: RunStatus
+    deadline_at: datetime | None
+
+
+class Step(_Model):
     """A named entry of a run's journal: its latest attempt and outcome."""
 
     step: str
@@ -353,7 +381,7 @@ class Step(BaseModel):
     truncated: dict[str, int] | None = Field(None, exclude_if=_unset, description=TRUNCATED)
 
 
-class JournalEntry(BaseModel):
+class JournalEntry(_Model):
     """One thing that happened to a run; ``seq`` orders entries across all runs."""
 
     seq: int
@@ -365,7 +393,7 @@ class JournalEntry(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
-class Event(BaseModel):
+class Event(_Model):
     """Something that happened outside a run: a reply, a CI result, an approval."""
 
     event_id: str
@@ -376,7 +404,7 @@ class Event(BaseModel):
     truncated: dict[str, int] | None = Field(None, exclude_if=_unset, description=TRUNCATED)
 
 
-class Wait(BaseModel):
+class Wait(_Model):
     """A step of a run that waits for an event (``kind='event'``), for a time (``kind='sleep'``), for
     other runs to end (``kind='runs'``, a fan-in) or for the decision on a permission request
     (``kind='approval'``: the event ``approval.<approval_id>``)."""
@@ -422,7 +450,7 @@ ACTIVE_AGENT_STATES = frozenset({AgentState.STARTING, AgentState.LIVE})
 ExitHow = Literal["exited", "timed_out", "stopped", "launch_failed", "lost", "budget", "silent"]
 
 
-class Agent(BaseModel):
+class Agent(_Model):
     """A sub-agent: how its process is launched, and its current (or last) process."""
 
     run_id: str
@@ -480,7 +508,7 @@ ActivityKind = Literal["turn", "text", "tool", "permission", "pause", "budget", 
 ACTIVITY_SUMMARY_MAX = 300  # characters of an entry's one-line summary
 
 
-class Activity(BaseModel):
+class Activity(_Model):
     """One entry of a sub-agent's activity timeline (bounded: see ``Agent.activity_dropped``)."""
 
     seq: int = Field(0, description="Order within the store: later entries have larger numbers.")
@@ -501,7 +529,7 @@ class Activity(BaseModel):
 MessageStatus = Literal["queued", "delivered", "dropped"]
 
 
-class Message(BaseModel):
+class Message(_Model):
     """A message to a running sub-agent, kept until delivered (or dropped when its run ended)."""
 
     message_id: str
@@ -542,7 +570,7 @@ Labels = Annotated[
 ]
 
 
-class _Input(BaseModel):
+class _Input(_Model):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -888,7 +916,7 @@ class ScheduleInput(_Input):
         return self
 
 
-class Firing(BaseModel):
+class Firing(_Model):
     """One firing of a schedule: recorded once per due time, with what it did."""
 
     due_at: datetime
@@ -911,7 +939,7 @@ def _stored_action(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         return kind.model_construct(**value)
 
 
-class Schedule(BaseModel):
+class Schedule(_Model):
     """Recurring or delayed work, fired by the supervisor once per due time."""
 
     name: str
@@ -964,7 +992,7 @@ class ListEventsInput(_Input):
     cursor: OptionalText = Field(None, max_length=32, description="next_cursor of the previous page.")
 
 
-class RunFilter(BaseModel):
+class RunFilter(_Model):
     """A list_runs query as the store sees it: plain values, no choices left."""
 
     statuses: list[RunStatus] = Field(default_factory=list)
@@ -985,7 +1013,7 @@ class RunFilter(BaseModel):
 # Results.
 
 
-class ToolResult(BaseModel):
+class ToolResult(_Model):
     """What every tool answers, besides its own fields: a note when the answer had to leave something
     out to fit the result budget (``max_result_bytes``; see services.sizing)."""
 
@@ -1042,14 +1070,14 @@ class RetryRunResult(ToolResult):
     )
 
 
-class CollectResult(BaseModel):
+class CollectResult(_Model):
     before: datetime = Field(description="Ended runs, events and firings older than this were removed.")
     runs: int = Field(description="Runs removed, with their steps, journal, waits and process records.")
     events: int
     firings: int = Field(description="Schedule firings removed.")
 
 
-class CollectPreview(BaseModel):
+class CollectPreview(_Model):
     """What gc would remove, shown before it does (``--dry-run``, or to confirm)."""
 
     before: datetime = Field(description="Ended runs, events and firings older than this would be removed.")
@@ -1239,7 +1267,7 @@ class DecideApprovalInput(_Input):
         return self
 
 
-class Approval(BaseModel):
+class Approval(_Model):
     """A permission request of a sub-agent and, once made, the decision on it."""
 
     approval_id: str
@@ -1268,7 +1296,7 @@ class DecideApprovalResult(ToolResult):
     approval: Approval = Field(description="The request with its decision.")
 
 
-class PermissionAnswer(BaseModel):
+class PermissionAnswer(_Model):
     """What the harness's permission prompt tool gets (Claude Code's shape, as one JSON text)."""
 
     behavior: Behavior
@@ -1317,7 +1345,7 @@ TaskTool = Literal["spawn_subagent", "wait_for_runs", "wait_for_event", "sleep"]
 TaskStatus = Literal["working", "input_required", "completed", "failed", "cancelled"]
 
 
-class TaskRecord(BaseModel):
+class TaskRecord(_Model):
     """A long call a client took as an MCP task: a view of the run or wait the call started, so any
     process on the store answers for it by asking that run or wait again, after any restart."""
 

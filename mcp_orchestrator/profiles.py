@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -421,6 +420,8 @@ def load_agents_config(path: Path | None) -> AgentsConfig:
     """
     if path is None or not path.exists():
         return AgentsConfig()
+    import tomllib  # only with a config file: most processes start without one
+
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

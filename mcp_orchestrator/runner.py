@@ -1,12 +1,14 @@
 """The runner: the small process that owns one attempt of one sub-agent.
 
-``python -m mcp_orchestrator.runner SPEC.json``, started by the supervisor in a session of
-its own. It starts the agent first (before importing anything heavy, so that queued-to-running
-is quick), in a new process group, with stdout and stderr appended to the run's log files; then
-it records the start in the store, reports once a heartbeat, kills the group when the run ends
-elsewhere (cancel), the attempt times out, the run's budget is spent or the agent stays silent too
-long, and records the exit with the agent's final output. The server that launched it may die
-meanwhile: the runner does not need it.
+Forked by the launcher (``python -m mcp_orchestrator.runner --launcher``, a child of the supervisor
+that imported the engine once: see ``serve_launches``), or started as ``python -m
+mcp_orchestrator.runner SPEC.json``, in a session of its own. It starts the agent first (before
+importing anything heavy, so that queued-to-running is quick, however it was started), in a new
+process group, with stdout and stderr appended to the run's log files; then it records the start in
+the store, reports once a heartbeat, kills the group when the run ends elsewhere (cancel), the
+attempt times out, the run's budget is spent or the agent stays silent too long, and records the
+exit with the agent's final output. The server that launched it may die meanwhile: the runner does
+not need it.
 
 The agent's stdout comes through a pipe: a thread copies every line to the log file as it
 arrives and hands it to the reader of the profile's output format (``agents/streams.py``), so
@@ -30,6 +32,7 @@ import errno
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -63,7 +66,14 @@ KILLED_WHY = {
 
 
 def main(argv: list[str]) -> int:
-    with open(argv[1]) as file:
+    if argv[1:] == ["--launcher"]:  # agents.launch.LAUNCHER_FLAG
+        return serve_launches(sys.stdin.buffer, sys.stdout.buffer)
+    return run(argv[1])
+
+
+def run(spec_path: str) -> int:
+    """Run the attempt that the spec at ``spec_path`` describes, to its end."""
+    with open(spec_path) as file:
         spec = json.load(file)
     stdout = open(spec["stdout"], "ab")  # noqa: SIM115  (written until the agent exits)
     stderr = open(spec["stderr"], "ab")  # noqa: SIM115
@@ -143,6 +153,85 @@ def _feed(pipe: IO[bytes], data: bytes) -> None:
         pipe.close()
     except OSError:  # the agent exited, or closed stdin without reading it
         pass
+
+
+# The launcher.
+
+
+def serve_launches(requests: IO[bytes], answers: IO[bytes]) -> int:
+    """The launcher: imports what attending an agent needs once (then says ``{"ready": true}``),
+    then forks a runner for each spec path it reads (a JSON string a line), answering each with
+    ``{"pid": ...}`` or ``{"error": ..., "errno": ...}``. A forked runner starts its agent within
+    milliseconds and imports nothing, so no import's CPU slows the other runners' handovers. It ends
+    with its input (its supervisor closed it, or died); its runners live on, in sessions of their own."""
+    # What a runner imports once its agent started (``run``, ``_attend``, the engine's sub-agents service,
+    # reading the config file, ``asyncio.to_thread``): imported here once, for every runner.
+    import asyncio  # noqa: F401
+    import concurrent.futures.thread  # noqa: F401
+    import gc
+    import tomllib  # noqa: F401
+
+    from . import logs, models, runtime  # noqa: F401
+    from .agents import launch, streams  # noqa: F401
+    from .services import subagents  # noqa: F401
+
+    models.build_models()  # built at first use elsewhere; built here, they are shared with every runner
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the supervisor, which ends the input
+    signal.signal(signal.SIGCHLD, _reap)
+    gc.freeze()  # the imported objects stay shared with the runners: no collection writes to their pages
+    answers.write(b'{"ready": true}\n')
+    answers.flush()
+    while line := requests.readline():
+        try:
+            answer: dict[str, Any] = {"pid": _fork(json.loads(line))}
+        except OSError as exc:
+            answer = {"error": exc.strerror or str(exc), "errno": exc.errno}
+        answers.write(json.dumps(answer).encode() + b"\n")
+        answers.flush()
+    return 0
+
+
+def _reap(signum: int, frame: object) -> None:
+    """Reap the launcher's runners that ended: none lingers as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _fork(spec_path: str) -> int:
+    """Fork the runner of a spec, as ``agents.launch.start_runner`` starts one: a session of its own, in
+    the spec's directory, stdin and stdout closed, stderr appended to ``runner.log`` there."""
+    run_dir = os.path.dirname(spec_path)
+    log = os.open(os.path.join(run_dir, "runner.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(log)
+        raise
+    if pid:
+        os.close(log)
+        return pid
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the runner waits for its agent itself
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any interpreter
+        os.setsid()
+        os.chdir(run_dir)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd, target in ((null, 0), (null, 1), (log, 2)):
+            os.dup2(fd, target)
+        os.close(null)
+        os.close(log)
+        code = run(spec_path)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 # Reading stdout.
@@ -361,7 +450,9 @@ class Watch:
         verdict: Verdict = "continue"
         while verdict == "continue":
             waiter: asyncio.Future[Any] = asyncio.ensure_future(heard.wait())
-            done, _ = await asyncio.wait([exit_code, waiter], timeout=max(0.0, due - time.monotonic()))
+            done, _ = await asyncio.wait(
+                [exit_code, waiter], timeout=max(0.0, due - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
             heard.clear()  # before looking: news that comes after is seen on the next turn
             if (session := self.reader.report.session_id) is not None and session != self.session:

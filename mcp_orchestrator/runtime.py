@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .models import utcnow
 from .profiles import AgentsConfig
-from .services.approvals import Approvals
-from .services.budgets import Budgets
 from .services.context import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Context
-from .services.events import Events
-from .services.messages import Messages
-from .services.overview import Overview
-from .services.runs import Runs
-from .services.schedules import Schedules
-from .services.spawns import Spawns
-from .services.subagents import Subagents
-from .services.tasks import Tasks
 from .store import store_for
 from .store.base import Store
+
+if TYPE_CHECKING:
+    from .services.approvals import Approvals
+    from .services.budgets import Budgets
+    from .services.events import Events
+    from .services.messages import Messages
+    from .services.overview import Overview
+    from .services.runs import Runs
+    from .services.schedules import Schedules
+    from .services.spawns import Spawns
+    from .services.subagents import Subagents
+    from .services.tasks import Tasks
 
 
 class Engine(Context):
@@ -30,7 +34,10 @@ class Engine(Context):
     ``runs`` (runs and steps), ``events`` (events, waits, sleeps, fan-ins), ``subagents``,
     ``schedules``, ``approvals`` (sub-agents' permission requests), ``messages`` (to sub-agents),
     ``budgets`` and ``tasks`` (long calls taken as MCP tasks); retention and traces are
-    functions of the context (``services.retention``, ``services.tracing``)."""
+    functions of the context (``services.retention``, ``services.tracing``).
+
+    Each service is made, and its module imported, when first used: a command or a sub-agent's runner
+    imports the services it calls, not all of them."""
 
     def __init__(
         self,
@@ -51,17 +58,68 @@ class Engine(Context):
             subagent_run_id=subagent_run_id,
             max_result_bytes=max_result_bytes,
         )
-        config = agents or AgentsConfig()
-        spawns = Spawns(self, config)
-        self.runs = Runs(self)
-        self.events = Events(self)
-        self.subagents = Subagents(self, spawns)
-        self.schedules = Schedules(self, spawns)
-        self.approvals = Approvals(self, config)
-        self.messages = Messages(self, config)
-        self.budgets = Budgets(self)
-        self.tasks = Tasks(self)
-        self.overview = Overview(self, self.runs, self.schedules)  # the dashboard's lists
+        self.agents_config = agents or AgentsConfig()
+
+    @cached_property
+    def runs(self) -> Runs:
+        from .services.runs import Runs
+
+        return Runs(self)
+
+    @cached_property
+    def events(self) -> Events:
+        from .services.events import Events
+
+        return Events(self)
+
+    @cached_property
+    def subagents(self) -> Subagents:
+        from .services.subagents import Subagents
+
+        return Subagents(self, self._spawns)
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        from .services.schedules import Schedules
+
+        return Schedules(self, self._spawns)
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        from .services.approvals import Approvals
+
+        return Approvals(self, self.agents_config)
+
+    @cached_property
+    def messages(self) -> Messages:
+        from .services.messages import Messages
+
+        return Messages(self, self.agents_config)
+
+    @cached_property
+    def budgets(self) -> Budgets:
+        from .services.budgets import Budgets
+
+        return Budgets(self)
+
+    @cached_property
+    def tasks(self) -> Tasks:
+        from .services.tasks import Tasks
+
+        return Tasks(self)
+
+    @cached_property
+    def overview(self) -> Overview:
+        """The dashboard's lists."""
+        from .services.overview import Overview
+
+        return Overview(self, self.runs, self.schedules)
+
+    @cached_property
+    def _spawns(self) -> Spawns:
+        from .services.spawns import Spawns
+
+        return Spawns(self, self.agents_config)
 
 
 @asynccontextmanager

@@ -2,9 +2,16 @@
 
 The SDK's stdio reader drops a line it cannot read (JSON nested deeper than its parser allows, a
 lone surrogate, an integer of thousands of digits, invalid JSON) without a reply, so the client
-waits until its own timeout. Here each line is read with a bounded length, screened with the
-SDK's own message model, and answered with a JSON-RPC error carrying the request's id when it
-cannot be read; only lines the SDK reads are passed on to it.
+waits until its own timeout. Here each line is read with a bounded length and parsed once, with the
+SDK's own message model: what it reads goes to the SDK's server, what it cannot read is answered
+with a JSON-RPC error carrying the request's id.
+
+A pipe or a socket (what clients give) is read and written by the event loop itself, made
+non-blocking while served: a call then costs no hand-over to a worker thread and back for reading
+its line, nor another for writing its answer, as it does in the SDK's transport (with the second
+parse, 15 % of the server's instructions per checkpoint: benchmarks/README.md). Anything else (a
+terminal, a file) is read and written by worker threads, where a blocking read or write cannot stall
+the event loop.
 """
 
 from __future__ import annotations
@@ -13,16 +20,18 @@ import fcntl
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server import MCPServer
-from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from .config import ENV_MAX_PAYLOAD
@@ -33,6 +42,7 @@ INVALID_PARAMS = -32602
 _SMALL = 200  # longest id value worth recovering from a line that cannot be read whole
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],:]')
 _HUGE = object()  # an integer too long for int() (Python's 4300-digit limit)
+_CHUNK = 64 * 1024  # bytes read at once
 
 
 def line_limit(max_payload_bytes: int) -> int:
@@ -42,81 +52,126 @@ def line_limit(max_payload_bytes: int) -> int:
 
 async def serve_stdio(mcp: MCPServer, max_line_bytes: int) -> None:
     """Serve ``mcp`` on this process's stdin and stdout until stdin ends."""
-    with _claimed_std_fds() as (wire_in, wire_out):
-        wire = _Wire(wire_out)
-        lines = _ScreenedLines(wire_in, wire, max_line_bytes)
-        async with stdio_server(stdin=lines, stdout=wire) as (read_stream, write_stream):  # type: ignore[arg-type]
-            server = mcp._lowlevel_server  # what MCPServer.run_stdio_async runs, on our streams
+    with _claimed_std_fds() as (wire_in, wire_out), _polled(wire_in) as in_polled, _polled(wire_out) as out_polled:
+        wire = _Wire(wire_out, out_polled)
+        lines = _Lines(wire_in, in_polled, max_line_bytes)
+        to_server, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        write_stream, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+        server = mcp._lowlevel_server  # what MCPServer.run_stdio_async runs, on our streams
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_read_messages, lines, wire, to_server)
+            tasks.start_soon(_write_messages, from_server, wire)
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-class _Wire:
-    """The write side: whole lines, one writer at a time (the SDK's replies and ours share it)."""
+async def _read_messages(
+    lines: _Lines, wire: _Wire, to_server: MemoryObjectSendStream[SessionMessage | Exception]
+) -> None:
+    """Each line read, parsed once: a message to the server, or an error answered here."""
+    async with to_server:
+        async for raw in lines:
+            if raw is None:
+                await wire.reply(_too_long(lines.limit))
+                continue
+            line = raw.decode("utf-8", errors="replace")
+            if not line.strip():
+                continue
+            try:
+                message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except ValidationError as exc:
+                # Finding the id of a hostile line may take a while: off the event loop.
+                answer = await anyio.to_thread.run_sync(answer_to, line, _first_problem(exc))
+                if answer is not None:
+                    await wire.reply(answer)
+                continue
+            await to_server.send(SessionMessage(message))
 
-    def __init__(self, fd: int) -> None:
-        self._file: IO[bytes] = os.fdopen(fd, "wb", closefd=False)
+
+async def _write_messages(from_server: MemoryObjectReceiveStream[SessionMessage], wire: _Wire) -> None:
+    """The server's messages, one line each, as the SDK's transport writes them."""
+    async with from_server:
+        async for session_message in from_server:
+            await wire.write(session_message.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n")
+
+
+class _Wire:
+    """The write side: whole lines, one writer at a time (the server's answers and ours share it)."""
+
+    def __init__(self, fd: int, polled: bool) -> None:
+        self._fd = fd
+        self._polled = polled
         self._lock = anyio.Lock()
 
     async def write(self, text: str) -> None:
         data = text.encode("utf-8", errors="backslashreplace")  # a lone surrogate stays a JSON escape
         async with self._lock:
-            await anyio.to_thread.run_sync(self._write, data, abandon_on_cancel=True)
+            if not self._polled:
+                await anyio.to_thread.run_sync(self._write_all, data, abandon_on_cancel=True)
+                return
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except BlockingIOError:  # the client reads slower than we answer: wait for room
+                    await anyio.wait_writable(self._fd)
 
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._file.flush()
-
-    async def flush(self) -> None:
-        """Each write is flushed already (the SDK calls this after every message)."""
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     async def reply(self, message: dict[str, Any]) -> None:
         await self.write(json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
-class _ScreenedLines:
-    """The read side: the lines the SDK can read; the others are answered here."""
+class _Lines:
+    """The read side: each line (without its newline) as bytes, or None for a line longer than
+    ``limit``, which is skipped without being held."""
 
-    def __init__(self, fd: int, wire: _Wire, limit: int) -> None:
-        self._file: IO[bytes] = os.fdopen(fd, "rb", closefd=False)
-        self._wire = wire
-        self._limit = limit
+    def __init__(self, fd: int, polled: bool, limit: int) -> None:
+        self._fd = fd
+        self._polled = polled
+        self.limit = limit
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def _read(self) -> bytes:
+        """The bytes available now (waiting for some), b"" at the end."""
+        if not self._polled:
+            return await anyio.to_thread.run_sync(os.read, self._fd, _CHUNK, abandon_on_cancel=True)
         while True:
-            raw = await anyio.to_thread.run_sync(self._file.readline, self._limit, abandon_on_cancel=True)
-            if not raw:
-                return
-            if not raw.endswith(b"\n") and len(raw) >= self._limit:
-                await self._skip_rest()
-                await self._wire.reply(_too_long(self._limit))
-                continue
-            line = raw.decode("utf-8", errors="replace")
-            if not line.strip():
-                continue
-            problem = unreadable(line)
-            if problem is None:
-                yield line
-                continue
-            # Finding the id of a hostile line may take a while: off the event loop.
-            answer = await anyio.to_thread.run_sync(answer_to, line, problem)
-            if answer is not None:
-                await self._wire.reply(answer)
+            try:
+                return os.read(self._fd, _CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(self._fd)
 
-    async def _skip_rest(self) -> None:
-        """Read past the rest of an overlong line without holding it."""
+    async def __aiter__(self) -> AsyncIterator[bytes | None]:
+        held = bytearray()
+        skipping = False  # within a line over the limit
         while True:
-            chunk = await anyio.to_thread.run_sync(self._file.readline, self._limit, abandon_on_cancel=True)
-            if not chunk or chunk.endswith(b"\n"):
+            chunk = await self._read()
+            if not chunk:
+                if skipping:
+                    yield None
+                elif held:
+                    yield bytes(held)
                 return
-
-
-def unreadable(line: str) -> str | None:
-    """Why the SDK cannot read ``line`` (it reads it with this same model), or None when it can."""
-    try:
-        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-    except ValidationError as exc:
-        return _first_problem(exc)
-    return None
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if skipping:
+                    skipping = False
+                    yield None
+                elif len(held) + end - start >= self.limit:
+                    held.clear()
+                    yield None
+                else:
+                    held += chunk[start:end]
+                    yield bytes(held)
+                    held.clear()
+                start = end + 1
+            if not skipping:
+                held += chunk[start:]
+                if len(held) >= self.limit:
+                    held.clear()
+                    skipping = True
 
 
 def answer_to(line: str, problem: str) -> dict[str, Any] | None:
@@ -218,6 +273,22 @@ def _too_long(limit: int) -> dict[str, Any]:
 
 def _error(request_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+@contextmanager
+def _polled(fd: int) -> Iterator[bool]:
+    """Whether ``fd`` is served by the event loop: a pipe or a socket, made non-blocking meanwhile
+    (and blocking again after, for whoever shares it then)."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        yield False
+        return
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        yield True
+    finally:
+        os.set_blocking(fd, blocking)
 
 
 @contextmanager

@@ -19,13 +19,12 @@ import asyncio
 import logging
 import os
 import shutil
-import subprocess
 import time
 from datetime import datetime, timedelta
 
 import anyio
 
-from .agents.launch import group_alive, kill_group, launch, runner_alive
+from .agents.launch import Launcher, group_alive, kill_group, runner_alive
 from .config import Settings
 from .errors import OrchestratorError
 from .ids import new_id
@@ -87,7 +86,7 @@ class Supervisor:
         self.node = settings.node
         self.holder = f"{self.node}:{os.getpid()}:{new_id()[-8:]}"
         self.leases = (LEASE, node_lease(self.node))
-        self._runners: list[subprocess.Popen[bytes]] = []
+        self._launcher = Launcher(settings)
         self._next_collection = time.monotonic() + 60  # the first, a minute after taking the lease
         self._exporter = exporter_from_environment()
         self._failures = FailureLog()
@@ -96,7 +95,7 @@ class Supervisor:
         renew_s = self.agents.config.lease_ttl_s / 3
         try:
             while True:
-                self._collect_runners()
+                self._launcher.collect()
                 held = await self._hold_leases()
                 if not held:
                     await asyncio.sleep(renew_s)
@@ -117,6 +116,7 @@ class Supervisor:
                         left = min(left, max((wake - self.engine.now()).total_seconds(), 0.005))
                     await self.engine.store.wait_for_change(left, since, waking=True)  # a spawn, an exit: early
         finally:
+            self._launcher.close()
             with anyio.CancelScope(shield=True):
                 for name in self.leases:
                     try:
@@ -168,7 +168,7 @@ class Supervisor:
     async def _node_duties(self) -> None:
         for item in await self.agents.claim(self.node):
             try:
-                self._runners.append(launch(item, self.settings))
+                self._launcher.launch(item)
             except OSError as exc:
                 message = f"cannot start the runner: {exc.strerror or exc}"
                 await self.agents.exited(
@@ -177,7 +177,7 @@ class Supervisor:
         for agent in await self.agents.reap(self.node, runner_alive):
             if agent.host == self.node and agent.pgid is not None and group_alive(agent.pgid):
                 await asyncio.to_thread(kill_group, agent.pgid, self.agents.config.kill_grace_s)
-        self._collect_runners()
+        self._launcher.collect()
 
     async def remove_orphan_logs(self, older_than: timedelta) -> list[str]:
         """Remove the log directories (``runs/<run_id>/``) of runs the store no longer has, once they
@@ -193,7 +193,3 @@ class Supervisor:
         for directory in removed:
             await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
         return [d.name for d in removed]
-
-    def _collect_runners(self) -> None:
-        """Reap runners that exited, so that no zombie lingers (and none counts as alive)."""
-        self._runners = [runner for runner in self._runners if runner.poll() is None]

@@ -39,6 +39,7 @@ from .models import (
     Message,
     RetryPolicy,
     Run,
+    RunState,
     RunStatus,
     SendEventInput,
     SendEventResult,
@@ -83,6 +84,14 @@ def get_run(tx: Transaction, run_id: str, *, payloads: bool = True) -> Run:
     if run is None:
         raise RunNotFound(run_id)
     return run
+
+
+def run_and_step(tx: Transaction, run_id: str, step: str) -> tuple[RunState, Step | None]:
+    """The run's state with its step ``step`` (None: none yet), or RunNotFound naming the id."""
+    found = tx.run_and_step(run_id, step)
+    if found is None:
+        raise RunNotFound(run_id)
+    return found
 
 
 def awaited_runs(tx: Transaction, run_ids: list[str], *, settle: bool = False) -> list[Run]:
@@ -194,14 +203,16 @@ def cancel(tx: Transaction, now: datetime, run: Run, reason: str, *, event_seq: 
 # timed-out run to show as failed.
 
 
-def overdue(run: Run, now: datetime) -> bool:
+def overdue(run: Run | RunState, now: datetime) -> bool:
     return not run.status.terminal and run.deadline_at is not None and now >= run.deadline_at
 
 
-def expire_if_overdue(tx: Transaction, now: datetime, run: Run) -> OrchestratorError | None:
+def expire_if_overdue(tx: Transaction, now: datetime, run: Run | RunState) -> OrchestratorError | None:
     """Fail the run if its deadline has passed; returns the error its caller raises after the commit."""
     if not overdue(run, now):
         return None
+    if not isinstance(run, Run):
+        run = get_run(tx, run.run_id, payloads=False)
     deadline = run.model_dump(mode="json", include={"deadline_at"})["deadline_at"]
     error = {"type": "timeout", "message": f"the run did not finish by its deadline, {deadline}"}
     end_runs(tx, now, [run.run_id], RunStatus.FAILED, "run_timed_out", {"deadline_at": deadline}, error=error)
@@ -225,8 +236,7 @@ def open_wait(tx: Transaction, run_id: str, wait: Wait) -> Wait | OrchestratorEr
 
     Returns the new wait, None for an existing one, or an error to raise after the commit.
     """
-    run = get_run(tx, run_id, payloads=False)
-    step = tx.get_step(run.run_id, wait.step)
+    run, step = run_and_step(tx, run_id, wait.step)
     if step is not None and step.kind != wait.kind:
         raise InvalidInput(
             f"step {wait.step!r} of run {run.run_id} is a {step.kind} step, not a {wait.kind} wait; "

@@ -1,20 +1,23 @@
-"""How the console script starts: ``token`` and ``--version`` without the command line's imports, ``serve``
-on a terminal saying what it waits for, ``spawn --command`` implying the command profile."""
+"""How the console script starts: ``token`` and ``--version`` without the command line's imports, a command
+with its own module's imports alone, ``serve`` on a terminal saying what it waits for, ``spawn --command``
+implying the command profile."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import pytest
 
-from .support import cli, server_env
+from mcp_orchestrator.cli import COMMAND_GROUPS
 
-pytestmark = pytest.mark.processes
+from .support import cli, server_env
 
 SCRIPT = Path(sys.executable).with_name("mcp-orchestrator")
 HINT = "It is waiting for an MCP client to send JSON-RPC messages on stdin"
@@ -28,6 +31,7 @@ INITIALIZE = {
 HEAVY = ("mcp", "starlette", "mcp_orchestrator.cli", "mcp_orchestrator.models", "mcp_orchestrator.runtime")
 
 
+@pytest.mark.processes
 def test_token_and_version_answer_without_the_command_line(private_state_dir: Path) -> None:
     probe = (
         "import sys\nfrom mcp_orchestrator.console import main\n"
@@ -45,6 +49,28 @@ def test_token_and_version_answer_without_the_command_line(private_state_dir: Pa
     assert full.stdout == token + "\n"
 
 
+def test_each_command_module_adds_the_commands_listed_for_it() -> None:
+    for group, names in COMMAND_GROUPS.items():
+        commands = argparse.ArgumentParser().add_subparsers()
+        import_module(f"mcp_orchestrator.cli.{group}").add_commands(commands)
+        assert tuple(commands.choices) == names, group
+
+
+@pytest.mark.processes
+def test_a_command_imports_its_own_module_and_the_services_it_calls(tmp_path: Path) -> None:
+    probe = (
+        "import json, sys\nfrom mcp_orchestrator.cli import main\n"
+        f"assert main(['runs', '--db', {str(tmp_path / 's.db')!r}]) == 0\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=server_env(), check=True)
+    imported = set(json.loads(done.stdout.splitlines()[-1]))
+    assert {group for group in COMMAND_GROUPS if f"mcp_orchestrator.cli.{group}" in imported} == {"runs"}
+    assert "mcp" not in imported  # no MCP SDK for a command that reads the store
+    assert not imported & {"mcp_orchestrator.services.subagents", "mcp_orchestrator.services.schedules"}
+
+
+@pytest.mark.processes
 def test_a_bad_token_file_is_reported_as_every_error(private_state_dir: Path) -> None:
     private_state_dir.mkdir(parents=True)
     (private_state_dir / "token").write_text("short\n")
@@ -56,6 +82,7 @@ def test_a_bad_token_file_is_reported_as_every_error(private_state_dir: Path) ->
     assert done.stderr == told + "\n"
 
 
+@pytest.mark.processes
 def test_help_is_whole(tmp_path: Path) -> None:
     top = cli(tmp_path / "s.db", "--help").stdout
     for command in ("token", "start", "checkpoint", "finish", "serve", "runs"):
@@ -73,6 +100,7 @@ def _serve(db: Path, stdin: int) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.processes
 def test_serve_on_a_terminal_says_what_it_waits_for_and_serves(tmp_path: Path) -> None:
     terminal, stdin = pty.openpty()
     with _serve(tmp_path / "store.db", stdin) as server:
@@ -92,6 +120,7 @@ def test_serve_on_a_terminal_says_what_it_waits_for_and_serves(tmp_path: Path) -
     assert "mcp-orchestrator install claude-code" in told and "serve --http" in told and "dashboard" in told
 
 
+@pytest.mark.processes
 def test_serve_started_by_a_client_says_nothing_of_it(tmp_path: Path) -> None:
     with _serve(tmp_path / "store.db", subprocess.PIPE) as server:
         out, err = server.communicate(json.dumps(INITIALIZE).encode() + b"\n", timeout=60)
@@ -106,6 +135,7 @@ def _spawn(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.processes
 def test_spawn_with_a_command_needs_no_agent(tmp_path: Path) -> None:
     spawned = _spawn(tmp_path / "store.db", "count the files", "--command", "/bin/true", "--flag")
     assert spawned.returncode == 0, spawned.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 from mcp import Client
 
@@ -249,6 +250,44 @@ async def test_agents_outlive_a_sigkilled_server_and_another_server_takes_over(
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+async def test_runners_forked_by_the_launcher_outlive_it_and_their_sigkilled_supervisor(
+    tmp_path: Path, db: str, private_state_dir: Path
+) -> None:
+    """Once the launcher has imported the engine, it forks the runners; killed, it is started again;
+    a supervisor killed takes its launcher along, and the runners live on to record their agents' exits."""
+    config = write_config(tmp_path)
+    env = server_env(MCP_ORCHESTRATOR_CONFIG=str(config))
+    command = [sys.executable, "-m", "mcp_orchestrator", "supervise", "--db", db]
+    supervisor = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        async with engine_on(db, config) as engine:
+
+            async def forked() -> tuple[str, int] | None:
+                """A new agent's run and its runner's parent, if that is the launcher (not the supervisor)."""
+                spawn = SpawnSubagentInput(prompt="sleep", agent="command", command=["sleep", "2"])
+                run_id = (await engine.subagents.spawn(spawn)).run.run_id
+                live = await until(engine, run_id, lambda result: result.process.state == AgentState.LIVE)
+                assert live.process is not None and live.process.pid is not None
+                parent = psutil.Process(live.process.pid).ppid()
+                return (run_id, parent) if parent != supervisor.pid else None
+
+            first, launcher = await eventually(forked, timeout=60, interval=0.1)
+            os.kill(launcher, signal.SIGKILL)
+            second, launcher = await eventually(forked, timeout=60, interval=0.1)
+            supervisor.send_signal(signal.SIGKILL)
+            supervisor.wait()
+            await eventually(lambda: pid_gone(launcher))  # its input ended with its supervisor
+
+            for run_id in (first, second):
+                result = await until(engine, run_id, ended)
+                assert result.run.status == RunStatus.COMPLETED
+                assert [exit.detail["exit_code"] for exit in entries(result.journal, "process_exited")] == [0]
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
 
 
 async def test_a_waiting_agent_exits_and_is_resumed_with_its_session_when_the_event_arrives(

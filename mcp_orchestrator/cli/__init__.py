@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 
 from pydantic import ValidationError
 
@@ -27,7 +28,6 @@ from ..config import (
 from ..errors import ConfigError, InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from ..exits import EXIT_INTERRUPTED, unwritable
 from ..paths import default_config_path, default_db_path
-from . import agents, approvals, events, hooks, install, retention, runs, schedules, serve, service, steering, steps
 from .render import configure, printable_std_streams
 from .wording import SHELL_TERMS
 
@@ -49,21 +49,23 @@ environment:
   CLAUDE_PROJECT_DIR   workspace recorded on new runs (default: the current directory)
 """
 
-# The order of `--help`.
-COMMAND_GROUPS = (
-    serve,
-    install,
-    service,
-    hooks,
-    runs,
-    steps,
-    events,
-    agents,
-    steering,
-    approvals,
-    schedules,
-    retention,
-)
+# Each module of this package that adds commands (``add_commands``), with the commands it adds, in the order
+# of `--help`. A command line names its command first: only that command's module is imported and its parser
+# built (a server starts without the others' imports); --help, a mistake or a command not listed builds them all.
+COMMAND_GROUPS = {
+    "serve": ("serve", "supervise", "token"),
+    "install": ("install",),
+    "service": ("service",),
+    "hooks": ("hook",),
+    "runs": ("runs", "status", "cancel", "retry"),
+    "steps": ("start", "checkpoint", "finish"),
+    "events": ("send-event", "events"),
+    "agents": ("spawn", "logs", "resume", "agents"),
+    "steering": ("message", "budget"),
+    "approvals": ("approvals", "approve", "deny"),
+    "schedules": ("schedules",),
+    "retention": ("gc",),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(argv: Sequence[str] | None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args_given = sys.argv[1:] if argv is None else argv
+    parser = _parser(args_given[0] if args_given else None)
+    args = parser.parse_args(args_given)
     if not getattr(args, "command_name", None):
         parser.print_help()
         return 2
@@ -100,15 +103,17 @@ def _command(argv: Sequence[str] | None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line: the commands of ``command``'s module when ``COMMAND_GROUPS`` lists it, else all."""
     parser = argparse.ArgumentParser(
         prog="mcp-orchestrator", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mcp-orchestrator {__version__}")
     # Not dest="command": that is a field of spawn_subagent (the argv of --agent command).
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND")
-    for group in COMMAND_GROUPS:
-        group.add_commands(commands)
+    groups = [group for group, names in COMMAND_GROUPS.items() if command in names] or COMMAND_GROUPS
+    for group in groups:
+        import_module(f"{__name__}.{group}").add_commands(commands)
     return parser
 
 

@@ -16,6 +16,8 @@ from ..store.base import Store
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_MAX_RESULT_BYTES = 24 * 1024  # see config.Settings.max_result_bytes
 PROGRESS_EVERY_S = 3.0  # a blocked call reports progress this often
+# One encoder for every payload checked: json.dumps with options other than its defaults builds one per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 T = TypeVar("T")
 Progress = Callable[[float, float, str], Awaitable[None]]
 
@@ -43,15 +45,16 @@ class Context:
     def now(self) -> datetime:
         return self._clock()
 
-    def check_payload(self, field: str, value: Any) -> None:
-        """Refuse a value that is not plain JSON or is over the payload limit."""
+    def check_payload(self, field: str, value: Any) -> str | None:
+        """Refuse a value that is not plain JSON or is over the payload limit. Returns its JSON text (None
+        for None), as the store keeps it: a write may store that rather than encode the value again."""
         if value is None:
-            return
+            return None
         try:
-            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+            encoded = _ENCODER.encode(value)
         except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidInput(f"{field} is not plain JSON ({exc}); NaN and Infinity are not allowed") from exc
-        size = len(encoded.encode())
+        size = len(encoded) if encoded.isascii() else len(encoded.encode())
         if size > self.max_payload_bytes:
             raise InvalidInput(
                 f"{field} is {size} bytes, over the limit of {self.max_payload_bytes} bytes; store large data "
@@ -59,6 +62,7 @@ class Context:
                 field=field,
                 size=size,
             )
+        return encoded
 
     async def until(
         self,

@@ -44,6 +44,7 @@ from ..models import (
     RetryRunResult,
     Run,
     RunFilter,
+    RunState,
     RunStatus,
     StartRunInput,
     StartRunResult,
@@ -153,15 +154,16 @@ class Runs:
 
     async def checkpoint(self, args: CheckpointInput) -> CheckpointResult:
         """Record a step's result, a failed attempt, or the start of an attempt (see CheckpointInput)."""
-        self.context.check_payload("output", args.output)
+        output = self.context.check_payload("output", args.output)  # as JSON text: stored as it is
         self.context.check_payload("error", args.error)
         # Quiet: a checkpoint that ends no run and starts nothing concerns no waiter (the supervisor, a
         # blocked wait); _checkpoint says so when it does. Pages watching every commit still see it.
-        return raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args), wake=False))
+        return raise_or_return(await self.store.write(lambda tx: self._checkpoint(tx, args, output), wake=False))
 
-    def _checkpoint(self, tx: Transaction, args: CheckpointInput) -> CheckpointResult | OrchestratorError:
-        run = get_run(tx, args.run_id, payloads=False)
-        step = tx.get_step(run.run_id, args.step)
+    def _checkpoint(
+        self, tx: Transaction, args: CheckpointInput, output: str | None
+    ) -> CheckpointResult | OrchestratorError:
+        run, step = transitions.run_and_step(tx, args.run_id, args.step)
         if step is not None and step.status == StepStatus.COMPLETED:
             return CheckpointResult(step=step, replayed=True)
         if step is not None and step.status == StepStatus.FAILED:
@@ -199,7 +201,7 @@ class Runs:
             return _begin_attempt(tx, run, args.step, step, now)
         if args.error is not None:
             return _fail_attempt(tx, run, args, step, now)
-        return _complete_step(tx, run, args, step, now)
+        return _complete_step(tx, run, args, step, now, output)
 
     # Reading.
 
@@ -403,7 +405,7 @@ def page_of(runs: list[Run], limit: int) -> tuple[list[Run], str | None]:
     return runs, None
 
 
-def _begin_attempt(tx: Transaction, run: Run, name: str, step: Step | None, now: datetime) -> CheckpointResult:
+def _begin_attempt(tx: Transaction, run: RunState, name: str, step: Step | None, now: datetime) -> CheckpointResult:
     previous: Any = None
     if step is not None and step.status == StepStatus.STARTED:
         previous = "unknown"
@@ -418,10 +420,10 @@ def _begin_attempt(tx: Transaction, run: Run, name: str, step: Step | None, now:
 
 
 def _fail_attempt(
-    tx: Transaction, run: Run, args: CheckpointInput, step: Step | None, now: datetime
+    tx: Transaction, run: RunState, args: CheckpointInput, step: Step | None, now: datetime
 ) -> CheckpointResult:
     attempt, started_at = _this_attempt(step, now)
-    policy = run.retry
+    policy = get_run(tx, run.run_id, payloads=False).retry
     give_up = not args.retryable or attempt >= policy.max_attempts
     retry_at = None if give_up else now + timedelta(seconds=policy.backoff_s(attempt))
     new = Step(
@@ -444,18 +446,13 @@ def _fail_attempt(
 
 
 def _complete_step(
-    tx: Transaction, run: Run, args: CheckpointInput, step: Step | None, now: datetime
+    tx: Transaction, run: RunState, args: CheckpointInput, step: Step | None, now: datetime, output: str | None
 ) -> CheckpointResult:
+    """``output``: the step's output as JSON text (``Context.check_payload``'s)."""
     attempt, started_at = _this_attempt(step, now)
-    new = Step(
-        step=args.step,
-        status=StepStatus.COMPLETED,
-        attempt=attempt,
-        output=args.output,
-        started_at=started_at,
-        ended_at=now,
-    )
-    tx.save_step(run.run_id, new)
+    new = Step(step=args.step, status=StepStatus.COMPLETED, attempt=attempt, started_at=started_at, ended_at=now)
+    new.output = args.output  # valid already, as the input's: given after, so a large one is not walked again
+    tx.save_step(run.run_id, new, output_json=output)
     tx.append_journal(run.run_id, "step_completed", now, args.step, attempt)
     return CheckpointResult(step=new, replayed=False)
 

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
 from pydantic import ValidationError
 
 from .. import transitions
@@ -63,6 +62,8 @@ def zone(name: str) -> ZoneInfo:
 
 def check_cron(expression: str, timezone: str, now: datetime) -> None:
     """Refuse an expression croniter cannot read, or one that names no date at all (e.g. '0 0 31 2 *')."""
+    from croniter import croniter  # here and below: imported by what reads cron, not by every process's start
+
     readable = len(expression.split()) == 5 and croniter.is_valid(expression)
     if (problem := _step_problem(expression) if readable else _cron_problem(expression)) is not None:
         raise InvalidInput(
@@ -108,6 +109,8 @@ def _step_problem(expression: str) -> str | None:
 def _next_cron(expression: str, after: datetime) -> datetime | None:
     """The next time ``expression`` names after ``after``, or None when croniter finds none
     (it gives up after searching a bounded number of years)."""
+    from croniter import CroniterError, croniter
+
     try:
         due: datetime = croniter(expression, after).get_next(datetime)
     except (CroniterError, OverflowError):
@@ -128,6 +131,8 @@ def due_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
             yield schedule.anchor_at + count * step
             count += 1
     assert schedule.cron is not None
+    from croniter import CroniterError, croniter
+
     hourly = schedule.cron.split()[1] == "*"
     times = croniter(schedule.cron, after.astimezone(zone(schedule.timezone)))
     while True:

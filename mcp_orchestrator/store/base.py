@@ -42,6 +42,7 @@ from ..models import (
     MessageStatus,
     Run,
     RunFilter,
+    RunState,
     RunStatus,
     Schedule,
     Step,
@@ -157,13 +158,18 @@ class Transaction(Protocol):
 
     def get_step(self, run_id: str, step: str) -> Step | None: ...
 
+    def run_and_step(self, run_id: str, step: str) -> tuple[RunState, Step | None] | None:
+        """The run's status and deadline with its step ``step`` (None: no such step), the run taken as
+        ``get_run`` takes it; None: no such run. One statement where writers take turns (SQLite)."""
+
     def delete_step(self, run_id: str, step: str) -> None: ...
 
     def list_steps(self, run_id: str) -> list[Step]:
         """In the order they were first recorded."""
 
-    def save_step(self, run_id: str, step: Step) -> None:
-        """Insert or replace the step's row."""
+    def save_step(self, run_id: str, step: Step, *, output_json: str | None = None) -> None:
+        """Insert or replace the step's row. ``output_json``: its output as JSON text, when the caller has
+        it already (a checkpoint's, encoded to check its size), so it is not encoded twice."""
 
     def append_journal(
         self,

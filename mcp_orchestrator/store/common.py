@@ -75,9 +75,13 @@ class Patience:
         return pause
 
 
+# One encoder for every payload: json.dumps with options other than its defaults builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dump_json(value: Any) -> str | None:
     """The JSON text a payload is stored as (None stays NULL)."""
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None if value is None else _ENCODER.encode(value)
 
 
 def shown_location(location: str) -> str:

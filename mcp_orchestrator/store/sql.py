@@ -33,6 +33,7 @@ from ..models import (
     MessageStatus,
     Run,
     RunFilter,
+    RunState,
     RunStatus,
     Schedule,
     Step,
@@ -214,6 +215,19 @@ class Statements:
 
         # Steps and the journal.
         self.get_step = sql(f"{step} WHERE run_id = ? AND step = ?")
+        # What a checkpoint or a new wait decides on: the run's status and deadline (taken as get_run
+        # takes the run) and its step, NULL when there is none; in one statement, except where a write
+        # waits for the run's lock (row_locks): a statement sees what was committed when it began, so
+        # the step written by the transaction that held the run is read by a statement of its own.
+        self.run_state = sql(f"SELECT status, deadline_at FROM runs WHERE run_id = ?{lock()}")
+        self.run_and_step = (
+            None
+            if d.row_locks and writable
+            else sql(
+                f"SELECT status, deadline_at, ({step} WHERE steps.run_id = runs.run_id AND steps.step = ?) "
+                "FROM runs WHERE run_id = ?"
+            )
+        )
         self.delete_step = sql("DELETE FROM steps WHERE run_id = ? AND step = ?")
         self.list_steps = sql(f"{step} WHERE run_id = ? ORDER BY {d.step_order}")
         # An upsert, not a replace: the step's first-recorded order must not change.
@@ -404,6 +418,7 @@ class SQLTransaction(ABC):
         self._sql = sql
         self._d = sql.dialect
         self.woken = False
+        self._stamped: tuple[datetime | None, Any] = (None, None)  # the last time formatted, and its parameter
 
     def wake(self) -> None:
         self.woken = True
@@ -436,6 +451,15 @@ class SQLTransaction(ABC):
     def _time(self, sql: str, args: Sequence[Any] = ()) -> datetime | None:
         value = self._value(sql, args)
         return None if value is None else self._d.read_time(value)
+
+    def _stamp(self, value: datetime | None) -> Any:
+        """A time as a parameter, like ``Dialect.time``; a write stores its clock's reading several times
+        (a step's start and end, its journal entry), and the last one formatted is formatted once."""
+        last, parameter = self._stamped
+        if value is not last and value is not None:
+            parameter = self._d.time(value)
+            self._stamped = (value, parameter)
+        return parameter if value is not None else None
 
     def _in_values(self, items: Collection[StrEnum]) -> tuple[Any, ...]:
         """The parameters of an ``{in}`` test on states or statuses."""
@@ -616,14 +640,25 @@ class SQLTransaction(ABC):
         document = self._value(self._sql.get_step, (run_id, step))
         return None if document is None else Step.model_validate_json(document)
 
+    def run_and_step(self, run_id: str, step: str) -> tuple[RunState, Step | None] | None:
+        if self._sql.run_and_step is not None:
+            row = self._one(self._sql.run_and_step, (step, run_id))
+        elif (row := self._one(self._sql.run_state, (run_id,))) is not None:  # the run held, then its step
+            row = (*row, self._value(self._sql.get_step, (run_id, step)))
+        if row is None:
+            return None
+        status, deadline_at, document = row
+        state = RunState(run_id, RunStatus(status), None if deadline_at is None else self._d.read_time(deadline_at))
+        return state, None if document is None else Step.model_validate_json(document)
+
     def delete_step(self, run_id: str, step: str) -> None:
         self._run(self._sql.delete_step, (run_id, step))
 
     def list_steps(self, run_id: str) -> list[Step]:
         return [Step.model_validate_json(row[0]) for row in self._all(self._sql.list_steps, (run_id,))]
 
-    def save_step(self, run_id: str, step: Step) -> None:
-        time = self._d.time
+    def save_step(self, run_id: str, step: Step, *, output_json: str | None = None) -> None:
+        time = self._stamp
         self._run(
             self._sql.save_step,
             (
@@ -632,7 +667,7 @@ class SQLTransaction(ABC):
                 step.kind,
                 step.status.value,
                 step.attempt,
-                _dump(step.output),
+                _dump(step.output) if output_json is None else output_json,
                 _dump(step.error),
                 time(step.started_at),
                 time(step.ended_at),
@@ -649,7 +684,7 @@ class SQLTransaction(ABC):
         attempt: int | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        args = (run_id, self._d.time(at), kind, step, attempt, _dump(detail) if detail else None)
+        args = (run_id, self._stamp(at), kind, step, attempt, _dump(detail) if detail else None)
         self._run(self._sql.append_journal, args)
 
     def read_journal(self, run_id: str, limit: int) -> list[JournalEntry]:
@@ -699,7 +734,7 @@ class SQLTransaction(ABC):
         return [(row[0], Event.model_validate_json(row[1])) for row in rows]
 
     def insert_wait(self, run_id: str, wait: Wait) -> None:
-        time = self._d.time
+        time = self._stamp
         self._run(
             self._sql.insert_wait,
             (

@@ -4,11 +4,11 @@ Durability: ``synchronous=FULL`` by default, so an acknowledged write survives p
 
 Concurrency: each process has one writer connection and one reader connection (aiosqlite, one
 thread each). Writes from many coroutines are queued and committed together (group commit): the
-writer takes every queued function, runs them all in one ``BEGIN IMMEDIATE`` transaction, commits
-once (one fsync for the batch) and only then answers each caller; a function that raises has its
-own writes undone and leaves the others' standing. Other processes serialise on
-the file's write lock; ``busy_timeout`` and a retry with jitter make a lock held elsewhere a
-wait, never a "database is locked" error for the caller (up to ``lock_wait_s``).
+writer's thread takes every queued function, runs them all in one ``BEGIN IMMEDIATE`` transaction,
+commits once (one fsync for the batch) and only then answers each caller, then takes what was
+queued meanwhile; a function that raises has its own writes undone and leaves the others' standing.
+Other processes serialise on the file's write lock; ``busy_timeout`` and a retry with jitter make a
+lock held elsewhere a wait, never a "database is locked" error for the caller (up to ``lock_wait_s``).
 
 The files under a running server: SQLite writes on through its open file descriptors when the
 database file, its ``-wal`` or its ``-shm`` is deleted or renamed over (a backup restored with
@@ -35,7 +35,9 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +57,6 @@ _MAX_BATCH = 128
 # How often a waiting process looks for other processes' commits, by how long nothing changed:
 # (quiet for at least this many seconds, look every this many seconds).
 _POLL_LADDER = ((5.0, 0.05), (0.5, 0.025), (0.0, 0.005))
-_STOP: Any = object()  # queued by close(): the writer finishes what came before it
 _OWN_MAX = 4096  # our commits the poller has yet to see, at most (beyond: others' are assumed too)
 # Whether the store's files are still at their paths is looked at before every commit, before a read
 # when the last look is older than this, and by a watch task this often.
@@ -140,8 +141,10 @@ class SQLiteStore:
         self._lock_wait_s = lock_wait_s
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writing = False  # open for writes
+        self._pending: deque[_Write] = deque()  # writes queued for the writer's thread
+        self._pending_lock = threading.Lock()
+        self._draining = False  # the writer's thread has been asked to take them (under the lock)
         self._changes = Changes()  # the commits seen: ours, and others' the poller noticed
         self._watchers = 0
         self._shm: int | None = None  # the WAL index file, read to see commits (see _version)
@@ -179,9 +182,8 @@ class SQLiteStore:
             _Opened(path, what, found) for path, what in _paths(self.location) if (found := _identity(path))
         ]
         self._looked_at = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._writer_task = loop.create_task(self._write_loop(), name="sqlite-writer")
-        self._watch = loop.create_task(self._watch_files(), name="sqlite-file-watch")
+        self._writing = True
+        self._watch = asyncio.get_running_loop().create_task(self._watch_files(), name="sqlite-file-watch")
 
     async def close(self) -> None:
         """Finish the writes already queued, then close both connections."""
@@ -191,10 +193,12 @@ class SQLiteStore:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._poller = self._watch = None
-        if self._writer_task is not None:
-            self._queue.put_nowait(_STOP)
-            await self._writer_task
-            self._writer_task = None
+        if self._writing:
+            self._writing = False
+            # The writer's thread runs what it is given in order: the writes queued so far (a drain asked
+            # for before this) are committed and answered before this returns.
+            assert self._writer is not None
+            await _on_thread(self._writer, lambda conn: None)
         if self._after_gone_task is not None:
             await self._after_gone_task
         for conn in (self._writer, self._reader):
@@ -215,11 +219,20 @@ class SQLiteStore:
     async def write(self, fn: Callable[[SQLiteTransaction], T], *, wake: bool = True) -> T:
         # A batch wakes waiters of consequences if any of its writes may (``wake`` or ``tx.wake()``);
         # other processes see every commit in the WAL index and cannot tell quiet ones: theirs wake.
-        if self._writer_task is None:
+        if not self._writing:
             raise StoreError(f"the store {self.location} is not open")
         self._refuse_if_gone(max_age=float("inf"))  # the writer looks again before it commits
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, future, wake))
+        # Straight to the writer's thread, with no task of our own between: a write that finds the thread
+        # idle wakes it; others join the queue it drains. Writes made in the same turn of the event loop
+        # still share a commit: the thread needs the interpreter lock to start, which it gets when the
+        # loop next waits.
+        with self._pending_lock:
+            self._pending.append((fn, future, wake))
+            idle, self._draining = not self._draining, True
+        if idle:
+            assert self._writer is not None
+            _post(self._writer, self._drain)
         return await future
 
     async def read(self, fn: Callable[[SQLiteTransaction], T]) -> T:
@@ -482,39 +495,48 @@ class SQLiteStore:
             outcomes = self._retry_busy(conn, "BEGIN IMMEDIATE", isolated, check)
         return outcomes, marks["woken"]
 
-    async def _write_loop(self) -> None:
-        assert self._writer is not None
-        writer = self._writer
-        stopping = False
-        while not stopping:
-            batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any], bool]] = []
-            item = await self._queue.get()
+    def _drain(self) -> None:
+        """On the writer's thread: commit the queued writes, a batch at a time, answering each batch's
+        callers on their event loop once it is committed, until none is left."""
+        batch: list[_Write] = []
+        try:
+            assert self._writer is not None
+            conn = self._writer._conn
             while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                if not item[1].done():  # a caller cancelled before its write began: skip it
-                    batch.append(item)
-                if len(batch) >= _MAX_BATCH or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
+                with self._pending_lock:
+                    if not self._pending:
+                        self._draining = False
+                        return
+                    taken = [self._pending.popleft() for _ in range(min(len(self._pending), _MAX_BATCH))]
+                batch = [item for item in taken if not item[1].done()]  # a caller cancelled before it began
+                if batch:
+                    answers = self._commit(conn, batch)
+                    batch[0][1].get_loop().call_soon_threadsafe(self._answer, batch, *answers)
+                    batch = []
+        except BaseException as exc:  # nothing else answers these callers: fail them, let later writes start
+            with self._pending_lock:
+                batch += self._pending
+                self._pending.clear()
+                self._draining = False
             if batch:
-                await self._commit(writer, batch)
+                with contextlib.suppress(RuntimeError):  # their event loop has closed: nobody waits
+                    error = [(False, _translate(exc, self.location))] * len(batch)
+                    batch[0][1].get_loop().call_soon_threadsafe(self._answer, batch, error, True)
+            raise
 
-    async def _commit(
-        self,
-        writer: aiosqlite.Connection,
-        batch: list[tuple[Callable[[SQLiteTransaction], Any], asyncio.Future[Any], bool]],
-    ) -> None:
-        fns = [fn for fn, _, _ in batch]
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
+        """On the writer's thread: each write's outcome, and whether the commit wakes waiters."""
         woken = any(wake for _, _, wake in batch)
         try:
-            outcomes, called = await _on_thread(writer, lambda conn: self._run_batch(conn, fns))
-            woken = woken or called
+            outcomes, called = self._run_batch(conn, [fn for fn, _, _ in batch])
+            return outcomes, woken or called
         except StoreFileGone:
-            outcomes = [(False, self._refusal()) for _ in batch]
+            return [(False, self._refusal()) for _ in batch], woken
         except Exception as exc:
-            outcomes = [(False, _translate(exc, self.location))] * len(batch)
+            return [(False, _translate(exc, self.location))] * len(batch), woken
+
+    def _answer(self, batch: list[_Write], outcomes: list[tuple[bool, Any]], woken: bool) -> None:
+        """On the event loop: a batch is committed (or failed), its callers are answered."""
         if self._gone is not None:
             self._notice_gone()
         for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
@@ -525,6 +547,10 @@ class SQLiteStore:
             else:
                 future.set_exception(value)
         self._changes.seen(wakes=woken)
+
+
+# A queued write: its function, its caller's future, whether it may wake waiters (see ``write``).
+_Write = tuple[Callable[[SQLiteTransaction], Any], "asyncio.Future[Any]", bool]
 
 
 def _transactions(header: bytes) -> int:
@@ -576,6 +602,13 @@ def _retire_log(conn: sqlite3.Connection) -> None:
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _post(db: aiosqlite.Connection, fn: Callable[[], object]) -> None:
+    """Run ``fn`` on the connection's thread, after what was handed to it before, with nobody awaiting
+    it: ``fn`` answers whoever waits for it itself. (``_tx``, like ``_execute`` below, is an aiosqlite
+    internal.)"""
+    db._tx.put_nowait((None, fn))
 
 
 async def _on_thread(db: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

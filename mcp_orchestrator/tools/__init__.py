@@ -13,6 +13,6 @@ from . import (  # noqa: F401  (importing registers the tools)
     schedules,
     steps,
 )
-from ._base import TOOLS, AppContext, engine_tools
+from ._base import SCHEMAS_FILE, TOOLS, AppContext, engine_tools, schemas_text, tool_schemas
 
-__all__ = ["TOOLS", "AppContext", "engine_tools"]
+__all__ = ["SCHEMAS_FILE", "TOOLS", "AppContext", "engine_tools", "schemas_text", "tool_schemas"]

@@ -11,6 +11,11 @@ A ``text`` tool answers with one text block, its result's JSON, and no structure
 harness that reads the text alone expects (Claude Code's permission prompt tool). Every other answer
 is fitted to the result budget (``services.sizing.fit``), and the schemas sent in ``tools/list`` are
 compacted (``schemas``).
+
+Those schemas are made from the models once, not by every server: ``tool_schemas`` makes them, ``schemas.json``
+beside this module holds them (``python -m mcp_orchestrator.tools`` writes it, a test checks it is current),
+and a server reads them from there. Making them builds every input and result model and takes about a
+tenth of a second, which every session and every sub-agent would otherwise wait for before its first call.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, cast
 
 from mcp import MCPError
@@ -29,7 +36,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, SkipValidation, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, SkipValidation, ValidationError, create_model
 
 from ..errors import InternalError, InvalidInput, OrchestratorError, invalid_input_from
 from ..runtime import Engine
@@ -37,6 +44,9 @@ from ..services.sizing import fit
 from .schemas import compact_input, compact_output, without_repeats
 
 log = logging.getLogger(__name__)
+
+SCHEMAS_FILE = Path(__file__).with_name("schemas.json")
+ToolSchemas = dict[str, Any]  # {"input": the arguments' schema, "output": the result's schema or None}
 
 
 class _Absent(enum.Enum):
@@ -134,18 +144,18 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel | st
     async def handler(ctx: Context, **arguments: Any) -> BaseModel | str:
         # The SDK drops arguments the schema does not name; a misspelt one ("outptu") would
         # silently become a default, so name it instead.
-        sent = (ctx.request_context.params or {}).get("arguments") or {}
-        given = {name: value for name, value in arguments.items() if value is not ABSENT}
-        unknown = sorted(set(sent) - set(arguments))
-        if unknown:
-            named = ", ".join(map(repr, unknown))
+        request = ctx.request_context
+        sent = (request.params or {}).get("arguments") or {}
+        if not sent.keys() <= arguments.keys():
+            named = ", ".join(map(repr, sorted(sent.keys() - arguments.keys())))
             error = InvalidInput(f"unknown argument(s) {named}; {tool.fn.__name__} takes {', '.join(arguments)}")
             raise ToolError(error_text(error))
+        given = {name: value for name, value in arguments.items() if value is not ABSENT}
 
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)  # a no-op unless the client asked for progress
 
-        app = cast(AppContext, ctx.request_context.lifespan_context)  # what the server's lifespan yields
+        app = cast(AppContext, request.lifespan_context)  # what the server's lifespan yields
         extra = (progress,) if tool.blocking else ()
         result = await call_primitive(tool.fn, app.engine, tool.input_model, given, *extra)
         return result.model_dump_json(exclude_none=True) if tool.text else result
@@ -156,35 +166,50 @@ def _as_mcp_function(tool: EngineTool) -> Callable[..., Awaitable[BaseModel | st
 
 
 def engine_tools() -> list[Tool]:
-    """The MCP tools, for ``MCPServer(tools=...)``: each one's schemas from its input and result models,
-    and its validation left to the input model (see ``_lenient``). Built directly rather than by the SDK's
+    """The MCP tools, for ``MCPServer(tools=...)``: each one's schemas read from ``schemas.json``, and its
+    validation left to the input model (see ``_lenient``). Built directly rather than by the SDK's
     ``Tool.from_function``, which would make a model of the handler's signature and its schema for every
-    tool, only for both to be replaced: a fifth of a server's start."""
+    tool, only for both to be replaced."""
+    schemas: dict[str, ToolSchemas] = json.loads(SCHEMAS_FILE.read_text(encoding="utf-8"))
     tools = []
     for tool in TOOLS:
         handler = _as_mcp_function(tool)
-        output_model = None if tool.text else tool.result_model
-        output_schema = None if output_model is None else compact_output(output_model.model_json_schema())
+        schema = schemas[handler.__name__]
         metadata = FuncMetadata(
             arg_model=_lenient(f"{handler.__name__}Arguments", tool.input_model),
-            output_schema=output_schema,  # the answers are still checked against result_model
-            output_model=output_model,
+            output_schema=schema["output"],  # the answers are still checked against result_model
+            output_model=None if tool.text else tool.result_model,
         )
         mcp_tool = Tool(
             fn=handler,
             name=handler.__name__,
             title=tool.title,
             description=handler.__doc__ or "",
-            parameters=_arguments_schema(tool.input_model),
+            parameters=schema["input"],
             fn_metadata=metadata,
             is_async=True,
             context_kwarg="ctx",
             annotations=tool.annotations,
         )
         tools.append(mcp_tool)
-    for mcp_tool, schema in zip(tools, without_repeats([tool.parameters for tool in tools]), strict=True):
-        mcp_tool.parameters = schema
     return tools
+
+
+def tool_schemas() -> dict[str, ToolSchemas]:
+    """Every tool's schemas as ``tools/list`` shows them, made from its models: what ``schemas.json`` holds."""
+    inputs = without_repeats([_arguments_schema(tool.input_model) for tool in TOOLS])
+    return {
+        tool.fn.__name__: {
+            "input": arguments,
+            "output": None if tool.text else compact_output(tool.result_model.model_json_schema()),
+        }
+        for tool, arguments in zip(TOOLS, inputs, strict=True)
+    }
+
+
+def schemas_text(schemas: dict[str, ToolSchemas]) -> str:
+    """``schemas`` as ``schemas.json`` holds them (one stable text, so a change shows as a diff)."""
+    return json.dumps(schemas, indent=1, ensure_ascii=False) + "\n"
 
 
 def _arguments_schema(input_model: type[BaseModel]) -> dict[str, Any]:
@@ -193,6 +218,12 @@ def _arguments_schema(input_model: type[BaseModel]) -> dict[str, Any]:
     schema = compact_input(input_model.model_json_schema(by_alias=True))
     schema.pop("additionalProperties", None)
     return schema
+
+
+class _LenientArguments(ArgModelBase):
+    """The base of the SDK's argument models: built on a tool's first call, not when the server starts."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 def _lenient(name: str, input_model: type[BaseModel]) -> type[ArgModelBase]:
@@ -204,4 +235,4 @@ def _lenient(name: str, input_model: type[BaseModel]) -> type[ArgModelBase]:
         field_name: (Annotated[field.annotation, SkipValidation], ABSENT)
         for field_name, field in input_model.model_fields.items()
     }
-    return create_model(name, __base__=ArgModelBase, **fields)
+    return create_model(name, __base__=_LenientArguments, **fields)
