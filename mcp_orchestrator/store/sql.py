@@ -587,18 +587,16 @@ class SQLTransaction(ABC):
         return int(self._value(self._sql.count_runs_waiting_in, args) or 0)
 
     def consumers_of(self, seqs: Sequence[int]) -> dict[int, list[str]]:
-        found: dict[int, list[str]] = {}
-        if seqs:
-            query = self._sql.listed(self._sql.consumers_of, len(seqs))
-            for seq, run_id in self._all(query, self._d.values(seqs)):
-                found.setdefault(int(seq), []).append(run_id)
-        return found
+        return self._runs_by_seq(self._sql.consumers_of, seqs)
 
     def cancelled_by(self, seqs: Sequence[int]) -> dict[int, list[str]]:
+        return self._runs_by_seq(self._sql.cancelled_by, seqs)
+
+    def _runs_by_seq(self, statement: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The run ids a listed statement pairs with each event's ``seq`` (``seq, run_id`` rows)."""
         found: dict[int, list[str]] = {}
         if seqs:
-            query = self._sql.listed(self._sql.cancelled_by, len(seqs))
-            for seq, run_id in self._all(query, self._d.values(seqs)):
+            for seq, run_id in self._all(self._sql.listed(statement, len(seqs)), self._d.values(seqs)):
                 found.setdefault(int(seq), []).append(run_id)
         return found
 
