@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import pstats
 import sqlite3
@@ -43,15 +45,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from floor import Floor, open_rows, write_rows
 from mcp import Client, StdioServerParameters
 
+from mcp_orchestrator.ids import new_id
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
 from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.store import Store
 from mcp_orchestrator.store.sqlite import SQLiteStore
-from mcp_orchestrator.store.sqlite_schema import MIGRATIONS
 
 PAYLOAD = "x" * 500
+OUTPUT_JSON = json.dumps(PAYLOAD)  # as the store keeps it
 CONCURRENCY = 16
 STDIO_BLOCK = 50  # calls to one stdio server before the other's turn
 HERE = Path(__file__).parent
@@ -107,30 +111,12 @@ def raw_sqlite(path: Path, n: int) -> Figures:
 
 def raw_checkpoint_rows(path: Path, n: int, batch: int = 1) -> Figures:
     """The rows ``n`` checkpoints write, on the store's schema, ``batch`` checkpoints per commit."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    runs = [f"run{lane:02}" for lane in range(batch)]
-    for run in runs:
-        conn.execute(
-            "INSERT INTO runs (run_id, name, status, retry, created_at) VALUES (?, 'n', 'running', '{}', 'x')", (run,)
-        )
-    now = "2026-01-01T00:00:00.000000+00:00"
+    runs = [new_id() for _ in range(batch)]
+    conn = open_rows(path, runs)
 
     def write(i: int) -> None:
         for run in runs:
-            conn.execute(
-                "INSERT INTO steps (run_id, step, status, attempt, output, started_at, ended_at) "
-                "VALUES (?, ?, 'completed', 1, ?, ?, ?)",
-                (run, f"s{i}", f'"{PAYLOAD}"', now, now),
-            )
-            conn.execute(
-                "INSERT INTO journal (run_id, at, kind, step, attempt) VALUES (?, ?, 'step_completed', ?, 1)",
-                (run, now, f"s{i}"),
-            )
+            write_rows(conn, run, f"s{i}", OUTPUT_JSON)
 
     label = (
         "  (same rows as a checkpoint, raw sqlite3)"
@@ -156,68 +142,94 @@ def commit_loop(
     return Figures(label, latencies, elapsed, commits * per_commit)
 
 
+async def measured(label: str, calls: list[Callable[[], Awaitable[object]]], lanes: int = 1) -> Figures:
+    """``timed``, with the CPU a call cost this process (its event loop and its threads alike), whatever the
+    disk's fsync takes: what code can change."""
+    cpu = time.process_time()
+    figures = await timed(label, calls, lanes)
+    figures.cpu_us = (time.process_time() - cpu) / len(calls) * 1e6
+    return figures
+
+
+async def sequential_and_concurrent(
+    label: str, runs: list[str], n: int, checkpoint: Callable[[str, str], Awaitable[object]]
+) -> tuple[Figures, Figures]:
+    """``n`` checkpoints on the first run one after another, then ``4 n`` on the others, CONCURRENCY at once."""
+    sequential = await measured(f"{label}, sequential", [lambda i=i: checkpoint(runs[0], f"s{i}") for i in range(n)])
+    lanes = runs[1 : 1 + CONCURRENCY]
+    calls = [lambda run=run, i=i: checkpoint(run, f"s{i}") for i in range(4 * n // CONCURRENCY) for run in lanes]
+    concurrent = await measured(f"{label}, {CONCURRENCY} concurrent runs", calls, lanes=CONCURRENCY)
+    return sequential, concurrent
+
+
 async def engine_figures(opened: Store, n: int) -> tuple[Figures, Figures]:
     """Checkpoints through the engine on an opened store (closed here): one run, then 16 at once."""
     async with opened as store:
         engine = Engine(store)
-        run_id = (await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id
-
-        def call(run: str, step: str) -> Callable[[], Awaitable[object]]:
-            return lambda: engine.runs.checkpoint(CheckpointInput(run_id=run, step=step, output=PAYLOAD))
-
-        async def measured(label: str, calls: list[Callable[[], Awaitable[object]]], lanes: int = 1) -> Figures:
-            # The CPU a checkpoint costs here (event loop and connection threads alike), whatever the disk's
-            # fsync takes: what the code can change.
-            cpu = time.process_time()
-            figures = await timed(label, calls, lanes)
-            figures.cpu_us = (time.process_time() - cpu) / len(calls) * 1e6
-            return figures
-
-        sequential = await measured("engine, sequential", [call(run_id, f"s{i}") for i in range(n)])
-        runs = [(await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(CONCURRENCY)]
-        per_run = max(1, 4 * n // CONCURRENCY)
-        calls = [call(run, f"s{i}") for i in range(per_run) for run in runs]
-        concurrent = await measured(f"engine, {CONCURRENCY} concurrent runs", calls, lanes=CONCURRENCY)
-    return sequential, concurrent
+        runs = [(await engine.runs.start_run(StartRunInput(name="bench"))).run.run_id for _ in range(1 + CONCURRENCY)]
+        return await sequential_and_concurrent(
+            "engine",
+            runs,
+            n,
+            lambda run, step: engine.runs.checkpoint(CheckpointInput(run_id=run, step=step, output=PAYLOAD)),
+        )
 
 
-async def stdio_figures(path: Path, n: int, profile: Path | None = None) -> tuple[Figures, Figures]:
+async def floor_figures(path: Path, n: int) -> tuple[Figures, Figures]:
+    """The same checkpoints through ``Floor``: what the engine's lines are bounded by."""
+    runs = [new_id() for _ in range(1 + CONCURRENCY)]
+    async with Floor(path, runs) as floor:
+        return await sequential_and_concurrent(
+            "floor", runs, n, lambda run, step: floor.checkpoint(run, step, OUTPUT_JSON)
+        )
+
+
+async def stdio_figures(
+    db: str, workdir: Path, n: int, profile: Path | None = None, floor: Path | None = None
+) -> tuple[Figures, Figures, Figures | None]:
+    """The no-op tool's and the checkpoint tool's figures over stdio, and with ``floor`` (a database file to
+    create) the no-op tool's when each call also commits a checkpoint's rows through ``Floor``."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "PYTHONPATH") if name in os.environ}
 
-    def profiled(name: str) -> list[str]:
-        return [] if profile is None else ["-m", "cProfile", "-o", str(profile / f"{name}.prof")]
+    def server(name: str, *args: str) -> StdioServerParameters:
+        # Started outside the checkout, so that the package imported is PYTHONPATH's when it names one.
+        profiled = [] if profile is None else ["-m", "cProfile", "-o", str(profile / f"{name}.prof")]
+        return StdioServerParameters(command=sys.executable, args=[*profiled, *args], env=env, cwd=workdir)
 
-    # Started outside the checkout, so that the package imported is PYTHONPATH's when it names one.
-    orchestrator = StdioServerParameters(
-        command=sys.executable,
-        args=[*profiled("checkpoint"), "-m", "mcp_orchestrator", "serve", "--db", str(path)],
-        env=env,
-        cwd=path.parent,
-    )
-    noop = StdioServerParameters(
-        command=sys.executable, args=[*profiled("noop"), str(HERE / "noop_server.py")], env=env, cwd=path.parent
-    )
-    async with Client(noop) as baseline_client, Client(orchestrator) as client:
-        await baseline_client.call_tool("noop", {"run_id": "r", "step": "warm-up"})
+    noop_server = str(HERE / "noop_server.py")
+    async with contextlib.AsyncExitStack() as stack:
+        baseline_client = await stack.enter_async_context(Client(server("noop", noop_server)))
+        client = await stack.enter_async_context(
+            Client(server("checkpoint", "-m", "mcp_orchestrator", "serve", "--db", db))
+        )
         started = await client.call_tool("start_run", {"name": "bench"})
         run_id = started.structured_content["run"]["run_id"]
-        baseline_calls: list[Callable[[], Awaitable[object]]] = [
-            lambda i=i: baseline_client.call_tool("noop", {"run_id": "r", "step": f"s{i}", "output": PAYLOAD})
-            for i in range(n)
+        lines: list[tuple[str, Client, str, str]] = [
+            ("no-op tool over stdio (SDK baseline)", baseline_client, "noop", "r"),
+            ("checkpoint tool over stdio", client, "checkpoint", run_id),
         ]
-        tool_calls: list[Callable[[], Awaitable[object]]] = [
-            lambda i=i: client.call_tool("checkpoint", {"run_id": run_id, "step": f"s{i}", "output": PAYLOAD})
-            for i in range(n)
+        if floor is not None:
+            floor_run = new_id()
+            floor_client = await stack.enter_async_context(
+                Client(server("floor", noop_server, "--write", str(floor), floor_run))
+            )
+            lines.append(("no-op tool + floor's commit over stdio", floor_client, "noop", floor_run))
+        await baseline_client.call_tool("noop", {"run_id": "r", "step": "warm-up"})
+        calls = [
+            [
+                lambda client=client, tool=tool, run=run, i=i: client.call_tool(
+                    tool, {"run_id": run, "step": f"s{i}", "output": PAYLOAD}
+                )
+                for i in range(n)
+            ]
+            for _, client, tool, run in lines
         ]
-        # Blocks of each in turn: both lines meet the same load on a shared machine.
-        parts = [
-            (await timed("", baseline_calls[i : i + STDIO_BLOCK]), await timed("", tool_calls[i : i + STDIO_BLOCK]))
-            for i in range(0, n, STDIO_BLOCK)
-        ]
-    return (
-        Figures.joined("no-op tool over stdio (SDK baseline)", [baseline for baseline, _ in parts]),
-        Figures.joined("checkpoint tool over stdio", [tool for _, tool in parts]),
+        # Blocks of each in turn: every line meets the same load on a shared machine.
+        parts = [[await timed("", line[i : i + STDIO_BLOCK]) for line in calls] for i in range(0, n, STDIO_BLOCK)]
+    baseline, tool, *floored = (
+        Figures.joined(label, [part[line] for part in parts]) for line, (label, *_) in enumerate(lines)
     )
+    return baseline, tool, floored[0] if floored else None
 
 
 async def main() -> None:
@@ -235,27 +247,44 @@ async def main() -> None:
     engine, stdio = args.only in (None, "engine"), args.only in (None, "stdio")
     lines: list[Figures] = []
     checks: list[tuple[str, float, float]] = []
+    # What bounds each ratio checked: the same ratio for raw rows, or for the floor (see floor.py).
+    bounds: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         root = Path(directory)
         if engine:
             raw = raw_sqlite(root / "raw.db", args.n)
             rows = raw_checkpoint_rows(root / "rows.db", args.n)
             rows_batched = raw_checkpoint_rows(root / "rows16.db", 4 * args.n, batch=CONCURRENCY)
+            floor_sequential, floor_concurrent = await floor_figures(root / "floor.db", args.n)
             sequential, concurrent = await engine_figures(SQLiteStore(root / "engine.db"), args.n)
-            lines += [raw, rows, rows_batched, sequential, concurrent]
+            lines += [raw, rows, rows_batched, floor_sequential, floor_concurrent, sequential, concurrent]
             checks += [
                 ("engine sequential / raw sqlite3", sequential.rate / raw.rate, 0.7),
                 (f"engine {CONCURRENCY} concurrent / raw sqlite3", concurrent.rate / raw.rate, 3.0),
             ]
+            bounds += [
+                ("our rows, one per commit / raw sqlite3 (the I/O ceiling)", rows.rate / raw.rate),
+                (f"our rows, {CONCURRENCY} per commit / raw sqlite3 (the I/O ceiling)", rows_batched.rate / raw.rate),
+                ("floor, sequential / raw sqlite3", floor_sequential.rate / raw.rate),
+                (f"floor, {CONCURRENCY} concurrent / raw sqlite3", floor_concurrent.rate / raw.rate),
+                ("engine / floor, sequential", sequential.rate / floor_sequential.rate),
+                (f"engine / floor, {CONCURRENCY} concurrent", concurrent.rate / floor_concurrent.rate),
+            ]
         ratios: list[float] = []
+        floor_ratios: list[float] = []
         for round_ in range(args.rounds if stdio else 0):
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-            baseline, tool = await stdio_figures(root / f"stdio{round_}.db", max(500, args.n // 3), args.profile)
-            lines += [baseline, tool]
+            n = max(500, args.n // 3)
+            database, floor_database = root / f"stdio{round_}.db", root / f"stdio-floor{round_}.db"
+            baseline, tool, floored = await stdio_figures(str(database), root, n, args.profile, floor_database)
+            assert floored is not None
+            lines += [baseline, tool, floored]
             ratios.append(tool.rate / baseline.rate)
+            floor_ratios.append(floored.rate / baseline.rate)
         if ratios:
             checks.append(("checkpoint tool / no-op tool (stdio)", statistics.median(ratios), 0.8))
+            bounds.append(("no-op tool + floor's commit / no-op tool (stdio)", statistics.median(floor_ratios)))
 
     print(f"mcp-orchestrator checkpoint benchmark: {args.n} checkpoints of {len(PAYLOAD)} bytes, on {sys.platform}")
     for figures in lines:
@@ -266,10 +295,9 @@ async def main() -> None:
         print(f"  {label:<44}{ratio:>6.2f}x   target {target}x: {verdict}")
     if len(ratios) > 1:
         print(f"    (the median of {len(ratios)} rounds: {', '.join(f'{ratio:.2f}x' for ratio in ratios)})")
-    if engine:
-        print("  for reference, the same ratios for our rows written by raw sqlite3 (the I/O ceiling):")
-        print(f"    {'one per commit / raw sqlite3':<42}{rows.rate / raw.rate:>6.2f}x")
-        print(f"    {f'{CONCURRENCY} per commit / raw sqlite3':<42}{rows_batched.rate / raw.rate:>6.2f}x")
+    print("  what bounds them (the same ratios without the engine's code):")
+    for label, ratio in bounds:
+        print(f"    {label:<66}{ratio:>6.2f}x")
     for name in ("noop", "checkpoint") if args.profile else ():
         print(f"\nthe {name} tool's server, the top of its profile (main thread, start-up included):")
         pstats.Stats(str(args.profile / f"{name}.prof"), stream=sys.stdout).sort_stats("tottime").print_stats(25)

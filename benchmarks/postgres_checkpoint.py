@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -177,7 +178,8 @@ async def postgres_main() -> None:
     async with fresh_schema(args.db) as url:
         sequential, concurrent = await engine_figures(PostgresStore(url, pool_size=CONCURRENCY), args.n)
     async with fresh_schema(args.db) as url:
-        baseline, tool = await stdio_figures(url, max(500, args.n // 3))
+        with tempfile.TemporaryDirectory() as workdir:
+            baseline, tool, _ = await stdio_figures(url, Path(workdir), max(500, args.n // 3))
     scaling = []
     for nodes in (1, 2, 3):
         async with fresh_schema(args.db) as url:
