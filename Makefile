@@ -61,11 +61,12 @@ test: setup node-tools  ## run the whole test suite
 test-fast: setup  ## the test suite without the tests marked processes (about one minute instead of ten)
 	$(BIN)/python -m pytest -m "not processes"
 
-lint: setup  ## ruff check, ruff format --check, mypy (with the pydantic plugin) and the import layers
+lint: setup  ## ruff check, ruff format --check, mypy (with the pydantic plugin), the import layers and tools/schemas.json
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m mcp_orchestrator.tools --check
 
 schemas: setup  ## write mcp_orchestrator/tools/schemas.json after changing a tool or a model it takes or returns
 	$(BIN)/python -m mcp_orchestrator.tools

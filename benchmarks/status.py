@@ -17,6 +17,9 @@ runs with 2 KB inputs, against the whole answer (the baseline: what they answere
 fitted to ``max_result_bytes``), and the tools' schemas as ``tools/list`` sends them, against the
 schemas pydantic generates. Target: every answer within the budget (24 KiB), the tool list under half
 of its baseline.
+
+Last, a long run (``--long-steps``, 5,000 steps of 500 bytes): ``status`` from a real stdio server, for a
+model and with ``steps_limit=50``, against ``status`` of a run of 50 steps. Target: p99 under 20 ms.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
-from mcp.server.mcpserver.tools import Tool
+from mcp import Client, StdioServerParameters
 from measure import percentile
 
 from mcp_orchestrator.ids import new_id
@@ -55,7 +58,6 @@ from mcp_orchestrator.services.sizing import json_size
 from mcp_orchestrator.store.base import Transaction
 from mcp_orchestrator.store.sqlite import SQLiteStore
 from mcp_orchestrator.tools import TOOLS, engine_tools
-from mcp_orchestrator.tools._base import _as_mcp_function
 
 STATUSES = [RunStatus.COMPLETED] * 17 + [RunStatus.RUNNING, RunStatus.FAILED, RunStatus.WAITING]
 
@@ -136,13 +138,54 @@ async def sizes(directory: Path) -> None:
         }
         for label, (whole, fitted) in pairs.items():
             print(size_line(label, json_size(await whole), json_size(await fitted), budget))
-    generated = [Tool.from_function(_as_mcp_function(tool)) for tool in TOOLS]
     compacted = engine_tools()
+    descriptions = sum(len(tool.description) for tool in compacted)
+    # The baseline: the schemas pydantic makes of the tools' models, as a server would send them uncompacted.
+    generated = descriptions + sum(
+        json_size(tool.input_model.model_json_schema(by_alias=True))
+        + (0 if tool.text else json_size(tool.result_model.model_json_schema()))
+        for tool in TOOLS
+    )
+    sent = descriptions + sum(json_size(tool.parameters) + json_size(tool.output_schema) for tool in compacted)
+    print(size_line("tool schemas and descriptions", generated, sent, generated // 2))
 
-    def listed(tools: list[Tool]) -> int:
-        return sum(json_size(tool.parameters) + json_size(tool.output_schema) + len(tool.description) for tool in tools)
 
-    print(size_line("tool schemas and descriptions", listed(generated), listed(compacted), listed(generated) // 2))
+async def long_run(directory: Path, steps: int, n: int) -> None:
+    """``status`` of a run of many steps from a real stdio server, for a model and as the run page asks it,
+    against the same of a run of 50 steps (the baseline): a status reads whole only the steps its answer
+    can show, so what grows with the run is the reading of its steps' names alone."""
+    print(f"\na long run: {steps:,} steps of 500 bytes against one of 50, status from a real stdio server")
+    db = Path(directory) / "long.db"
+    async with SQLiteStore(db, synchronous="normal") as store:
+        engine = Engine(store)
+        runs = {}
+        for name, count in (("short", 50), ("long", steps)):
+            runs[name] = run_id = (await engine.runs.start_run(StartRunInput(name=name))).run.run_id
+            for first in range(0, count, 500):
+                await asyncio.gather(
+                    *(
+                        engine.runs.checkpoint(CheckpointInput(run_id=run_id, step=f"s{index}", output="x" * 500))
+                        for index in range(first, min(first + 500, count))
+                    )
+                )
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "PYTHONPATH") if name in os.environ}
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_orchestrator", "serve", "--db", str(db)], env=env, cwd=directory
+    )
+    async with Client(server) as client:
+
+        async def status(arguments: dict[str, object]) -> list[float]:
+            await client.call_tool("status", arguments)  # the first builds the models it answers with
+            return await timed(n, lambda: client.call_tool("status", arguments))
+
+        baseline = await status({"run_id": runs["short"]})
+        base_p99 = percentile(baseline, 0.99)
+        print(line("baseline: status of a run of 50 steps", baseline, None, base_p99))
+        for label, arguments in (
+            ("status of the long run", {"run_id": runs["long"]}),
+            ("the same, steps_limit=50", {"run_id": runs["long"], "steps_limit": 50}),
+        ):
+            print(line(label, await status(arguments), 20, base_p99))
 
 
 async def main() -> None:
@@ -151,6 +194,7 @@ async def main() -> None:
     parser.add_argument("--steps-per-run", type=int, default=10)
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--sizes-only", action="store_true", help="measure only the sizes of answers")
+    parser.add_argument("--long-steps", type=int, default=5000, help="steps of the long run (default 5000)")
     args = parser.parse_args()
     if args.sizes_only:
         with tempfile.TemporaryDirectory() as directory:
@@ -216,6 +260,7 @@ async def main() -> None:
             server.terminate()
             server.wait(timeout=10)
         await sizes(Path(directory))
+        await long_run(Path(directory), args.long_steps, args.n)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The checkpoint benchmark, which two scripts share (SQLite's and PostgreSQL's lines both drive
-``stdio_figures``), still runs end to end: with tiny counts, so what is checked is that every line
-and every ratio is printed, never a speed."""
+"""Benchmarks that share code or compare against something computed still run and measure what they say:
+the checkpoint benchmark (SQLite's and PostgreSQL's lines both drive ``stdio_figures``) prints every line
+and ratio with tiny counts (never checked for speed), and the sizes of ``status.py`` (bytes, not time)
+meet their targets against a baseline made from the tools' own models."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from .support import server_env
 
 pytestmark = pytest.mark.processes
 
-CHECKPOINT = Path(__file__).parent.parent / "benchmarks" / "checkpoint.py"
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-def benchmark(*args: str, cwd: Path) -> str:
+def benchmark(*args: str, cwd: Path, script: str = "checkpoint.py") -> str:
     done = subprocess.run(
-        [sys.executable, str(CHECKPOINT), *args],
+        [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
         timeout=110,
@@ -62,3 +63,11 @@ def test_on_postgresql_every_line_and_ratio_is_printed(postgres_database: str, t
         "checkpoint tool / no-op tool (stdio)",
     ):
         assert line in out, f"{line!r} missing from:\n{out}"
+
+
+def test_the_sizes_a_model_is_handed_meet_their_targets(tmp_path: Path) -> None:
+    out = benchmark("--sizes-only", cwd=tmp_path, script="status.py")
+    lines = [line for line in out.splitlines() if "bytes" in line]
+    assert len(lines) == 4 and all(line.endswith(": meets") for line in lines), out
+    schemas = next(line for line in lines if "tool schemas" in line)
+    assert int(schemas.split()[4].replace(",", "")) > 100_000, schemas  # the models' own schemas, uncompacted

@@ -33,7 +33,7 @@ from mcp_orchestrator.models import (
 )
 from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.services.context import DEFAULT_MAX_RESULT_BYTES
-from mcp_orchestrator.services.sizing import fit, json_size, page_steps
+from mcp_orchestrator.services.sizing import RunSteps, fit, json_size, page_steps
 
 from .support import CONTRACT_TOOLS, RawStdio, call, stdio_server
 
@@ -235,12 +235,12 @@ def test_a_page_of_steps_fits_and_names_the_ones_before() -> None:
         Step(step=f"s{n}", status=StepStatus.COMPLETED, attempt=1, output="o" * 3000, started_at=at)
         for n in range(1000)
     ]
-    page = page_steps(steps, budget=8192)
+    page = page_steps(RunSteps.of(steps), budget=8192)
     assert json_size(page.steps) + json_size(page.earlier) <= 8192
     assert page.steps[-1].step == "s999" and page.cursor == str(1000 - len(page.steps))
     assert page.earlier is not None and list(page.earlier)[-1] == f"s{999 - len(page.steps)}"
     assert all(step.truncated == {"output": 3002} for step in page.steps)
-    assert page_steps(steps[:3]).steps == steps[:3]  # without a budget: whole
+    assert page_steps(RunSteps.of(steps[:3])).steps == steps[:3]  # without a budget: whole
 
 
 def test_the_guard_says_what_it_left_out() -> None:

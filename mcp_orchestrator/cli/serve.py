@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import signal
 import socket
@@ -96,6 +97,7 @@ async def _serve_stdio(settings: Settings) -> None:
 
     async with open_engine(settings) as engine:  # a bad store fails here, before MCP starts
         server = build_server(settings, engine_scope=lend(engine))
+        _keep_what_start_up_made()
         await serve_stdio(server, line_limit(settings.max_payload_bytes))  # answers even unreadable requests
 
 
@@ -124,6 +126,7 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # request line + headers, else 400
         )
         server = uvicorn.Server(config)
+        _keep_what_start_up_made()
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
@@ -143,6 +146,13 @@ async def _serve_http(settings: Settings, host: str, port: int, token_required: 
             if sys.stderr.isatty():  # a person started it: one click signs in (never into a log or journal)
                 print(f"dashboard: {_sign_in_link(url.removesuffix('/mcp'), token)}", file=sys.stderr, flush=True)
         await serving
+
+
+def _keep_what_start_up_made() -> None:
+    """What start-up made (the libraries' ~90,000 objects: the SDK, pydantic, Starlette) lives as long as the
+    process, so the collector leaves it out of later collections (``gc.freeze``). Otherwise every full
+    collection walks it all, a 30-40 ms pause for whichever call meets it: the p99 of a status."""
+    gc.freeze()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -57,7 +57,7 @@ from ..models import (
 from ..store.base import Transaction
 from ..transitions import get_run
 from .context import Context
-from .sizing import fit_runs, fit_start, fit_status, page_steps
+from .sizing import RunSteps, fit_runs, fit_start, fit_status, page_steps, steps_window
 
 TREE_DEPTH, TREE_WIDTH = 5, 50  # how much of a run's tree descendants() shows
 TREE_MAX = 250  # runs in all that descendants() reads, whatever the depth and width allow
@@ -86,9 +86,10 @@ class Runs:
         result = await self.store.write(
             lambda tx: transitions.create_run(tx, self.context.now(), args, run_id, workspace=workspace)
         )
+        steps = RunSteps.of(result.steps)
         if budget is None:
-            return result.model_copy(update=page_steps(result.steps).fields())
-        return fit_start(result, result.steps, budget)
+            return result.model_copy(update=page_steps(steps).fields())
+        return fit_start(result, steps, budget)
 
     async def finish_run(self, args: FinishRunInput) -> FinishRunResult:
         """Complete the run with ``output``, or fail it with ``error``; asked again, the first answer wins."""
@@ -244,16 +245,21 @@ class Runs:
         fitted to it for a model (``sizing.fit_status``), else every step asked for whole. ``children``: only
         the newest that many children, without their payloads (a page read again on every change)."""
 
-        before = _activity_cursor(args.activity_cursor)
+        activity_before = _activity_cursor(args.activity_cursor)
+        steps_before = None if args.steps_cursor is None else int(args.steps_cursor)
 
-        def read(tx: Transaction) -> StatusResult:
+        def read(tx: Transaction) -> tuple[StatusResult, RunSteps]:
             run = get_run(tx, args.run_id)
             process = tx.get_agent(run.run_id)
-            activity = tx.read_activity(run.run_id, args.activity_limit, before_seq=before) if process else []
+            activity = tx.read_activity(run.run_id, args.activity_limit, before_seq=activity_before) if process else []
             more = len(activity) == args.activity_limit and activity and activity[0].seq > 0
-            return StatusResult(
+            # Every step by name; whole only those the answer can show, not every output of a long run.
+            names = tx.step_names(run.run_id)
+            start, end = steps_window(len(names), before=steps_before, limit=args.steps_limit, budget=budget)
+            steps = RunSteps(names, tx.steps_at(run.run_id, start, end - start), start)
+            result = StatusResult(
                 run=run,
-                steps=tx.list_steps(run.run_id),
+                steps=[],  # the page, below
                 waits=tx.list_waits(run.run_id),
                 children=(
                     tx.list_children(run.run_id)
@@ -266,26 +272,26 @@ class Runs:
                 activity_cursor=str(activity[0].seq) if more else None,
                 messages=tx.messages_of([run.run_id], ["queued"], 50) if process else [],
             )
+            return result, steps
 
-        result = await self.store.read(read)
+        result, steps = await self.store.read(read)
         now = self.context.now()
         if any(wait.until is not None and wait.until <= now for wait in result.waits):
             # So that status is right even when no server runs timers.
             await self.store.write(lambda tx: transitions.fire_due_waits(tx, self.context.now()))
-            result = await self.store.read(read)
+            result, steps = await self.store.read(read)
         if transitions.overdue(result.run, self.context.now()):
             await self.store.write(
                 lambda tx: transitions.expire_if_overdue(tx, self.context.now(), get_run(tx, args.run_id))
             )
-            result = await self.store.read(read)
+            result, steps = await self.store.read(read)
         if result.process is not None and result.process.log_dir is not None and args.log_lines:
             result.log_tail = read_log_tails(Path(result.process.log_dir), args.log_lines)
-        steps = result.steps
-        before = None if args.steps_cursor is None else int(args.steps_cursor)
+        outputs = args.include_outputs
         if budget is None:
-            page = page_steps(steps, before=before, limit=args.steps_limit, outputs=args.include_outputs)
+            page = page_steps(steps, before=steps_before, limit=args.steps_limit, outputs=outputs)
             return result.model_copy(update=page.fields())
-        return fit_status(result, steps, budget, before=before, limit=args.steps_limit, outputs=args.include_outputs)
+        return fit_status(result, steps, budget, before=steps_before, limit=args.steps_limit, outputs=outputs)
 
     async def activity(self, run_id: str, limit: int, *, after: int | None = None) -> list[Activity]:
         """The run's activity entries, oldest first: the latest ``limit``, or the first ``limit`` after entry

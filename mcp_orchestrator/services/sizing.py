@@ -38,6 +38,9 @@ LIST_PREVIEW_BYTES = 256  # a value of a run in a list of runs (or a status's ch
 LINE_CHARS = 500  # a line of text in a list: a log line, a queued message
 NOTE_BYTES = 1024  # what the guard keeps free for its note (``omitted``)
 STEPS_SHARE = 2  # a page of steps takes at most 1/STEPS_SHARE of what is left; earlier steps' names the rest
+# No step is sent in fewer bytes of JSON (its nine field names alone take 76; a test holds it): an answer
+# within a budget shows at most budget // STEP_BYTES_MIN steps, so a read for it takes no more whole.
+STEP_BYTES_MIN = 100
 # A status that does not fit keeps of each other list the latest entries within 1/n of the budget: what
 # a sub-agent does now first; the journal, which repeats the steps, last. The steps take what is left.
 SHARES = {"activity": 8, "waits": 12, "children": 12, "log_tail": 12, "messages": 16, "journal": 16}
@@ -113,6 +116,42 @@ def shown_event(event: Event, limit: int = PREVIEW_BYTES) -> Event:
 # Steps: the one way every face that shows them to a model pages them.
 
 
+class StepsLeftOut(LookupError):
+    """A page needed a step its read left out (``RunSteps``)."""
+
+
+@dataclass(frozen=True)
+class RunSteps:
+    """A run's steps as a read left them: each step's name and status, in order, and the steps themselves
+    from position ``start`` on. A long run's status reads whole only the steps its answer can show
+    (``steps_window``), not every output the run ever recorded."""
+
+    names: Sequence[tuple[str, StepStatus]]
+    whole: Sequence[Step]
+    start: int = 0
+
+    @classmethod
+    def of(cls, steps: Sequence[Step]) -> RunSteps:
+        """Steps all read whole."""
+        return cls([(step.step, step.status) for step in steps], steps)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def step(self, position: int) -> Step:
+        if not self.start <= position < self.start + len(self.whole):
+            raise StepsLeftOut(position)
+        return self.whole[position - self.start]
+
+
+def steps_window(total: int, *, before: int | None, limit: int | None, budget: int | None) -> tuple[int, int]:
+    """The positions, among a run's ``total`` steps, of those ``page_steps`` (and ``fit_status``'s whole
+    answer, when it can fit) may show with these arguments: a read takes the others by name."""
+    end = total if before is None else min(before, total)
+    start = 0 if limit is None else max(0, end - limit)
+    return (start, end) if budget is None else (max(start, end - budget // STEP_BYTES_MIN), end)
+
+
 @dataclass(frozen=True)
 class StepPage:
     """A page of a run's steps and what frames it (the fields of StatusResult and StartRunResult)."""
@@ -132,7 +171,7 @@ class StepPage:
 
 
 def page_steps(
-    steps: Sequence[Step],
+    steps: RunSteps,
     *,
     before: int | None = None,
     limit: int | None = None,
@@ -144,16 +183,18 @@ def page_steps(
     Without a ``budget`` they come whole (a person's page, or the terminal). With one, as many as
     fit in half of it (at least one), each value a preview of at most PREVIEW_BYTES, and the rest of
     the budget names the steps before the page with their statuses: what a resuming model needs
-    to know is done, in one answer, however long the run."""
+    to know is done, in one answer, however long the run. ``StepsLeftOut`` if the page needs a step
+    the read left out (none, when the read took ``steps_window``'s)."""
     end = len(steps) if before is None else min(before, len(steps))
     if budget is None:
         start = 0 if limit is None else max(0, end - limit)
-        page = [shown_step(step, outputs=False) if not outputs else step for step in steps[start:end]]
+        page = [steps.step(position) for position in range(start, end)]
+        page = [shown_step(step, outputs=False) for step in page] if not outputs else page
         return StepPage(page, len(steps), str(start) if start else None, None)
     shown: list[Step] = []
     used, start = 2, end
     while start > 0 and (limit is None or len(shown) < limit):
-        entry = shown_step(steps[start - 1], outputs=outputs)
+        entry = shown_step(steps.step(start - 1), outputs=outputs)
         size = json_size(entry) + 1
         if shown and used + size > budget // STEPS_SHARE:
             break
@@ -164,11 +205,11 @@ def page_steps(
     earlier: dict[str, StepStatus] = {}
     room, named = budget - used, start
     while named > 0:
-        step = steps[named - 1]
-        size = json_size(step.step) + len(step.status) + 4
+        name, status = steps.names[named - 1]
+        size = json_size(name) + len(status) + 4
         if room < size:
             break
-        earlier[step.step] = step.status
+        earlier[name] = status
         room -= size
         named -= 1
     earlier = dict(reversed(earlier.items()))
@@ -182,7 +223,7 @@ def truncated_steps(steps: Sequence[Step]) -> bool:
 # What status and start_run show a model.
 
 
-def fit_start(result: StartRunResult, steps: Sequence[Step], budget: int) -> StartRunResult:
+def fit_start(result: StartRunResult, steps: RunSteps, budget: int) -> StartRunResult:
     """start_run's answer within ``budget``: for a run that comes back, its latest steps and the names
     of the rest (``page_steps``)."""
     whole = result.model_copy(update=page_steps(steps).fields())
@@ -198,7 +239,7 @@ def fit_start(result: StartRunResult, steps: Sequence[Step], budget: int) -> Sta
 
 def fit_status(
     result: StatusResult,
-    steps: Sequence[Step],
+    steps: RunSteps,
     budget: int,
     *,
     before: int | None = None,
@@ -207,9 +248,13 @@ def fit_status(
 ) -> StatusResult:
     """status's answer within ``budget``. Whole when it fits; else the run's own values show up to an
     eighth of the budget, each other list keeps its latest entries within its share (SHARES), and the
-    steps take what is left (``page_steps``). What was left out is said in ``omitted``."""
-    whole = result.model_copy(update=page_steps(steps, before=before, limit=limit, outputs=outputs).fields())
-    if json_size(whole) <= budget:
+    steps take what is left (``page_steps``). What was left out is said in ``omitted``. ``steps`` may be
+    read as ``steps_window`` says for this ``budget``."""
+    try:
+        whole = result.model_copy(update=page_steps(steps, before=before, limit=limit, outputs=outputs).fields())
+    except StepsLeftOut:  # a read leaves steps out only where they cannot all fit (steps_window)
+        whole = None
+    if whole is not None and json_size(whole) <= budget:
         return whole
     notes: list[str] = []
 

@@ -167,6 +167,12 @@ class Transaction(Protocol):
     def list_steps(self, run_id: str) -> list[Step]:
         """In the order they were first recorded."""
 
+    def step_names(self, run_id: str) -> list[tuple[str, StepStatus]]:
+        """Each step's name and status, in ``list_steps``'s order: a long run's, without its outputs."""
+
+    def steps_at(self, run_id: str, offset: int, limit: int) -> list[Step]:
+        """The steps at positions ``offset`` to ``offset + limit - 1`` of ``list_steps``'s order."""
+
     def save_step(self, run_id: str, step: Step, *, output_json: str | None = None) -> None:
         """Insert or replace the step's row. ``output_json``: its output as JSON text, when the caller has
         it already (a checkpoint's, encoded to check its size), so it is not encoded twice."""

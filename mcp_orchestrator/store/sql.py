@@ -230,6 +230,13 @@ class Statements:
         )
         self.delete_step = sql("DELETE FROM steps WHERE run_id = ? AND step = ?")
         self.list_steps = sql(f"{step} WHERE run_id = ? ORDER BY {d.step_order}")
+        self.step_names = sql(f"SELECT step, status FROM steps WHERE run_id = ? ORDER BY {d.step_order}")
+        # The positions first, then those rows: sorting whole documents to skip most of them would build
+        # the JSON of every step of the run.
+        self.steps_at = sql(
+            f"{step} WHERE run_id = ? AND {d.step_order} IN (SELECT {d.step_order} FROM steps WHERE run_id = ? "
+            f"ORDER BY {d.step_order} LIMIT ? OFFSET ?) ORDER BY {d.step_order}"
+        )
         # An upsert, not a replace: the step's first-recorded order must not change.
         self.save_step = upsert(
             "steps",
@@ -654,6 +661,14 @@ class SQLTransaction(ABC):
 
     def list_steps(self, run_id: str) -> list[Step]:
         return [Step.model_validate_json(row[0]) for row in self._all(self._sql.list_steps, (run_id,))]
+
+    def step_names(self, run_id: str) -> list[tuple[str, StepStatus]]:
+        statuses = {status.value: status for status in StepStatus}  # a long run's: quicker than StepStatus(value)
+        return [(name, statuses[status]) for name, status in self._all(self._sql.step_names, (run_id,))]
+
+    def steps_at(self, run_id: str, offset: int, limit: int) -> list[Step]:
+        rows = self._all(self._sql.steps_at, (run_id, run_id, limit, offset))
+        return [Step.model_validate_json(row[0]) for row in rows]
 
     def save_step(self, run_id: str, step: Step, *, output_json: str | None = None) -> None:
         time = self._stamp
