@@ -284,7 +284,7 @@ async def test_a_reader_that_stops_part_way_ends_the_command_with_141(engine: En
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("argv", [["--version"], ["token"], ["runs"]])
+@pytest.mark.parametrize("argv", [["--version"], ["token"], ["runs"], ["--help"], ["runs", "--help"]])
 def test_a_full_disk_is_an_error_not_a_traceback(tmp_path: Path, argv: list[str]) -> None:
     env = server_env(XDG_STATE_HOME=str(tmp_path), MCP_ORCHESTRATOR_DB=str(tmp_path / "s.db"))
     with open("/dev/full", "w") as full:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -30,6 +31,9 @@ from ..exits import EXIT_INTERRUPTED, unwritable
 from ..paths import default_config_path, default_db_path
 from .render import configure, printable_std_streams
 from .wording import SHELL_TERMS
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 DESCRIPTION = f"""\
 Durable orchestration for coding agents, served over MCP.
@@ -103,9 +107,19 @@ def _command(argv: Sequence[str] | None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse drops a failed write of its help or usage (and exits 0 after ``--help >/dev/full``); here it
+    fails as any output does (``exits.unwritable``: 141 for a reader gone, else 1 saying why). Its
+    subcommands' parsers are of this class too."""
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line: the commands of ``command``'s module when ``COMMAND_GROUPS`` lists it, else all."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mcp-orchestrator", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mcp-orchestrator {__version__}")
