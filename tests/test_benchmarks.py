@@ -18,12 +18,12 @@ pytestmark = pytest.mark.processes
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-def benchmark(*args: str, cwd: Path, script: str = "checkpoint.py") -> str:
+def benchmark(*args: str, cwd: Path, script: str = "checkpoint.py", timeout: float = 110) -> str:
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         cwd=cwd,
         env=server_env(),
     )
@@ -52,8 +52,9 @@ def test_on_sqlite_every_line_and_ratio_is_printed(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # its databases went with its temporary directory
 
 
+@pytest.mark.timeout(300)  # six measurements of nodes, each waiting 3 s for its processes to start
 def test_on_postgresql_every_line_and_ratio_is_printed(postgres_database: str, tmp_path: Path) -> None:
-    out = benchmark("--db", postgres_database, "--n", "32", "--seconds", "0.2", cwd=tmp_path)
+    out = benchmark("--db", postgres_database, "--n", "32", "--seconds", "0.2", cwd=tmp_path, timeout=280)
     for line in (
         "raw asyncpg, a checkpoint's rows",
         "engine, 16 concurrent runs",
