@@ -589,7 +589,7 @@ BUDGET_STEP = "budget-"  # the wait step of a pause at a budget: budget-<n>
 def pause_at_budget(tx: Transaction, now: datetime, run: Run, agent: Agent, left: BudgetLeft, cap: int) -> Agent:
     """Pause the sub-agent's run at its budget: a wait of kind 'budget' that ``set_budget`` ends once the
     budget is raised (or a cancel ends the run). Returns the agent, to be resumed when it goes on."""
-    paused = sum(step.kind == "budget" for step in tx.list_steps(run.run_id))
+    paused = len(tx.list_steps(run.run_id, kind="budget"))
     reason = left.describe()
     wait = Wait(step=f"{BUDGET_STEP}{paused + 1}", kind="budget", created_at=now)
     open_wait(tx, run.run_id, wait)

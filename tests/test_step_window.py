@@ -1,5 +1,7 @@
-"""A status reads whole only the steps its answer can show (``steps_window``), and answers exactly as if it
-had read every step: a run of thousands of steps costs a page, not every output it ever recorded."""
+"""A long run's steps are read in part. A status reads whole only the steps its answer can show
+(``steps_window``), and answers exactly as if it had read every step: a run of thousands of steps costs a
+page, not every output it ever recorded. The permission check and budget pauses read only the steps of
+their kind."""
 
 from __future__ import annotations
 
@@ -120,3 +122,20 @@ async def test_a_long_runs_status_is_the_one_a_read_of_every_step_gives(
     assert windowed == every
     assert [answer.steps_total for answer in windowed] == [400] * len(asked)
     assert [len(answer.steps) for answer in windowed[3:]] == [30, 7]
+
+
+@pytest.mark.anyio
+async def test_the_steps_of_one_kind_are_read_alone_in_their_order(engine: Engine) -> None:
+    run_id = (await engine.runs.start_run(StartRunInput(name="mixed"))).run.run_id
+    kinds = ["checkpoint", "approval", "checkpoint", "budget", "approval", "checkpoint", "budget"]
+
+    def record(tx: Any) -> None:
+        for index, kind in enumerate(kinds):
+            tx.save_step(run_id, Step(step=f"{kind}-{index}", kind=kind, status="completed", attempt=1, started_at=AT))
+
+    await engine.store.write(record)
+    for kind in ("approval", "budget", "checkpoint", "sleep"):
+        found = await engine.store.read(lambda tx, kind=kind: tx.list_steps(run_id, kind=kind))
+        assert [step.step for step in found] == [f"{k}-{i}" for i, k in enumerate(kinds) if k == kind]
+    every = await engine.store.read(lambda tx: tx.list_steps(run_id))
+    assert [step.kind for step in every] == kinds

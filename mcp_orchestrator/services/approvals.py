@@ -120,7 +120,7 @@ class Approvals:
         if run.status.terminal:
             raise RunTerminal(run.run_id, run.status, "its agent may not use any more tools: stop and exit")
         policy, call = self._call(tx, run, args)
-        steps = [step for step in tx.list_steps(run_id) if step.kind == KIND]
+        steps = tx.list_steps(run_id, kind=KIND)
         granted, refused = _run_rules(steps)
         verdict = evaluate(policy, call, granted, refused)
         prefix = f"{STEP_PREFIX}{args.tool_name}:{digest}:"

@@ -690,7 +690,7 @@ _NO_PROCESS: dict[str, Any] = {
 
 def _raised(tx: Transaction, agent: Agent) -> bool:
     """Whether the agent's last process stopped at its budget, raised since."""
-    raised = [step for step in tx.list_steps(agent.run_id) if step.kind == "budget" and step.ended_at is not None]
+    raised = [step for step in tx.list_steps(agent.run_id, kind="budget") if step.ended_at is not None]
     return bool(raised) and agent.exited_at is not None and raised[-1].started_at >= agent.exited_at
 
 

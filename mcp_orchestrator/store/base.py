@@ -164,8 +164,9 @@ class Transaction(Protocol):
 
     def delete_step(self, run_id: str, step: str) -> None: ...
 
-    def list_steps(self, run_id: str) -> list[Step]:
-        """In the order they were first recorded."""
+    def list_steps(self, run_id: str, kind: str | None = None) -> list[Step]:
+        """In the order they were first recorded; with ``kind``, only the steps of that kind (a sub-agent's
+        approvals or budget pauses, without reading its checkpoints)."""
 
     def step_names(self, run_id: str) -> list[tuple[str, StepStatus]]:
         """Each step's name and status, in ``list_steps``'s order: a long run's, without its outputs."""

@@ -230,6 +230,7 @@ class Statements:
         )
         self.delete_step = sql("DELETE FROM steps WHERE run_id = ? AND step = ?")
         self.list_steps = sql(f"{step} WHERE run_id = ? ORDER BY {d.step_order}")
+        self.list_steps_of_kind = sql(f"{step} WHERE run_id = ? AND kind = ? ORDER BY {d.step_order}")
         self.step_names = sql(f"SELECT step, status FROM steps WHERE run_id = ? ORDER BY {d.step_order}")
         # The positions first, then those rows: sorting whole documents to skip most of them would build
         # the JSON of every step of the run.
@@ -659,8 +660,12 @@ class SQLTransaction(ABC):
     def delete_step(self, run_id: str, step: str) -> None:
         self._run(self._sql.delete_step, (run_id, step))
 
-    def list_steps(self, run_id: str) -> list[Step]:
-        return [Step.model_validate_json(row[0]) for row in self._all(self._sql.list_steps, (run_id,))]
+    def list_steps(self, run_id: str, kind: str | None = None) -> list[Step]:
+        if kind is None:
+            rows = self._all(self._sql.list_steps, (run_id,))
+        else:
+            rows = self._all(self._sql.list_steps_of_kind, (run_id, kind))
+        return [Step.model_validate_json(row[0]) for row in rows]
 
     def step_names(self, run_id: str) -> list[tuple[str, StepStatus]]:
         statuses = {status.value: status for status in StepStatus}  # a long run's: quicker than StepStatus(value)
