@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import pstats
 import sqlite3
 import statistics
@@ -47,6 +46,7 @@ from pathlib import Path
 
 from floor import Floor, open_rows, write_rows
 from mcp import Client, StdioServerParameters
+from measure import child_env, percentile
 
 from mcp_orchestrator.ids import new_id
 from mcp_orchestrator.models import CheckpointInput, StartRunInput
@@ -68,7 +68,7 @@ class Figures:
         self.rate = calls / elapsed
         ordered = sorted(latencies)
         self.p50 = statistics.median(ordered) * 1000
-        self.p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+        self.p99 = percentile(ordered, 0.99) * 1000
         self.cpu_us: float | None = None  # CPU time of this process per call (all its threads), where measured
 
     @classmethod
@@ -189,7 +189,7 @@ async def stdio_figures(
 ) -> tuple[Figures, Figures, Figures | None]:
     """The no-op tool's and the checkpoint tool's figures over stdio, and with ``floor`` (a database file to
     create) the no-op tool's when each call also commits a checkpoint's rows through ``Floor``."""
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "PYTHONPATH") if name in os.environ}
+    env = child_env()
 
     def server(name: str, *args: str) -> StdioServerParameters:
         # Started outside the checkout, so that the package imported is PYTHONPATH's when it names one.

@@ -1,9 +1,19 @@
-"""What the benchmarks share: percentiles and a process's CPU time."""
+"""What the benchmarks share: percentiles, a process's CPU time, the environment and the bare server they
+start processes with."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+BARE_SERVER = Path(__file__).with_name("bare_server.py")  # a bare SDK server: the baseline of servers
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a benchmark starts: what it needs to run, and ``PYTHONPATH``, which may
+    name an older copy of the code to measure."""
+    passed = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "PYTHONPATH") if name in os.environ}
+    return {**passed, **extra}
 
 
 def percentile(samples: list[float], fraction: float) -> float:

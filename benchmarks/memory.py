@@ -31,26 +31,12 @@ from pathlib import Path
 
 import psutil
 from mcp import Client, StdioServerParameters
+from measure import BARE_SERVER, child_env
 
 from mcp_orchestrator.models import SpawnSubagentInput, StatusInput
 from mcp_orchestrator.runtime import Engine
 from mcp_orchestrator.services.subagents import LEASE
 from mcp_orchestrator.store.sqlite import SQLiteStore
-
-BARE_SERVER = '''
-from mcp.server import MCPServer
-
-server = MCPServer("bare", log_level="WARNING")
-
-
-@server.tool()
-async def noop(run_id: str, step: str) -> str:
-    """Do nothing."""
-    return step
-
-
-server.run()
-'''
 
 
 def memory(pid: int) -> tuple[float, float]:
@@ -123,14 +109,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         os.chdir(root)  # `python -m` imports from the current directory first: from no checkout here
-        env = {key: os.environ[key] for key in ("PATH", "LANG", "PYTHONPATH") if key in os.environ}
-        env |= {"XDG_STATE_HOME": str(root / "state"), "XDG_CONFIG_HOME": str(root / "config")}
+        env = child_env(XDG_STATE_HOME=str(root / "state"), XDG_CONFIG_HOME=str(root / "config"))
         serve_env = {**env, "MCP_ORCHESTRATOR_DB": str(root / "serve.db")}
-        bare_script = root / "bare_server.py"
-        bare_script.write_text(BARE_SERVER)
 
         print("stdio server")
-        bare = asyncio.run(server_memory([sys.executable, str(bare_script)], env, args.checkpoints, False))
+        bare = asyncio.run(server_memory([sys.executable, str(BARE_SERVER)], env, args.checkpoints, False))
         serve = asyncio.run(
             server_memory([sys.executable, "-m", "mcp_orchestrator", "serve"], serve_env, args.checkpoints, True)
         )

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import psutil
-from measure import cpu_seconds, percentile
+from measure import BARE_SERVER, cpu_seconds, percentile
 
 COMMANDS = (["--version"], ["token"], ["runs"], ["status", "RUN"])
 
@@ -61,10 +61,8 @@ def main() -> None:
             argv = [sys.executable, "-c", script, *(run_id if word == "RUN" else word for word in command)]
             subprocess.run(argv, env=env, check=True, capture_output=True)  # the token exists after
             _line(f"mcp-orchestrator {' '.join(command)}", _times(argv, env, args.n), baseline)
-        bare_script = Path(home) / "bare_server.py"
-        bare_script.write_text(BARE_SERVER)
         servers = {
-            "bare SDK server (baseline)": [sys.executable, str(bare_script)],
+            "bare SDK server (baseline)": [sys.executable, str(BARE_SERVER)],
             "mcp-orchestrator serve": [sys.executable, "-m", "mcp_orchestrator", "serve"],
         }
         for argv in servers.values():
@@ -88,22 +86,6 @@ def main() -> None:
             f"serve / bare: {ratio:.2f}x wall (target 1.15x: {'meets' if ratio <= 1.15 else 'ABOVE'}), "
             f"{serve_cpu / bare_cpu:.2f}x CPU"
         )
-
-
-BARE_SERVER = """
-from mcp.server import MCPServer
-
-server = MCPServer("bare", log_level="WARNING")
-
-
-@server.tool()
-async def noop(run_id: str, step: str) -> str:
-    \"\"\"Do nothing.\"\"\"
-    return step
-
-
-server.run()
-"""
 
 
 def _serve_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx2
 from mcp import Client, StdioServerParameters
-from measure import percentile
+from measure import child_env, percentile
 
 from mcp_orchestrator.ids import new_id
 from mcp_orchestrator.models import (
@@ -168,9 +168,11 @@ async def long_run(directory: Path, steps: int, n: int) -> None:
                         for index in range(first, min(first + 500, count))
                     )
                 )
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "PYTHONPATH") if name in os.environ}
     server = StdioServerParameters(
-        command=sys.executable, args=["-m", "mcp_orchestrator", "serve", "--db", str(db)], env=env, cwd=directory
+        command=sys.executable,
+        args=["-m", "mcp_orchestrator", "serve", "--db", str(db)],
+        env=child_env(),
+        cwd=directory,
     )
     async with Client(server) as client:
 

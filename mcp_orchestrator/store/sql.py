@@ -53,6 +53,7 @@ LIVE = "(" + ", ".join(f"'{status.value}'" for status in sorted(LIVE_RUN_STATUSE
 _EVENTS_PAGE = 200  # unconsumed events are read a page at a time: the caller usually stops at the first
 # An activity entry's fields that are columns of its row; its doc holds the rest.
 _ACTIVITY_COLUMNS = {"seq", "ref", "at", "kind"}
+_STEP_STATUSES = {status.value: status for status in StepStatus}  # a long run's names: quicker than StepStatus()
 # In a statement's template: the test that a column is one of a list of values; a rule's tests on
 # sub-agents (see AgentRule); an optional clause (a time bound, a limit).
 _IN, _RULE, _START, _LIMIT = "{in}", "{rule}", "{start}", "{limit}"
@@ -662,18 +663,18 @@ class SQLTransaction(ABC):
 
     def list_steps(self, run_id: str, kind: str | None = None) -> list[Step]:
         if kind is None:
-            rows = self._all(self._sql.list_steps, (run_id,))
-        else:
-            rows = self._all(self._sql.list_steps_of_kind, (run_id, kind))
-        return [Step.model_validate_json(row[0]) for row in rows]
+            return self._steps(self._sql.list_steps, (run_id,))
+        return self._steps(self._sql.list_steps_of_kind, (run_id, kind))
 
     def step_names(self, run_id: str) -> list[tuple[str, StepStatus]]:
-        statuses = {status.value: status for status in StepStatus}  # a long run's: quicker than StepStatus(value)
-        return [(name, statuses[status]) for name, status in self._all(self._sql.step_names, (run_id,))]
+        return [(name, _STEP_STATUSES[status]) for name, status in self._all(self._sql.step_names, (run_id,))]
 
     def steps_at(self, run_id: str, offset: int, limit: int) -> list[Step]:
-        rows = self._all(self._sql.steps_at, (run_id, run_id, limit, offset))
-        return [Step.model_validate_json(row[0]) for row in rows]
+        return self._steps(self._sql.steps_at, (run_id, run_id, limit, offset))
+
+    def _steps(self, sql: str, args: Sequence[Any]) -> list[Step]:
+        """The steps whose documents a statement reads, one a row."""
+        return [Step.model_validate_json(row[0]) for row in self._all(sql, args)]
 
     def save_step(self, run_id: str, step: Step, *, output_json: str | None = None) -> None:
         time = self._stamp
